@@ -1,0 +1,44 @@
+"""Verdicts: a published finding stated as a falsifiable test on measured numbers."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from scipy import stats
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """PASS or FAIL for one claim, with the numbers it was decided on."""
+
+    claim: str  # the finding, as the paper states it, in one sentence
+    passed: bool
+    numbers: dict[str, float] = field(default_factory=dict)
+    reason: str = ""  # how the numbers decide the verdict
+    notes: tuple[str, ...] = ()  # observations reported beside the verdict, not part of it
+
+    @property
+    def label(self) -> str:
+        return "PASS" if self.passed else "FAIL"
+
+    def to_dict(self) -> dict:
+        return {"claim": self.claim, "verdict": self.label, "numbers": self.numbers, "reason": self.reason, "notes": list(self.notes)}
+
+    def summary(self) -> str:
+        """A few lines for a terminal."""
+        numbers = ", ".join(f"{k}={_fmt(v)}" for k, v in self.numbers.items())
+        lines = [f"{self.label}: {self.claim}", f"  {self.reason}", f"  numbers: {numbers}"]
+        return "\n".join(lines + [f"  note: {n}" for n in self.notes])
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman rank correlation; NaN when fewer than 3 points or a constant input."""
+    if len(x) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
+        return math.nan
+    return float(stats.spearmanr(x, y).statistic)

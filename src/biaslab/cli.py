@@ -1,0 +1,167 @@
+"""The `biaslab` command: parses, calls the library, prints, sets exit codes.
+
+Exit codes: 0 done; 1 some runs failed (crashed); 2 bad input (the one-line
+message names the field and what is allowed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from biaslab.spec import SpecError, parse_override
+from biaslab.store import DEFAULT_PATH, RunNotFound, Store
+
+BAD_INPUT = 2
+
+
+class InputError(Exception):
+    """Bad user input: printed as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not usage + traceback
+        raise InputError(message)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="biaslab", description="Measure the implicit regularization of deep learning.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    commands.add_parser("list", help="the catalog of experiments")
+
+    run = commands.add_parser("run", help="run an experiment's sweep, print its verdict, write the report")
+    run.add_argument("experiment")
+    run.add_argument("--preset", default=None, help="tiny, quick (default) or paper")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="e.g. train.lr=0.05")
+    run.add_argument("--store", type=Path, default=DEFAULT_PATH)
+    run.add_argument("--executor", default="auto", help="auto, inprocess or processes")
+    run.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core)")
+    run.add_argument("--no-report", action="store_true", help="skip writing the HTML report")
+
+    report = commands.add_parser("report", help="write STORE/report/index.html for every sweep in the store")
+    report.add_argument("--store", type=Path, default=DEFAULT_PATH)
+    report.add_argument("--out", type=Path, default=None)
+
+    export = commands.add_parser("export", help="write one row per run to CSV or Parquet")
+    export.add_argument("destination", type=Path)
+    export.add_argument("--store", type=Path, default=DEFAULT_PATH)
+    export.add_argument("--format", default=None, help="csv or parquet (default: from the file name)")
+
+    show = commands.add_parser("show", help="one run: spec, status, curves summary, provenance")
+    show.add_argument("run_id")
+    show.add_argument("--store", type=Path, default=DEFAULT_PATH)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = _parser().parse_args(argv)
+        return {"list": cmd_list, "run": cmd_run, "report": cmd_report, "export": cmd_export, "show": cmd_show}[args.command](args)
+    except (InputError, SpecError, RunNotFound) as error:
+        print(f"biaslab: error: {error}", file=sys.stderr)
+        return BAD_INPUT
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from biaslab.experiments import CATALOG
+
+    for name in CATALOG:
+        experiment = CATALOG.get(name)
+        print(f"{name:<16} {experiment.title}  [{experiment.reference}]  presets: {', '.join(experiment.presets)}")
+    return 0
+
+
+def _store(path: Path, must_exist: bool) -> Store:
+    if must_exist and not (path / "runs.sqlite").exists():
+        raise InputError(f"--store: no biaslab store at {path} (run `biaslab run EXPERIMENT --store {path}` first)")
+    return Store(path)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from biaslab.experiments import CATALOG
+    from biaslab.registry import UnknownName
+    from biaslab.sweep import EXECUTORS, preflight
+
+    try:
+        experiment = CATALOG.get(args.experiment)
+    except UnknownName as error:
+        raise InputError(str(error)) from None
+    if args.executor not in EXECUTORS:
+        raise InputError(f"--executor: {args.executor!r} is not one of {', '.join(EXECUTORS)}")
+    if args.workers is not None and args.workers < 1:
+        raise InputError(f"--workers: must be at least 1, got {args.workers}")
+    overrides = dict(parse_override(item) for item in args.overrides)
+    preset = args.preset or experiment.default_preset
+    sweep = experiment.sweep(preset).override(overrides)
+    try:
+        preflight(sweep)
+    except (OSError, ValueError) as error:
+        raise InputError(str(error)) from None
+    store = Store(args.store)
+    outcome = _run_with_progress(sweep, store, preset, overrides, args)
+    failed = [r for r in outcome.records if r.status == "failed"]
+    diverged = sum(r.status == "diverged" for r in outcome.records)
+    print(f"{experiment.name} ({preset}): {outcome.ran} runs now, {outcome.skipped} already in {args.store}"
+          f" [{outcome.executor}]; {diverged} diverged, {len(failed)} failed")  # fmt: skip
+    for record in failed[:3]:
+        print(f"failed run {record.spec_id}: {(record.error or '').strip().splitlines()[-1]}  (biaslab show {record.spec_id})")
+    if any(r.status == "ok" for r in outcome.records):
+        print(experiment.claim(outcome.records).summary())
+    if not args.no_report:
+        from biaslab.report import write_report
+
+        print(f"report: {write_report(store)}")
+    return 1 if failed else 0
+
+
+def _run_with_progress(sweep, store: Store, preset: str, overrides: dict, args: argparse.Namespace):
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from biaslab.sweep import run_sweep
+
+    total = len({s.spec_id for s in sweep.expand()} - store.finished_ids())
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
+        task = progress.add_task(f"{sweep.base.experiment} runs", total=total)
+        return run_sweep(sweep, store, preset, overrides, args.executor, args.workers, on_record=lambda r: progress.advance(task))
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from biaslab.report import write_report
+
+    print(write_report(_store(args.store, must_exist=True), args.out))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    fmt = args.format or args.destination.suffix.lstrip(".")
+    if fmt not in ("csv", "parquet"):
+        raise InputError(f"--format: {fmt!r} is not supported; allowed: csv, parquet")
+    path = _store(args.store, must_exist=True).export(args.destination, fmt)
+    print(path)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    record = _store(args.store, must_exist=True).get(args.run_id)
+    print(f"run {record.spec_id}  status {record.status}  {record.seconds:.2f} s  created {record.created}")
+    print("spec:", json.dumps(record.spec, indent=2, sort_keys=True))
+    if record.curves:
+        print(f"curves ({len(next(iter(record.curves.values())))} evaluations): first / min / max / last")
+        for name, values in record.curves.items():
+            finite = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+            if finite:
+                print(f"  {name:<32} {values[0]:>11.4g} {min(finite):>11.4g} {max(finite):>11.4g} {values[-1]:>11.4g}")
+    print("provenance:", json.dumps(record.env, indent=2, sort_keys=True))
+    if record.error:
+        print("error:\n" + record.error)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

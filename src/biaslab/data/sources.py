@@ -1,0 +1,125 @@
+"""The built-in datasets, each a function (DataSpec, seed) -> numpy arrays.
+
+Every source returns `(x_train, y_train, x_test, y_test)` as float32/int64 numpy
+arrays with inputs shaped (examples, channels, length) or (examples, channels,
+height, width), so the CNN sees the spatial structure and the MLP flattens it.
+All of them work offline: `mnist1d` and `teacher` are generated, `digits` ships
+with scikit-learn, `mnist` and `cifar10` read the standard files from a directory.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from functools import lru_cache
+
+import numpy as np
+
+from biaslab.registry import Registry
+from biaslab.spec import DataSpec
+
+Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+Source = Callable[[DataSpec], Arrays]
+
+TEN_CLASSES = 10  # every built-in dataset but `teacher`, whose class count is data.n_classes
+
+SOURCES: Registry[Source] = Registry("dataset")
+
+MNIST1D_SEED = 42  # the generator seed of the published MNIST-1D; data.seed is added to it
+
+
+@lru_cache(maxsize=8)
+def _mnist1d_arrays(n_total: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Generate MNIST-1D offline with the package's defaults; restores the global RNGs it seeds."""
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    np_state, py_state = np.random.get_state(), random.getstate()
+    try:
+        args = get_dataset_args()
+        args.num_samples = n_total
+        args.train_split = 1.0
+        args.seed = seed
+        data = make_dataset(args)
+    finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+    return data["x"].astype(np.float32), data["y"].astype(np.int64)
+
+
+@SOURCES.register("mnist1d")
+def mnist1d(spec: DataSpec) -> Arrays:
+    """MNIST-1D (Greydanus & Kobak 2024): 40-long 1-D digits; 4000/1000 by default, as published."""
+    n_train, n_test = spec.n_train or 4000, spec.n_test or 1000
+    n_total = -(-(n_train + n_test) // 10) * 10  # the generator makes num_samples // 10 per class
+    x, y = _mnist1d_arrays(n_total, MNIST1D_SEED + spec.seed)
+    x = x[:, None, :]  # (examples, 1 channel, 40)
+    return x[:n_train], y[:n_train], x[n_train : n_train + n_test], y[n_train : n_train + n_test]
+
+
+@SOURCES.register("digits")
+def digits(spec: DataSpec) -> Arrays:
+    """scikit-learn's bundled 8x8 digits (1797 images), pixels / 16, shuffled by data.seed; 1200/597 by default."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = (bunch.images / 16.0).astype(np.float32)[:, None, :, :]  # (examples, 1, 8, 8)
+    y = bunch.target.astype(np.int64)
+    order = np.random.default_rng(spec.seed).permutation(len(y))
+    n_train = spec.n_train or 1200
+    n_test = spec.n_test or len(y) - n_train
+    if n_train + n_test > len(y):
+        raise ValueError(f"data.n_train + data.n_test: digits has {len(y)} examples, asked for {n_train + n_test}")
+    train, test = order[:n_train], order[n_train : n_train + n_test]
+    return x[train], y[train], x[test], y[test]
+
+
+@SOURCES.register("teacher")
+def teacher(spec: DataSpec) -> Arrays:
+    """Gaussian inputs N(0, I_dim) labelled by the argmax of a random one-hidden-layer ReLU network."""
+    rng = np.random.default_rng(spec.seed)
+    n_train, n_test = spec.n_train or 1000, spec.n_test or 1000
+    w1 = rng.standard_normal((spec.dim, spec.teacher_width)) / np.sqrt(spec.dim)
+    w2 = rng.standard_normal((spec.teacher_width, spec.n_classes)) / np.sqrt(spec.teacher_width)
+    x = rng.standard_normal((n_train + n_test, spec.dim)).astype(np.float32)
+    y = (np.maximum(x @ w1, 0.0) @ w2).argmax(axis=1).astype(np.int64)
+    return x[:n_train], y[:n_train], x[n_train:], y[n_train:]
+
+
+def n_classes(spec: DataSpec) -> int:
+    """How many classes the dataset has (not inferred from labels: a small split may miss one)."""
+    return spec.n_classes if spec.name == "teacher" else TEN_CLASSES
+
+
+def _subset(arrays: Arrays, spec: DataSpec) -> Arrays:
+    """The first n_train / n_test examples of a standard split (all when unset)."""
+    x_train, y_train, x_test, y_test = arrays
+    n_train, n_test = spec.n_train or len(y_train), spec.n_test or len(y_test)
+    for field, n, available in (("n_train", n_train, len(y_train)), ("n_test", n_test, len(y_test))):
+        if n > available:
+            raise ValueError(f"data.{field}: {spec.name} has {available} examples, asked for {n}")
+    return x_train[:n_train], y_train[:n_train], x_test[:n_test], y_test[:n_test]
+
+
+@SOURCES.register("mnist")
+def mnist(spec: DataSpec) -> Arrays:
+    """MNIST from the standard IDX files in data.root (checksummed); pixels / 255."""
+    from biaslab.data.files import load_mnist
+
+    x_train, y_train, x_test, y_test = _subset(load_mnist(_root(spec), download=spec.download), spec)
+    scale = lambda x: (x.astype(np.float32) / 255.0)[:, None, :, :]  # noqa: E731  (examples, 1, 28, 28)
+    return scale(x_train), y_train, scale(x_test), y_test
+
+
+@SOURCES.register("cifar10")
+def cifar10(spec: DataSpec) -> Arrays:
+    """CIFAR-10 from the standard python archive in data.root (checksummed); pixels / 255."""
+    from biaslab.data.files import load_cifar10
+
+    x_train, y_train, x_test, y_test = _subset(load_cifar10(_root(spec), download=spec.download), spec)
+    return (x_train.astype(np.float32) / 255.0), y_train, (x_test.astype(np.float32) / 255.0), y_test
+
+
+def _root(spec: DataSpec) -> str:
+    if spec.root is None:
+        raise ValueError(f"data.root: {spec.name} reads its standard files from a directory; set data.root=PATH")
+    return spec.root

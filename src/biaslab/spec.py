@@ -1,0 +1,223 @@
+"""Typed, frozen, validated run specifications.
+
+A `RunSpec` says everything that decides a run's numbers: data, model, training,
+probes and seed. It is a frozen pydantic model with ``extra="forbid"``, so an
+unknown key or a wrong type is an error that names the field. Its `spec_id` is
+the SHA-256 of its canonical JSON, which is how the store recognises a run it
+has already done. A `Sweep` is a base spec plus a grid over dotted paths.
+
+This module never imports torch: specs are plain data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class SpecError(ValueError):
+    """A bad field in a spec or an override; the message names the field and what is allowed."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+DatasetName = Literal["mnist1d", "digits", "teacher", "mnist", "cifar10"]
+InputCorruption = Literal["none", "shuffled_pixels", "random_pixels", "gaussian"]
+
+
+class DataSpec(_Frozen):
+    """Which data, how much of it, and which corruptions to apply (in the order: labels, then inputs)."""
+
+    name: DatasetName = "mnist1d"
+    n_train: int | None = Field(None, gt=0)  # None: the dataset's standard training size
+    n_test: int | None = Field(None, gt=0)  # None: the dataset's standard test size
+    label_noise: float = Field(0.0, ge=0.0, le=1.0)  # fraction of training labels replaced by uniform random ones
+    inputs: InputCorruption = "none"  # what to do to the training and test inputs
+    standardize: bool = True  # per-feature standardization with training statistics
+    seed: int = Field(0, ge=0)  # data draw: split, generator, corruption; separate from the model seed
+    root: str | None = None  # directory with the standard files (mnist, cifar10)
+    download: bool = False  # fetch missing files (mnist, cifar10); needs a network
+    # teacher: Gaussian inputs labelled by a random one-hidden-layer network
+    dim: int = Field(20, gt=0)  # teacher input dimension
+    n_classes: int = Field(10, ge=2)  # teacher classes
+    teacher_width: int = Field(32, gt=0)
+
+
+class ModelSpec(_Frozen):
+    """Architecture and initialization."""
+
+    kind: Literal["mlp", "cnn"] = "mlp"
+    width: int = Field(100, gt=0)  # hidden units per layer (MLP) or channels (CNN)
+    depth: int = Field(1, ge=1)  # hidden layers (MLP) or conv layers (CNN)
+    activation: Literal["relu", "tanh", "gelu"] = "relu"
+    init: Literal["kaiming", "xavier", "normal", "torch"] = "kaiming"
+    init_scale: float = Field(1.0, gt=0.0)  # multiplies every initial weight
+    bias: bool = True
+    kernel_size: int = Field(5, ge=1)  # CNN first-layer kernel; later layers use 3
+
+
+class TrainSpec(_Frozen):
+    """Optimizer, schedule, loss and stopping rule."""
+
+    optimizer: Literal["gd", "sgd", "adam", "adamw"] = "sgd"
+    lr: float = Field(0.05, gt=0.0)
+    momentum: float = Field(0.0, ge=0.0, lt=1.0)
+    nesterov: bool = False
+    weight_decay: float = Field(0.0, ge=0.0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    batch_size: int | None = Field(100, gt=0)  # None: full batch
+    loss: Literal["cross_entropy", "mse"] = "cross_entropy"
+    schedule: Literal["constant", "step", "cosine"] = "constant"
+    lr_decay: float = Field(0.99, gt=0.0, le=1.0)  # step schedule: lr *= lr_decay every decay_every steps
+    decay_every: int = Field(40, gt=0)  # steps between step-schedule decays
+    max_steps: int = Field(1000, gt=0)  # the step budget
+    eval_every: int = Field(100, gt=0)  # steps between History rows
+    stop_zero_error_evals: int | None = Field(None, gt=0)  # stop once train error is 0 for k evals in a row
+
+    @model_validator(mode="after")
+    def _gd_is_full_batch(self) -> "TrainSpec":
+        if self.optimizer == "gd" and self.batch_size is not None:
+            raise ValueError("optimizer 'gd' is full-batch: set batch_size to null")
+        if self.nesterov and self.momentum == 0.0:
+            raise ValueError("nesterov needs momentum > 0")
+        return self
+
+
+ProbeName = Literal["norms", "margin", "path_norm"]
+
+
+class RunSpec(_Frozen):
+    """One run: everything that decides its numbers."""
+
+    experiment: str = "custom"
+    data: DataSpec = DataSpec()
+    model: ModelSpec = ModelSpec()
+    train: TrainSpec = TrainSpec()
+    probes: tuple[ProbeName, ...] = ()  # measured at every evaluation, beside errors and losses
+    seed: int = Field(0, ge=0)  # model init and batch order
+    device: str = "cpu"  # where the run trains: cpu, cuda, cuda:1, mps
+    dtype: Literal["float32", "float64"] = "float32"
+
+    @property
+    def spec_id(self) -> str:
+        """SHA-256 (first 16 hex digits) of the canonical JSON; identical specs share an id."""
+        return hashlib.sha256(canonical_json(self).encode()).hexdigest()[:16]
+
+
+def canonical_json(spec: BaseModel) -> str:
+    """Sorted keys, no whitespace: the same spec always gives the same string."""
+    return json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+
+def describe_error(error: ValidationError, prefix: str = "") -> str:
+    """One line per bad field: 'train.lr: Input should be greater than 0 (got -1)'."""
+    lines = []
+    for item in error.errors():
+        path = ".".join(str(p) for p in (prefix, *item["loc"]) if p != "")
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = f"unknown field; allowed: {', '.join(_allowed_fields(path))}"
+        elif "input" in item and not isinstance(item["input"], dict):
+            message += f" (got {item['input']!r})"
+        lines.append(f"{path}: {message}")
+    return "; ".join(lines)
+
+
+def _allowed_fields(path: str) -> list[str]:
+    model: type[BaseModel] = RunSpec
+    for part in path.split(".")[:-1]:
+        field = model.model_fields.get(part)
+        if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
+            break
+        model = field.annotation
+    return sorted(model.model_fields)
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value: JSON where it parses (numbers, true/false/null, lists), else the string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_override(assignment: str) -> tuple[str, Any]:
+    """'train.lr=0.05' -> ('train.lr', 0.05)."""
+    key, sep, value = assignment.partition("=")
+    if not sep or not key.strip():
+        raise SpecError(f"override {assignment!r}: expected KEY=VALUE, e.g. train.lr=0.05")
+    return key.strip(), parse_value(value.strip())
+
+
+def check_path(path: str) -> None:
+    """Raise SpecError unless the dotted path names a field of RunSpec."""
+    model: type[BaseModel] = RunSpec
+    parts = path.split(".")
+    for depth, part in enumerate(parts):
+        field = model.model_fields.get(part)
+        if field is None:
+            where = ".".join(parts[:depth]) or "the spec"
+            raise SpecError(f"{path}: unknown field {part!r} in {where}; allowed: {', '.join(sorted(model.model_fields))}")
+        annotation = field.annotation
+        is_model = isinstance(annotation, type) and issubclass(annotation, BaseModel)
+        if depth < len(parts) - 1 and not is_model:
+            raise SpecError(f"{path}: {'.'.join(parts[: depth + 1])} has no sub-fields")
+        if is_model:
+            model = annotation
+
+
+def with_values(spec: RunSpec, values: dict[str, Any]) -> RunSpec:
+    """A copy of `spec` with dotted-path values set, validated (strings coerced by the field's type)."""
+    data = spec.model_dump(mode="json")
+    for path, value in values.items():
+        check_path(path)
+        node = data
+        *parents, leaf = path.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    try:
+        return RunSpec.model_validate(data)
+    except ValidationError as error:
+        raise SpecError(describe_error(error)) from None
+
+
+class Sweep(_Frozen):
+    """A base spec and a grid: every combination of the grid's values is one run."""
+
+    base: RunSpec
+    grid: dict[str, tuple[Any, ...]] = {}
+
+    @model_validator(mode="after")
+    def _grid_paths_exist(self) -> "Sweep":
+        for path, values in self.grid.items():
+            check_path(path)
+            if len(values) == 0:
+                raise ValueError(f"grid axis {path} has no values")
+        return self
+
+    def expand(self) -> list[RunSpec]:
+        """All runs, in grid order (the last axis varies fastest)."""
+        paths = list(self.grid)
+        combos = itertools.product(*(self.grid[p] for p in paths))
+        return [with_values(self.base, dict(zip(paths, combo))) for combo in combos]
+
+    def override(self, values: dict[str, Any]) -> "Sweep":
+        """Apply --set values: a path on the grid replaces that axis (a list sets several values)."""
+        grid = dict(self.grid)
+        fixed = {}
+        for path, value in values.items():
+            check_path(path)
+            if path in grid:
+                grid[path] = tuple(value) if isinstance(value, list) else (value,)
+            else:
+                fixed[path] = value
+        sweep = Sweep(base=with_values(self.base, fixed), grid=grid)
+        sweep.expand()  # validate every combination now, not mid-sweep
+        return sweep

@@ -1,0 +1,263 @@
+"""The results store: one record per run in an embedded SQLite database.
+
+`Store(path)` keeps `path/runs.sqlite` (WAL mode). Every write is one
+transaction, so a crash (even `kill -9`) leaves either the whole record or
+none of it; records are keyed by `spec_id`, so writing a run again replaces it
+instead of duplicating it. Records are JSON, never pickle. A diverged or
+failed run is a record too, with its status and, for failures, the traceback.
+
+This module never imports torch: it stores plain data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PATH = Path("biaslab-runs")
+STATUSES = ("ok", "diverged", "failed")
+FINISHED = ("ok", "diverged")  # a resumed sweep skips these; failed runs are tried again
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    spec_id TEXT PRIMARY KEY,
+    experiment TEXT NOT NULL,
+    status TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    curves TEXT NOT NULL,
+    final TEXT NOT NULL,
+    env TEXT NOT NULL,
+    seconds REAL NOT NULL,
+    error TEXT,
+    created TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_experiment ON runs (experiment);
+CREATE TABLE IF NOT EXISTS sweeps (
+    sweep_id TEXT PRIMARY KEY,
+    experiment TEXT NOT NULL,
+    preset TEXT NOT NULL,
+    overrides TEXT NOT NULL,
+    spec_ids TEXT NOT NULL,
+    created TEXT NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class SweepEntry:
+    """A sweep as the user asked for it: experiment, preset, overrides, and the runs it is made of."""
+
+    experiment: str
+    preset: str
+    overrides: dict[str, Any]
+    spec_ids: tuple[str, ...]
+    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+    @property
+    def sweep_id(self) -> str:
+        key = json.dumps([self.experiment, self.preset, self.overrides], sort_keys=True)
+        return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+    @property
+    def label(self) -> str:
+        sets = " ".join(f"--set {k}={json.dumps(v)}" for k, v in sorted(self.overrides.items()))
+        return f"{self.experiment} --preset {self.preset}" + (f" {sets}" if sets else "")
+
+
+@dataclass
+class RunRecord:
+    """One run: its resolved spec, how it ended, its curves and final metrics, and provenance."""
+
+    spec: dict[str, Any]
+    spec_id: str
+    status: str
+    curves: dict[str, list[float]] = field(default_factory=dict)  # metric -> values at each evaluation
+    final: dict[str, float] = field(default_factory=dict)
+    env: dict[str, Any] = field(default_factory=dict)  # versions, git commit, device, host
+    seconds: float = 0.0
+    error: str | None = None  # the traceback of a failed run
+    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"status: {self.status!r} is not one of {', '.join(STATUSES)}")
+
+    @property
+    def experiment(self) -> str:
+        return str(self.spec.get("experiment", "custom"))
+
+
+def curves_from_rows(rows: Iterable[dict[str, float]]) -> dict[str, list[float]]:
+    """History rows -> one list per metric (NaN where a row lacks the metric)."""
+    rows = list(rows)
+    names = list(dict.fromkeys(name for row in rows for name in row))
+    return {name: [row.get(name, math.nan) for row in rows] for name in names}
+
+
+def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}; lists and tuples become JSON strings so they fit one cell."""
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat |= flatten(value, f"{name}.")
+        elif isinstance(value, (list, tuple)):
+            flat[name] = json.dumps(value)
+        else:
+            flat[name] = value
+    return flat
+
+
+class RunNotFound(KeyError):
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class Store:
+    """Run records on disk under `path` (created if missing)."""
+
+    def __init__(self, path: str | Path = DEFAULT_PATH) -> None:
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.db = self.path / "runs.sqlite"
+        with self._connect() as connection:
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.executescript(_SCHEMA)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        connection = sqlite3.connect(self.db, timeout=30.0)
+        connection.execute("PRAGMA synchronous=FULL")
+        try:
+            with connection:  # one transaction: committed on success, rolled back on error
+                yield connection
+        finally:
+            connection.close()
+
+    def put(self, record: RunRecord) -> None:
+        """Write a record atomically, replacing any earlier record of the same spec_id."""
+        with self._connect() as connection:
+            connection.execute(
+                "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.spec_id,
+                    record.experiment,
+                    record.status,
+                    json.dumps(record.spec, sort_keys=True),
+                    json.dumps(record.curves),
+                    json.dumps(record.final),
+                    json.dumps(record.env, sort_keys=True),
+                    record.seconds,
+                    record.error,
+                    record.created,
+                ),
+            )
+
+    def finished_ids(self) -> set[str]:
+        """spec_ids of runs that need not run again (ok or diverged)."""
+        with self._connect() as connection:
+            marks = ",".join("?" * len(FINISHED))
+            return {row[0] for row in connection.execute(f"SELECT spec_id FROM runs WHERE status IN ({marks})", FINISHED)}
+
+    def records(self, experiment: str | None = None) -> list[RunRecord]:
+        """All records, or one experiment's, oldest first."""
+        query, args = "SELECT * FROM runs", ()
+        if experiment is not None:
+            query, args = query + " WHERE experiment = ?", (experiment,)
+        with self._connect() as connection:
+            return [_record(row) for row in connection.execute(query + " ORDER BY created, spec_id", args)]
+
+    def get(self, run_id: str) -> RunRecord:
+        """The record whose spec_id is or starts with `run_id` (at least 4 characters)."""
+        if len(run_id) < 4:
+            raise RunNotFound(f"run id {run_id!r}: give at least 4 characters of the id (see `biaslab export` or the report)")
+        with self._connect() as connection:
+            rows = connection.execute("SELECT * FROM runs WHERE spec_id LIKE ?", (run_id + "%",)).fetchall()
+        if not rows:
+            raise RunNotFound(f"run id {run_id!r}: no such run in {self.path}")
+        if len(rows) > 1:
+            raise RunNotFound(f"run id {run_id!r} is ambiguous: {', '.join(r[0] for r in rows)}")
+        return _record(rows[0])
+
+    def put_sweep(self, sweep: SweepEntry) -> None:
+        """Remember a sweep (replacing an earlier one with the same experiment, preset and overrides)."""
+        with self._connect() as connection:
+            connection.execute(
+                "INSERT OR REPLACE INTO sweeps VALUES (?, ?, ?, ?, ?, ?)",
+                (sweep.sweep_id, sweep.experiment, sweep.preset, json.dumps(sweep.overrides, sort_keys=True), json.dumps(sweep.spec_ids), sweep.created),
+            )
+
+    def sweeps(self) -> list[SweepEntry]:
+        """Every sweep ever started in this store, oldest first."""
+        with self._connect() as connection:
+            rows = connection.execute("SELECT experiment, preset, overrides, spec_ids, created FROM sweeps ORDER BY created, sweep_id").fetchall()
+        return [SweepEntry(e, p, json.loads(o), tuple(json.loads(i)), c) for e, p, o, i, c in rows]
+
+    def records_of(self, spec_ids: Iterable[str]) -> list[RunRecord]:
+        """The stored records among `spec_ids`, in that order (missing ones are left out)."""
+        wanted = list(spec_ids)
+        found: dict[str, RunRecord] = {}
+        with self._connect() as connection:
+            for start in range(0, len(wanted), 500):  # SQLite caps the number of bound parameters
+                chunk = wanted[start : start + 500]
+                query = f"SELECT * FROM runs WHERE spec_id IN ({','.join('?' * len(chunk))})"
+                found |= {row[0]: _record(row) for row in connection.execute(query, chunk)}
+        return [found[i] for i in wanted if i in found]
+
+    def experiments(self) -> list[str]:
+        with self._connect() as connection:
+            return [row[0] for row in connection.execute("SELECT DISTINCT experiment FROM runs ORDER BY experiment")]
+
+    def table(self, experiment: str | None = None):
+        """One row per run: id, status, seconds, the flattened spec ('model.width', ...) and final metrics."""
+        return records_table(self.records(experiment))
+
+    def export(self, destination: str | Path, format: str) -> Path:
+        """Write `table()` to CSV or Parquet."""
+        if format not in ("csv", "parquet"):
+            raise ValueError(f"format: {format!r} is not supported; allowed: csv, parquet")
+        destination = Path(destination)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        frame = self.table()
+        if format == "csv":
+            frame.to_csv(destination, index=False)
+        else:
+            frame.to_parquet(destination, index=False)
+        return destination
+
+
+def records_table(records: Iterable[RunRecord]):
+    """A pandas DataFrame, one row per record: run_id, experiment, status, seconds, created,
+    the flattened spec ('model.width', 'data.label_noise', ...) and the final metrics."""
+    import pandas as pd
+
+    rows = [
+        {"run_id": r.spec_id, "experiment": r.experiment, "status": r.status, "seconds": r.seconds, "created": r.created}
+        | flatten(r.spec)
+        | r.final
+        for r in records
+    ]
+    return pd.DataFrame(rows)
+
+
+def _record(row: tuple) -> RunRecord:
+    spec_id, _experiment, status, spec, curves, final, env, seconds, error, created = row
+    return RunRecord(
+        spec=json.loads(spec),
+        spec_id=spec_id,
+        status=status,
+        curves=json.loads(curves),
+        final=json.loads(final),
+        env=json.loads(env),
+        seconds=seconds,
+        error=error,
+        created=created,
+    )

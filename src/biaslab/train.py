@@ -1,0 +1,138 @@
+"""Training: `fit(model, loss_fn, data, spec, generator, on_eval) -> Fit`.
+
+Batches are index slices of a fresh permutation each epoch, drawn from the
+generator (no DataLoader); full batch when `batch_size` is None. Every
+`eval_every` steps, and at the end, a History row is written with step, epoch,
+learning rate, train/test error and loss, and whatever `on_eval` returns. The
+host reads values only at those points, never per step.
+
+Stopping: the step budget `max_steps`; optionally "stop once training error has
+been 0 for k evaluations in a row"; and divergence: a non-finite training loss
+at an evaluation ends the run with status "diverged".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from biaslab import probes
+from biaslab.data import Dataset
+from biaslab.spec import TrainSpec
+
+Row = dict[str, float]
+OnEval = Callable[[nn.Module, int], dict[str, float]]
+Status = Literal["ok", "diverged"]
+
+
+def cross_entropy(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean softmax cross-entropy."""
+    return F.cross_entropy(out, y)
+
+
+def squared_error(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """0.5 * ||f(x) - onehot(y)||^2 averaged over examples (Cohen et al. 2021's MSE)."""
+    target = F.one_hot(y, out.shape[1]).to(out.dtype)
+    return 0.5 * (out - target).square().sum(dim=1).mean()
+
+
+LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {"cross_entropy": cross_entropy, "mse": squared_error}
+
+
+def make_optimizer(params, spec: TrainSpec) -> torch.optim.Optimizer:
+    """gd and sgd are torch SGD (gd on the full batch); adam couples weight decay to the gradient, adamw decouples it."""
+    if spec.optimizer in ("gd", "sgd"):
+        return torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, nesterov=spec.nesterov, weight_decay=spec.weight_decay)
+    optimizer = torch.optim.Adam if spec.optimizer == "adam" else torch.optim.AdamW
+    return optimizer(params, lr=spec.lr, betas=spec.betas, weight_decay=spec.weight_decay)
+
+
+def lr_factor(spec: TrainSpec) -> Callable[[int], float]:
+    """Multiplier of the base learning rate after `step` steps."""
+    if spec.schedule == "step":
+        return lambda step: spec.lr_decay ** (step // spec.decay_every)
+    if spec.schedule == "cosine":
+        return lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, spec.max_steps) / spec.max_steps))
+    return lambda step: 1.0
+
+
+@dataclass
+class Fit:
+    """What training produced: History rows, the final status, and why it stopped."""
+
+    history: list[Row] = field(default_factory=list)
+    status: Status = "ok"
+    stopped: Literal["budget", "zero_error", "diverged"] = "budget"
+    steps: int = 0
+
+    @property
+    def final(self) -> Row:
+        return self.history[-1] if self.history else {}
+
+
+def batches(n: int, batch_size: int | None, g: torch.Generator, device: torch.device):
+    """Endless index batches: a new permutation each epoch, slices of it; None means the whole set."""
+    while True:
+        if batch_size is None or batch_size >= n:
+            yield None
+            continue
+        order = torch.randperm(n, generator=g).to(device)
+        for start in range(0, n, batch_size):
+            yield order[start : start + batch_size]
+
+
+def fit(
+    model: nn.Module,
+    data: Dataset,
+    spec: TrainSpec,
+    g: torch.Generator,
+    on_eval: OnEval | None = None,
+) -> Fit:
+    """Train `model` in place on `data` as `spec` says; return its History and status."""
+    loss_fn = LOSSES[spec.loss]
+    optimizer = make_optimizer(model.parameters(), spec)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(spec))
+    n = data.x_train.shape[0]
+    steps_per_epoch = 1 if spec.batch_size is None else math.ceil(n / spec.batch_size)
+    result = Fit()
+    zero_error_streak = 0
+
+    def evaluate(step: int) -> Row:
+        row: Row = {"step": float(step), "epoch": step / steps_per_epoch, "lr": optimizer.param_groups[0]["lr"]}
+        row |= probes.error_and_loss(model, loss_fn, data.x_train, data.y_train, "train")
+        row |= probes.error_and_loss(model, loss_fn, data.x_test, data.y_test, "test")
+        if math.isfinite(row["train_loss"]) and on_eval is not None:
+            row |= on_eval(model, step)
+        result.history.append(row)
+        return row
+
+    evaluate(0)
+    model.train()
+    index_stream = batches(n, spec.batch_size, g, data.x_train.device)
+    for step in range(1, spec.max_steps + 1):
+        idx = next(index_stream)
+        x, y = (data.x_train, data.y_train) if idx is None else (data.x_train[idx], data.y_train[idx])
+        loss = loss_fn(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        result.steps = step
+        if step % spec.eval_every and step != spec.max_steps:
+            continue
+        row = evaluate(step)
+        if not math.isfinite(row["train_loss"]):
+            result.status, result.stopped = "diverged", "diverged"
+            break
+        zero_error_streak = zero_error_streak + 1 if row["train_error"] == 0.0 else 0
+        if spec.stop_zero_error_evals is not None and zero_error_streak >= spec.stop_zero_error_evals:
+            result.stopped = "zero_error"
+            break
+    optimizer.zero_grad(set_to_none=True)  # leave no gradients behind
+    return result
