@@ -66,6 +66,8 @@ def digits(spec: DataSpec) -> Arrays:
     y = bunch.target.astype(np.int64)
     order = np.random.default_rng(spec.seed).permutation(len(y))
     n_train = spec.n_train or 1200
+    if n_train >= len(y):
+        raise ValueError(f"data.n_train: digits has {len(y)} examples, asked for {n_train} for training")
     n_test = spec.n_test or len(y) - n_train
     if n_train + n_test > len(y):
         raise ValueError(f"data.n_train + data.n_test: digits has {len(y)} examples, asked for {n_train + n_test}")
