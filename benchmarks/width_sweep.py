@@ -206,12 +206,13 @@ def print_report(result: dict) -> None:
     phases = result["phases"]
     print(f"\nwidth-sweep --preset {result['preset']}: {result['n_runs']} runs, {result['machine']['cores_available']} cores, "
           f"torch {result['machine']['torch']}, {result['date']}")
-    print(f"{'':22s} {'wall s':>8s} {'steps':>8s} {'steps/s':>8s} {'plain/this':>10s}  load before")
+    print(f"{'':30s} {'wall s':>8s} {'steps':>8s} {'steps/s':>8s} {'plain/this':>10s}  load before")
     for name, phase in phases.items():
         steps = sum(r["steps"] for r in phase["runs"])
         ratio = phases["plain"]["wall_s"] / phase["wall_s"] if "plain" in phases else math.nan
         load = phase["load_before"][0] if phase["load_before"] else math.nan
-        print(f"{name + ' (' + phase['executor'][:9] + ')' if name != 'plain' else 'plain':22s} {phase['wall_s']:8.1f} {steps:8d} "
+        label = f"{name} ({phase['executor']})" if name != "plain" else "plain (DataLoader)"
+        print(f"{label:30s} {phase['wall_s']:8.1f} {steps:8d} "
               f"{steps / phase['wall_s']:8.0f} {ratio:10.2f}  {load:.2f}")
     print(f"\n{'noise':>5s} {'H':>5s} {'auto':>7s} {'inproc':>7s} {'plain':>7s} {'diff':>7s} {'3*se':>6s} ok   (mean test error over seeds)")
     for g in result["summary"]["groups"]:

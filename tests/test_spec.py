@@ -474,20 +474,12 @@ NON_FINITE = [
 ]
 
 
-@pytest.mark.xfail(
-    reason="spec.py _Frozen.model_config lacks allow_inf_nan=False: inf/nan floats are accepted as valid specs",
-    strict=True,
-)
 @pytest.mark.parametrize("path, value", NON_FINITE, ids=[p for p, _ in NON_FINITE])
 def test_non_finite_floats_are_rejected(path: str, value) -> None:
     with pytest.raises(SpecError, match=path.replace(".", r"\.")):
         with_values(BASE, {path: value})
 
 
-@pytest.mark.xfail(
-    reason="model_dump_json writes inf/nan as null, so a spec with lr=inf does not survive a JSON round trip",
-    strict=True,
-)
 @pytest.mark.parametrize("path, value", NON_FINITE, ids=[p for p, _ in NON_FINITE])
 def test_every_accepted_spec_survives_a_json_round_trip(path: str, value) -> None:
     try:
@@ -498,10 +490,6 @@ def test_every_accepted_spec_survives_a_json_round_trip(path: str, value) -> Non
     assert back.spec_id == spec.spec_id
 
 
-@pytest.mark.xfail(
-    reason="Sweep.override with an empty list builds Sweep(...) whose validator raises a pydantic ValidationError, not SpecError",
-    strict=True,
-)
 def test_an_empty_list_for_a_grid_axis_is_a_spec_error() -> None:
     sweep = Sweep(base=BASE, grid={"seed": (0, 1)})
     with pytest.raises(SpecError, match="seed"):

@@ -52,7 +52,7 @@ def error_and_loss(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.
     """{prefix}_error and {prefix}_loss on (x, y), as one host sync."""
     with measuring(model):
         out = predict(model, x)
-        values = torch.stack([(out.argmax(dim=1) != y).float().mean(), loss_fn(out, y).to(out.dtype)]).tolist()
+        values = torch.stack([(out.argmax(dim=1) != y).to(out.dtype).mean(), loss_fn(out, y).to(out.dtype)]).tolist()
     return {f"{prefix}_error": values[0], f"{prefix}_loss": values[1]}
 
 

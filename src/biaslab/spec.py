@@ -24,7 +24,7 @@ class SpecError(ValueError):
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 DatasetName = Literal["mnist1d", "digits", "teacher", "mnist", "cifar10"]
@@ -148,15 +148,25 @@ def parse_value(text: str) -> Any:
 
 
 def parse_override(assignment: str) -> tuple[str, Any]:
-    """'train.lr=0.05' -> ('train.lr', 0.05)."""
+    """'train.lr=0.05' -> ('train.lr', 0.05); text fields keep the text as written ('data.root=2024')."""
     key, sep, value = assignment.partition("=")
-    if not sep or not key.strip():
+    key, value = key.strip(), value.strip()
+    if not sep or not key:
         raise SpecError(f"override {assignment!r}: expected KEY=VALUE, e.g. train.lr=0.05")
-    return key.strip(), parse_value(value.strip())
+    parsed = parse_value(value)
+    if _is_text(check_path(key)) and not isinstance(parsed, (str, list)):
+        return key, value
+    return key, parsed
 
 
-def check_path(path: str) -> None:
-    """Raise SpecError unless the dotted path names a field of RunSpec."""
+def _is_text(annotation: Any) -> bool:
+    """str, str | None, or a Literal of strings."""
+    args = getattr(annotation, "__args__", ())
+    return annotation is str or (bool(args) and all(a is str or a is type(None) or isinstance(a, str) for a in args) and str in args)
+
+
+def check_path(path: str) -> Any:
+    """The annotation of the field a dotted path names; SpecError unless it names a field of RunSpec."""
     model: type[BaseModel] = RunSpec
     parts = path.split(".")
     for depth, part in enumerate(parts):
@@ -170,6 +180,7 @@ def check_path(path: str) -> None:
             raise SpecError(f"{path}: {'.'.join(parts[: depth + 1])} has no sub-fields")
         if is_model:
             model = annotation
+    return annotation
 
 
 def with_values(spec: RunSpec, values: dict[str, Any]) -> RunSpec:
@@ -215,6 +226,8 @@ class Sweep(_Frozen):
         for path, value in values.items():
             check_path(path)
             if path in grid:
+                if isinstance(value, list) and not value:
+                    raise SpecError(f"{path}: a grid axis needs at least one value, got []")
                 grid[path] = tuple(value) if isinstance(value, list) else (value,)
             else:
                 fixed[path] = value

@@ -180,7 +180,7 @@ class Store:
         if len(run_id) < 4:
             raise RunNotFound(f"run id {run_id!r}: give at least 4 characters of the id (see `biaslab export` or the report)")
         with self._connect() as connection:
-            rows = connection.execute("SELECT * FROM runs WHERE spec_id LIKE ?", (run_id + "%",)).fetchall()
+            rows = connection.execute("SELECT * FROM runs WHERE substr(spec_id, 1, ?) = ?", (len(run_id), run_id)).fetchall()
         if not rows:
             raise RunNotFound(f"run id {run_id!r}: no such run in {self.path}")
         if len(rows) > 1:

@@ -93,10 +93,13 @@ FILE_DATASETS = ("mnist", "cifar10")  # read from disk: check they are there bef
 
 
 def preflight(sweep: Sweep) -> None:
-    """Fail fast, before any run, when a dataset read from files is missing (DataUnavailable) or misconfigured."""
+    """Fail fast, before any run, on a device that is not here or a dataset read from files that is missing."""
     from biaslab.data import SOURCES
+    from biaslab.runtime import resolve_device
 
     checked = set()
+    for device in {spec.device for spec in sweep.expand()}:
+        resolve_device(device)
     for spec in sweep.expand():
         key = (spec.data.name, spec.data.root, spec.data.download)
         if spec.data.name in FILE_DATASETS and key not in checked:

@@ -1,0 +1,225 @@
+"""Populations: M models of one architecture trained as one batched computation.
+
+`fit_population(models, datasets, specs, generators, on_evals)` is `fit` for
+many members at once, with `torch.func` (`stack_module_state`,
+`functional_call`, `vmap`, `grad`). Members may differ in initialization,
+training labels (a label-noise draw), inputs, learning rate, momentum, weight
+decay and Adam betas; everything that shapes the computation (optimizer kind,
+batch size, loss, budget, evaluation cadence, schedule) must be equal.
+
+Each member is the same run it would be alone: its own batch order from its
+own generator, its own optimizer state, its own stopping (a member that stops
+is frozen while the others go on), its own History. The update rules are
+written out to match `torch.optim.SGD` / `Adam` / `AdamW` step for step, so a
+population agrees with a loop of `fit` calls to rounding (tested in float64).
+
+Not supported, with a clear error: modules with buffers (BatchNorm running
+statistics) and random layers (dropout): `vmap` runs with randomness="error".
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad, stack_module_state, vmap
+
+from biaslab.data import Dataset
+from biaslab.spec import TrainSpec
+from biaslab.train import LOSSES, Fit, OnEval, Row, lr_factor
+
+SHARED_FIELDS = ("optimizer", "batch_size", "loss", "max_steps", "eval_every", "schedule", "lr_decay", "decay_every", "stop_zero_error_evals", "nesterov")
+Params = dict[str, torch.Tensor]  # name -> (members, *shape)
+
+
+def _check_compatible(models: Sequence[nn.Module], datasets: Sequence[Dataset], specs: Sequence[TrainSpec]) -> None:
+    if not (len(models) == len(datasets) == len(specs)) or not models:
+        raise ValueError("fit_population: give one model, dataset and train spec per member (at least one)")
+    for field in SHARED_FIELDS:
+        values = {getattr(s, field) for s in specs}
+        if len(values) > 1:
+            raise ValueError(f"train.{field}: members of a population must share it; got {sorted(map(str, values))}")
+    shapes = {tuple((n, tuple(p.shape)) for n, p in m.named_parameters()) for m in models}
+    if len(shapes) > 1:
+        raise ValueError("fit_population: members must have the same architecture (parameter names and shapes)")
+    if any(True for m in models for _ in m.buffers()):
+        raise ValueError("fit_population: modules with buffers (e.g. BatchNorm running statistics) are not supported; use fit")
+    sizes = {(d.x_train.shape, d.x_test.shape) for d in datasets}
+    if len(sizes) > 1:
+        raise ValueError("fit_population: members' datasets must have the same shapes")
+
+
+def _per_member(values: Sequence[float], like: torch.Tensor) -> torch.Tensor:
+    return torch.tensor(values, dtype=like.dtype, device=like.device)
+
+
+def _expand(v: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """(members,) -> (members, 1, 1, ...) to broadcast against a stacked parameter."""
+    return v.view(-1, *([1] * (p.ndim - 1)))
+
+
+class _Optimizer:
+    """SGD (with momentum, Nesterov, coupled weight decay), Adam and AdamW on stacked parameters,
+    each hyperparameter a (members,) tensor; the same arithmetic as torch.optim's single-tensor path."""
+
+    def __init__(self, params: Params, specs: Sequence[TrainSpec]) -> None:
+        like = next(iter(params.values()))
+        self.kind = specs[0].optimizer
+        self.nesterov = specs[0].nesterov
+        self.lr = _per_member([s.lr for s in specs], like)
+        self.momentum = _per_member([s.momentum for s in specs], like)
+        self.weight_decay = _per_member([s.weight_decay for s in specs], like)
+        self.beta1 = _per_member([s.betas[0] for s in specs], like)
+        self.beta2 = _per_member([s.betas[1] for s in specs], like)
+        self.state: dict[str, dict[str, torch.Tensor]] = {}
+        self.steps = 0
+
+    def step(self, params: Params, grads: Params, factor: float, active: torch.Tensor) -> Params:
+        self.steps += 1
+        lr = self.lr * factor
+        update = self._sgd if self.kind in ("gd", "sgd") else self._adam
+        new = {}
+        for name, p in params.items():
+            stepped = update(name, p, grads[name], lr)
+            new[name] = torch.where(_expand(active, p), stepped, p)
+        return new
+
+    def _sgd(self, name: str, p: torch.Tensor, g: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
+        g = g + _expand(self.weight_decay, p) * p
+        if bool((self.momentum != 0).any()):
+            state = self.state.setdefault(name, {})
+            buf = g.clone() if "buf" not in state else _expand(self.momentum, p) * state["buf"] + g
+            state["buf"] = buf
+            g = g + _expand(self.momentum, p) * buf if self.nesterov else buf
+        return p - _expand(lr, p) * g
+
+    def _adam(self, name: str, p: torch.Tensor, g: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
+        wd, b1, b2 = (_expand(v, p) for v in (self.weight_decay, self.beta1, self.beta2))
+        if self.kind == "adamw":
+            p = p * (1 - _expand(lr, p) * wd)
+        else:
+            g = g + wd * p
+        state = self.state.setdefault(name, {"m": torch.zeros_like(p), "v": torch.zeros_like(p)})
+        state["m"] = state["m"] + (g - state["m"]) * (1 - b1)
+        state["v"] = state["v"] * b2 + (1 - b2) * g * g
+        correction1 = 1 - b1**self.steps
+        correction2_sqrt = (1 - b2**self.steps).sqrt()
+        denom = state["v"].sqrt() / correction2_sqrt + 1e-8
+        return p - (_expand(lr, p) / correction1) * state["m"] / denom
+
+
+def _batch_indices(n: int, batch_size: int | None, generators: Sequence[torch.Generator], device: torch.device):
+    """Endless (members, batch) index tensors: each member's own permutation per epoch, as `fit` draws them."""
+    while True:
+        if batch_size is None or batch_size >= n:
+            yield None
+            continue
+        orders = torch.stack([torch.randperm(n, generator=g) for g in generators]).to(device)
+        for start in range(0, n, batch_size):
+            yield orders[:, start : start + batch_size]
+
+
+def _shared_or_stacked(tensors: Sequence[torch.Tensor]) -> tuple[torch.Tensor, int | None]:
+    """One tensor and in_dims None when every member has the same values; else stacked, in_dims 0."""
+    first = tensors[0]
+    if all(t is first or torch.equal(t, first) for t in tensors[1:]):
+        return first, None
+    return torch.stack(list(tensors)), 0
+
+
+def fit_population(
+    models: Sequence[nn.Module],
+    datasets: Sequence[Dataset],
+    specs: Sequence[TrainSpec],
+    generators: Sequence[torch.Generator],
+    on_evals: Sequence[OnEval | None] | None = None,
+) -> list[Fit]:
+    """Train every member in place as `fit` would, as one vmapped computation; one Fit per member."""
+    _check_compatible(models, datasets, specs)
+    spec, members = specs[0], len(models)
+    on_evals = list(on_evals or [None] * members)
+    loss_fn = LOSSES[spec.loss]
+    base = copy.deepcopy(models[0]).to("meta")
+    params = {k: v.detach() for k, v in stack_module_state(list(models))[0].items()}
+    x_train, x_train_dim = _shared_or_stacked([d.x_train for d in datasets])  # (n, ...) or (members, n, ...)
+    x_test, x_test_dim = _shared_or_stacked([d.x_test for d in datasets])
+    y_train = torch.stack([d.y_train for d in datasets])  # (members, n)
+    y_test = torch.stack([d.y_test for d in datasets])
+    n = y_train.shape[1]
+    member_rows = torch.arange(members, device=y_train.device)[:, None]
+
+    def member_loss(p: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return loss_fn(functional_call(base, p, (x,)), y)
+
+    batch_grads = vmap(grad(member_loss), in_dims=(0, 0, 0), randomness="error")
+    full_batch_grads = vmap(grad(member_loss), in_dims=(0, x_train_dim, 0), randomness="error")
+    outputs = lambda x, x_dim: vmap(lambda p, xx: functional_call(base, p, (xx,)), in_dims=(0, x_dim), randomness="error")(params, x)  # noqa: E731
+
+    optimizer = _Optimizer(params, specs)
+    factor = lr_factor(spec)
+    steps_per_epoch = 1 if spec.batch_size is None else math.ceil(n / spec.batch_size)
+    results = [Fit() for _ in range(members)]
+    active = [True] * members
+    streaks = [0] * members
+
+    def evaluate(step: int) -> None:
+        with torch.no_grad():
+            metrics = _errors_and_losses(outputs(x_train, x_train_dim), y_train, loss_fn) + _errors_and_losses(outputs(x_test, x_test_dim), y_test, loss_fn)
+            values = torch.stack(metrics, dim=1).tolist()  # (members, 4): one host sync
+        for m in (m for m in range(members) if active[m]):
+            row: Row = {"step": float(step), "epoch": step / steps_per_epoch, "lr": specs[m].lr * factor(step)}
+            row |= dict(zip(("train_error", "train_loss", "test_error", "test_loss"), values[m]))
+            if math.isfinite(row["train_loss"]) and on_evals[m] is not None:
+                _load(models[m], params, m)
+                row |= on_evals[m](models[m], step)
+            results[m].history.append(row)
+
+    def update_stopping() -> None:
+        for m in (m for m in range(members) if active[m]):
+            row = results[m].history[-1]
+            if not math.isfinite(row["train_loss"]):
+                results[m].status, results[m].stopped, active[m] = "diverged", "diverged", False
+                continue
+            streaks[m] = streaks[m] + 1 if row["train_error"] == 0.0 else 0
+            if spec.stop_zero_error_evals is not None and streaks[m] >= spec.stop_zero_error_evals:
+                results[m].stopped, active[m] = "zero_error", False
+
+    evaluate(0)
+    batch_stream = _batch_indices(n, spec.batch_size, generators, y_train.device)
+    mask = torch.ones(members, dtype=torch.bool, device=y_train.device)
+    for step in range(1, spec.max_steps + 1):
+        idx = next(batch_stream)  # (members, batch) or None for the full batch
+        if idx is None:
+            grads = full_batch_grads(params, x_train, y_train)
+        else:
+            x = x_train[idx] if x_train_dim is None else x_train[member_rows, idx]
+            grads = batch_grads(params, x, y_train.gather(1, idx))
+        params = optimizer.step(params, grads, factor(step - 1), mask)
+        for m in (m for m in range(members) if active[m]):
+            results[m].steps = step
+        if step % spec.eval_every and step != spec.max_steps:
+            continue
+        evaluate(step)
+        update_stopping()
+        if not any(active):
+            break
+        mask = torch.tensor(active, device=y_train.device)
+    for m in range(members):
+        _load(models[m], params, m)
+    return results
+
+
+def _errors_and_losses(out: torch.Tensor, y: torch.Tensor, loss_fn) -> list[torch.Tensor]:
+    """out (members, n, classes), y (members, n) -> [error (members,), loss (members,)]."""
+    error = (out.argmax(dim=2) != y).to(out.dtype).mean(dim=1)
+    return [error, vmap(loss_fn)(out, y)]
+
+
+def _load(model: nn.Module, params: Params, member: int) -> None:
+    """Copy one member's parameters into its module (for probes and for the caller)."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(params[name][member])
