@@ -178,9 +178,9 @@ def figure(result: dict, path: Path) -> None:
     walls = [phases[n]["wall_s"] for n in names]
     bars = axes[0].bar([labels[n] for n in names], walls, color=["C0", "C2", "C1"][: len(names)])
     for bar, name in zip(bars, names):
-        text = f"{phases[name]['wall_s']:.0f} s"
+        text = f"{phases[name]['wall_s']:.3g} s"
         if name != "plain" and "plain" in phases:
-            text += f"\n{phases['plain']['wall_s'] / phases[name]['wall_s']:.1f}x faster"
+            text += f"\nplain / this = {phases['plain']['wall_s'] / phases[name]['wall_s']:.2f}x"
         axes[0].annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=8)
     axes[0].set(ylabel="wall time (s)", title=f"{result['preset']} preset, {result['n_runs']} runs, {result['machine']['cores_available']} cores")
     axes[0].set_ylim(0, max(walls) * 1.25)

@@ -38,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--preset", default=None, help="tiny, quick (default) or paper")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="e.g. train.lr=0.05")
     run.add_argument("--store", type=Path, default=DEFAULT_PATH)
-    run.add_argument("--executor", default="auto", help="auto, inprocess or processes")
+    run.add_argument("--executor", default="auto", help="auto (default), inprocess, processes or population")
     run.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core)")
     run.add_argument("--no-report", action="store_true", help="skip writing the HTML report")
 

@@ -1,13 +1,21 @@
 """Running a sweep: expand the grid, skip what the store already has, run the rest, write each record.
 
-Executors:
+Work is cut into jobs: a job is one run, or a population of runs that share an
+architecture and differ only in seed, label-noise draw, inputs, learning rate,
+momentum, weight decay, betas or init (trained together by
+`train.fit_population`). Executors:
 - "inprocess": one run after another in this process.
-- "processes": a pool of worker processes (spawned, one torch thread each:
-  measured here, one thread trains these small models as fast as two, so
-  processes scale with cores). Workers only compute; this process alone writes
-  the store, one record at a time as runs finish.
-- "auto": processes when there is more than one run to do and more than one
-  core on a CPU device; in-process otherwise (a GPU is shared better by one process).
+- "processes": one run per job, in a pool of spawned worker processes with one
+  torch thread each (measured here: one thread trains these small models as
+  fast as two, so processes scale with cores).
+- "population": every group of compatible runs as one population, in this
+  process (the GPU strategy: one process keeps the device busy).
+- "auto": on a GPU, "population". On a CPU, populations only for narrow models
+  (width <= 64: measured 1.2-1.3x faster than a loop at width <= 32, even at
+  128, 0.73x at 512), and the jobs spread over worker processes when there are
+  several jobs and cores.
+Workers only compute; this process alone writes the store, one record at a
+time as jobs finish.
 
 Resuming: every finished record is committed on its own, so a sweep killed at
 any point (even `kill -9`) loses only the runs in flight; running it again
@@ -16,6 +24,7 @@ skips every spec_id the store has as ok or diverged and reruns failed ones.
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import traceback
@@ -25,14 +34,19 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Literal
 
-from biaslab.experiments import run_spec
+from biaslab.experiments import run_population, trains_populations
+from biaslab.experiments.supervised import failed_record
 from biaslab.spec import RunSpec, Sweep
 from biaslab.store import RunRecord, Store, SweepEntry
 
-Executor = Literal["auto", "inprocess", "processes"]
-EXECUTORS: tuple[str, ...] = ("auto", "inprocess", "processes")
+Executor = Literal["auto", "inprocess", "processes", "population"]
+EXECUTORS: tuple[str, ...] = ("auto", "inprocess", "processes", "population")
 OnRecord = Callable[[RunRecord], None]
-POOL_RETRIES = 2  # a worker that dies takes its pool down; retry the unfinished runs this often
+Job = list[RunSpec]  # one run, or the members of one population
+POOL_RETRIES = 2  # a worker that dies takes its pool down; retry the unfinished jobs this often
+CPU_POPULATION_MAX_WIDTH = 64
+MAX_MEMBERS = 64  # members per population, to bound memory
+MEMBER_FIELDS = ("seed", "data.label_noise", "data.seed", "data.inputs", "train.lr", "train.momentum", "train.weight_decay", "train.betas", "model.init_scale", "model.init")
 
 
 @dataclass
@@ -50,10 +64,42 @@ def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
 
 
-def choose_executor(specs: Sequence[RunSpec], workers: int) -> str:
-    """Processes for several CPU runs on several cores; in-process otherwise."""
+def population_key(spec: RunSpec) -> str:
+    """Specs with the same key can train as one population: they differ only in MEMBER_FIELDS."""
+    data = spec.model_dump(mode="json")
+    for path in MEMBER_FIELDS:
+        *parents, leaf = path.split(".")
+        node = data
+        for part in parents:
+            node = node[part]
+        node.pop(leaf)
+    return json.dumps(data, sort_keys=True)
+
+
+def group_populations(specs: Sequence[RunSpec], poolable: Callable[[RunSpec], bool]) -> list[Job]:
+    """Jobs: poolable specs grouped by population key (at most MAX_MEMBERS each), the rest one per job."""
+    groups: dict[str, Job] = {}
+    singles: list[Job] = []
+    for spec in specs:
+        if poolable(spec) and trains_populations(spec.experiment):
+            groups.setdefault(population_key(spec), []).append(spec)
+        else:
+            singles.append([spec])
+    populations = [g[i : i + MAX_MEMBERS] for g in groups.values() for i in range(0, len(g), MAX_MEMBERS)]
+    return populations + singles  # populations first: they are the longest jobs
+
+
+def plan(specs: Sequence[RunSpec], executor: str, workers: int) -> tuple[list[Job], bool]:
+    """The jobs, and whether they go to worker processes."""
     on_cpu = all(s.device == "cpu" for s in specs)
-    return "processes" if on_cpu and len(specs) > 1 and workers > 1 else "inprocess"
+    if executor == "inprocess":
+        return [[s] for s in specs], False
+    if executor == "processes":
+        return [[s] for s in specs], True
+    if executor == "population" or not on_cpu:
+        return group_populations(specs, lambda s: True), False
+    jobs = group_populations(specs, lambda s: s.model.width <= CPU_POPULATION_MAX_WIDTH)
+    return jobs, workers > 1 and len(jobs) > 1
 
 
 def run_sweep(
@@ -73,20 +119,23 @@ def run_sweep(
     done = store.finished_ids()
     todo = list({s.spec_id: s for s in specs if s.spec_id not in done}.values())  # identical specs run once
     workers = workers or default_workers()
-    chosen = choose_executor(todo, workers) if executor == "auto" else executor
+    jobs, use_processes = plan(todo, executor, workers)
 
     def save(record: RunRecord) -> None:
         store.put(record)
         if on_record is not None:
             on_record(record)
 
-    if chosen == "processes" and todo:
-        run_in_processes(todo, min(workers, len(todo)), save)
+    if use_processes:
+        run_in_processes(jobs, min(workers, len(jobs)), save)
     else:
-        for spec in todo:
-            save(run_spec(spec))
+        for job in jobs:
+            for record in run_population(job):
+                save(record)
+    populations = sum(len(job) > 1 for job in jobs)
+    how = f"{'processes x' + str(min(workers, len(jobs))) if use_processes else 'in-process'}, {len(jobs)} jobs, {populations} populations"
     records = store.records_of(s.spec_id for s in specs)
-    return Outcome(records=records, ran=len(todo), skipped=len(specs) - len(todo), executor=chosen)
+    return Outcome(records=records, ran=len(todo), skipped=len(specs) - len(todo), executor=how)
 
 
 FILE_DATASETS = ("mnist", "cifar10")  # read from disk: check they are there before a sweep starts
@@ -113,28 +162,28 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def run_in_processes(specs: list[RunSpec], workers: int, save: Callable[[RunRecord], None]) -> None:
-    """Run specs in a pool of spawned workers; this process writes every record as it arrives."""
-    pending = list(specs)
-    for attempt in range(POOL_RETRIES + 1):
+def run_in_processes(jobs: list[Job], workers: int, save: Callable[[RunRecord], None]) -> None:
+    """Run jobs in a pool of spawned workers; this process writes every record as it arrives."""
+    pending = list(jobs)
+    for _attempt in range(POOL_RETRIES + 1):
         context = multiprocessing.get_context("spawn")
-        broken: list[RunSpec] = []
+        broken: list[Job] = []
         with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker) as pool:
-            futures: dict[Future, RunSpec] = {pool.submit(run_spec, spec): spec for spec in pending}
+            futures: dict[Future, Job] = {pool.submit(run_population, job): job for job in pending}
             for future in as_completed(futures):
-                spec = futures[future]
+                job = futures[future]
                 try:
-                    save(future.result())
+                    records = future.result()
                 except BrokenProcessPool:
-                    broken.append(spec)
-                except Exception:  # the runner returns failures as records; this is a bug or an unpicklable result
-                    save(_failed(spec, traceback.format_exc()))
+                    broken.append(job)
+                    continue
+                except Exception:  # runners return failures as records; this is a bug or an unpicklable result
+                    records = [failed_record(spec, traceback.format_exc()) for spec in job]
+                for record in records:
+                    save(record)
         if not broken:
             return
         pending = broken
-    for spec in pending:  # the pool kept dying: record these runs as failed, do not stop the caller
-        save(_failed(spec, f"the worker process died {POOL_RETRIES + 1} times (BrokenProcessPool)"))
-
-
-def _failed(spec: RunSpec, error: str) -> RunRecord:
-    return RunRecord(spec=spec.model_dump(mode="json"), spec_id=spec.spec_id, status="failed", error=error)
+    for job in pending:  # the pool kept dying: record these runs as failed, do not stop the caller
+        for spec in job:
+            save(failed_record(spec, f"the worker process died {POOL_RETRIES + 1} times (BrokenProcessPool)"))

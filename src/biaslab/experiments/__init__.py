@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from biaslab.experiments.base import CATALOG, Experiment
-from biaslab.experiments.supervised import run_supervised
+from biaslab.experiments.supervised import run_supervised, run_supervised_population
 from biaslab.experiments import width_sweep  # noqa: F401  (registers itself)
 from biaslab.spec import RunSpec
 from biaslab.store import RunRecord
@@ -16,4 +16,18 @@ def run_spec(spec: RunSpec) -> RunRecord:
     return CATALOG.get(spec.experiment).run(spec)
 
 
-__all__ = ["CATALOG", "Experiment", "run_spec", "run_supervised"]
+def trains_populations(experiment: str) -> bool:
+    """Whether an experiment's runs may be trained together as a population."""
+    return experiment == "custom" or (experiment in CATALOG and CATALOG.get(experiment).trains_populations)
+
+
+def run_population(specs: list[RunSpec]) -> list[RunRecord]:
+    """Run specs that share an architecture as one population (one spec: a plain run)."""
+    if len(specs) == 1:
+        return [run_spec(specs[0])]
+    if not all(trains_populations(s.experiment) for s in specs):
+        raise ValueError("run_population: these experiments' runs cannot share a population")
+    return run_supervised_population(specs)
+
+
+__all__ = ["CATALOG", "Experiment", "run_population", "run_spec", "run_supervised", "trains_populations"]

@@ -26,6 +26,7 @@ class Experiment:
     summary: str = ""  # two or three sentences for the report
     presets: dict[str, Callable[[], Sweep]] = {}
     default_preset = "quick"
+    trains_populations = False  # True when `run` is the standard supervised run, so specs can share a population
 
     def sweep(self, preset: str | None = None) -> Sweep:
         """The sweep of a preset; an unknown preset is a SpecError naming the allowed ones."""

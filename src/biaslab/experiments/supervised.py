@@ -17,7 +17,8 @@ from biaslab import models, probes
 from biaslab.runtime import generator, provenance, resolve_device, resolve_dtype
 from biaslab.spec import RunSpec
 from biaslab.store import RunRecord, curves_from_rows
-from biaslab.train import fit
+from biaslab.train import Fit, fit
+from biaslab.train.population import fit_population
 
 
 def probe_hook(spec: RunSpec, model: nn.Module, data: datasets.Dataset):
@@ -37,34 +38,64 @@ def probe_hook(spec: RunSpec, model: nn.Module, data: datasets.Dataset):
     return on_eval
 
 
-def run_supervised(spec: RunSpec) -> RunRecord:
-    """Train and measure one classifier as `spec` says; never raises."""
-    started = time.perf_counter()
-    env: dict = {}
-    try:
-        device, dtype = resolve_device(spec.device), resolve_dtype(spec.dtype)
-        env = provenance(device) | {"seed": spec.seed}
-        data = datasets.load(spec.data, device, dtype)
-        model = models.build(spec.model, data.in_shape, data.n_classes, generator(spec.seed, "init"), device, dtype)
-        result = fit(model, data, spec.train, generator(spec.seed, "batches"), probe_hook(spec, model, data))
-    except Exception:  # a failed run is a result: record it, let the sweep go on
-        return RunRecord(
-            spec=spec.model_dump(mode="json"),
-            spec_id=spec.spec_id,
-            status="failed",
-            env=env,
-            seconds=time.perf_counter() - started,
-            error=traceback.format_exc(),
-        )
+def _setup(spec: RunSpec) -> tuple[datasets.Dataset, nn.Module, dict]:
+    device, dtype = resolve_device(spec.device), resolve_dtype(spec.dtype)
+    data = datasets.load(spec.data, device, dtype)
+    model = models.build(spec.model, data.in_shape, data.n_classes, generator(spec.seed, "init"), device, dtype)
+    return data, model, provenance(device) | {"seed": spec.seed}
+
+
+def _record(spec: RunSpec, result: Fit, model: nn.Module, env: dict, seconds: float) -> RunRecord:
     final = dict(result.final) | {"steps": float(result.steps), "n_params": float(sum(p.numel() for p in model.parameters()))}
-    env["stopped"] = result.stopped
     return RunRecord(
         spec=spec.model_dump(mode="json"),
         spec_id=spec.spec_id,
         status=result.status,
         curves=curves_from_rows(result.history),
         final=final,
-        env=env,
-        seconds=time.perf_counter() - started,
+        env=env | {"stopped": result.stopped},
+        seconds=seconds,
     )
+
+
+def failed_record(spec: RunSpec, error: str, seconds: float = 0.0, env: dict | None = None) -> RunRecord:
+    return RunRecord(spec=spec.model_dump(mode="json"), spec_id=spec.spec_id, status="failed", env=env or {}, seconds=seconds, error=error)
+
+
+def run_supervised(spec: RunSpec) -> RunRecord:
+    """Train and measure one classifier as `spec` says; never raises."""
+    started = time.perf_counter()
+    try:
+        data, model, env = _setup(spec)
+        result = fit(model, data, spec.train, generator(spec.seed, "batches"), probe_hook(spec, model, data))
+    except Exception:  # a failed run is a result: record it, let the sweep go on
+        return failed_record(spec, traceback.format_exc(), time.perf_counter() - started)
+    return _record(spec, result, model, env, time.perf_counter() - started)
+
+
+def run_supervised_population(specs: list[RunSpec]) -> list[RunRecord]:
+    """Train the specs as one population (see `train.population`); each member gets its own record.
+
+    The wall time of the population is split evenly over its members. If the
+    population cannot be set up or crashes, each member is run alone instead, so
+    a failure is recorded against the run that causes it.
+    """
+    started = time.perf_counter()
+    try:
+        setups = [_setup(spec) for spec in specs]
+        hooks = [probe_hook(spec, model, data) for spec, (data, model, _) in zip(specs, setups)]
+        results = fit_population(
+            [model for _, model, _ in setups],
+            [data for data, _, _ in setups],
+            [spec.train for spec in specs],
+            [generator(spec.seed, "batches") for spec in specs],
+            hooks,
+        )
+    except Exception:
+        return [run_supervised(spec) for spec in specs]
+    share = (time.perf_counter() - started) / len(specs)
+    return [
+        _record(spec, result, model, env | {"population": len(specs)}, share)
+        for spec, result, (_, model, env) in zip(specs, results, setups)
+    ]
 

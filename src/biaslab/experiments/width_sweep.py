@@ -83,6 +83,7 @@ class WidthSweep(Experiment):
         "instead it keeps falling, while norms that the optimizer keeps small stay controlled."
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
+    trains_populations = True
 
     def run(self, spec: RunSpec) -> RunRecord:
         return run_supervised(spec)

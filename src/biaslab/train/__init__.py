@@ -38,7 +38,7 @@ def cross_entropy(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def squared_error(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """0.5 * ||f(x) - onehot(y)||^2 averaged over examples (Cohen et al. 2021's MSE)."""
-    target = F.one_hot(y, out.shape[1]).to(out.dtype)
+    target = torch.zeros_like(out).scatter(1, y[:, None], 1.0)  # one-hot; F.one_hot cannot run under vmap
     return 0.5 * (out - target).square().sum(dim=1).mean()
 
 
