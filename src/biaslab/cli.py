@@ -40,6 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--store", type=Path, default=DEFAULT_PATH)
     run.add_argument("--executor", default="auto", help="auto (default), inprocess, processes or population")
     run.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core)")
+    run.add_argument("--backend", default="local", help="local (default) or ray")
+    run.add_argument("--address", default=None, help="with --backend ray: HOST:PORT of a running Ray cluster (default: start one here)")
     run.add_argument("--no-report", action="store_true", help="skip writing the HTML report")
 
     report = commands.add_parser("report", help="write STORE/report/index.html for every sweep in the store")
@@ -84,7 +86,7 @@ def _store(path: Path, must_exist: bool) -> Store:
 def cmd_run(args: argparse.Namespace) -> int:
     from biaslab.experiments import CATALOG
     from biaslab.registry import UnknownName
-    from biaslab.sweep import EXECUTORS, preflight
+    from biaslab.sweep import BACKENDS, EXECUTORS, preflight
 
     try:
         experiment = CATALOG.get(args.experiment)
@@ -92,6 +94,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise InputError(str(error)) from None
     if args.executor not in EXECUTORS:
         raise InputError(f"--executor: {args.executor!r} is not one of {', '.join(EXECUTORS)}")
+    if args.backend not in BACKENDS:
+        raise InputError(f"--backend: {args.backend!r} is not one of {', '.join(BACKENDS)}")
+    if args.address is not None and args.backend != "ray":
+        raise InputError("--address: only with --backend ray")
     if args.workers is not None and args.workers < 1:
         raise InputError(f"--workers: must be at least 1, got {args.workers}")
     overrides = dict(parse_override(item) for item in args.overrides)
@@ -128,7 +134,10 @@ def _run_with_progress(sweep, store: Store, preset: str, overrides: dict, args: 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
     with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
         task = progress.add_task(f"{sweep.base.experiment} runs", total=total)
-        return run_sweep(sweep, store, preset, overrides, args.executor, args.workers, on_record=lambda r: progress.advance(task))
+        return run_sweep(
+            sweep, store, preset, overrides, args.executor, args.workers,
+            on_record=lambda r: progress.advance(task), backend=args.backend, address=args.address,
+        )  # fmt: skip
 
 
 def cmd_report(args: argparse.Namespace) -> int:

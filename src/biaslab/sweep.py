@@ -17,6 +17,12 @@ momentum, weight decay, betas or init (trained together by
 Workers only compute; this process alone writes the store, one record at a
 time as jobs finish.
 
+Backends: "local" (the executors above) or "ray": the same jobs as Ray tasks
+on a cluster (`address="HOST:PORT"`), or on a Ray started here on loopback when
+no address is given. Ray retries a task whose worker dies; results come back
+to this process, which alone writes the store, so resume works across
+backends (a sweep started locally can finish on Ray and the other way round).
+
 Resuming: every finished record is committed on its own, so a sweep killed at
 any point (even `kill -9`) loses only the runs in flight; running it again
 skips every spec_id the store has as ok or diverged and reruns failed ones.
@@ -43,6 +49,8 @@ Executor = Literal["auto", "inprocess", "processes", "population"]
 EXECUTORS: tuple[str, ...] = ("auto", "inprocess", "processes", "population")
 OnRecord = Callable[[RunRecord], None]
 Job = list[RunSpec]  # one run, or the members of one population
+BACKENDS: tuple[str, ...] = ("local", "ray")
+RAY_RETRIES = 3  # Ray re-runs a task whose worker process died this often
 POOL_RETRIES = 2  # a worker that dies takes its pool down; retry the unfinished jobs this often
 CPU_POPULATION_MAX_WIDTH = 64
 MAX_MEMBERS = 64  # members per population, to bound memory
@@ -110,10 +118,14 @@ def run_sweep(
     executor: Executor = "auto",
     workers: int | None = None,
     on_record: OnRecord | None = None,
+    backend: str = "local",
+    address: str | None = None,
 ) -> Outcome:
     """Run every spec of `sweep` that the store lacks and return all of the sweep's records."""
     if executor not in EXECUTORS:
         raise ValueError(f"executor: {executor!r} is not one of {', '.join(EXECUTORS)}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: {backend!r} is not one of {', '.join(BACKENDS)}")
     specs = sweep.expand()
     store.put_sweep(SweepEntry(sweep.base.experiment, preset, dict(overrides or {}), tuple(s.spec_id for s in specs)))
     done = store.finished_ids()
@@ -126,14 +138,18 @@ def run_sweep(
         if on_record is not None:
             on_record(record)
 
-    if use_processes:
+    if backend == "ray" and jobs:
+        run_on_ray(jobs, save, address)
+        use_processes = False
+    elif use_processes:
         run_in_processes(jobs, min(workers, len(jobs)), save)
     else:
         for job in jobs:
             for record in run_population(job):
                 save(record)
     populations = sum(len(job) > 1 for job in jobs)
-    how = f"{'processes x' + str(min(workers, len(jobs))) if use_processes else 'in-process'}, {len(jobs)} jobs, {populations} populations"
+    where = "ray" if backend == "ray" else f"processes x{min(workers, len(jobs))}" if use_processes else "in-process"
+    how = f"{where}, {len(jobs)} jobs, {populations} populations"
     records = store.records_of(s.spec_id for s in specs)
     return Outcome(records=records, ran=len(todo), skipped=len(specs) - len(todo), executor=how)
 
@@ -187,3 +203,36 @@ def run_in_processes(jobs: list[Job], workers: int, save: Callable[[RunRecord], 
     for job in pending:  # the pool kept dying: record these runs as failed, do not stop the caller
         for spec in job:
             save(failed_record(spec, f"the worker process died {POOL_RETRIES + 1} times (BrokenProcessPool)"))
+
+
+def biaslab_job(job: Job) -> list[RunRecord]:
+    """A Ray task: one job with one torch thread (Ray gives it one CPU). Its process title is ray::biaslab_job."""
+    _init_worker()
+    return run_population(job)
+
+
+def run_on_ray(jobs: list[Job], save: Callable[[RunRecord], None], address: str | None = None) -> None:
+    """Run jobs as Ray tasks; write each record here as its task finishes. Starts (and stops) a local Ray if none is up."""
+    try:
+        import ray
+    except ImportError:
+        raise ValueError("backend: ray is not installed; install the extra: pip install 'biaslab[ray]'") from None
+    started_here = not ray.is_initialized()
+    if started_here:
+        options = {"include_dashboard": False, "log_to_driver": False}
+        ray.init(address=address, **options) if address else ray.init(_node_ip_address="127.0.0.1", **options)
+    try:
+        task = ray.remote(num_cpus=1, max_retries=RAY_RETRIES)(biaslab_job)
+        pending = {task.remote(job): job for job in jobs}
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            job = pending.pop(ready[0])
+            try:
+                records = ray.get(ready[0])
+            except ray.exceptions.RayError:  # retries exhausted or the task raised: record, go on
+                records = [failed_record(spec, traceback.format_exc()) for spec in job]
+            for record in records:
+                save(record)
+    finally:
+        if started_here:
+            ray.shutdown()
