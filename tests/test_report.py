@@ -73,9 +73,17 @@ def parse(page: str) -> _Page:
 
 @pytest.fixture(scope="module")
 def finished_store(tmp_path_factory: pytest.TempPathFactory) -> Store:
-    """The tiny width sweep, run to the end in-process."""
+    """The tiny width sweep, run to the end in-process (with one torch thread: on a loaded machine, torch's
+    spinning worker threads can make this tiny sweep dozens of times slower)."""
+    import torch
+
     store = Store(tmp_path_factory.mktemp("report") / "store")
-    outcome = run_sweep(EXPERIMENT.sweep("tiny"), store, preset="tiny", executor="inprocess")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        outcome = run_sweep(EXPERIMENT.sweep("tiny"), store, preset="tiny", executor="inprocess")
+    finally:
+        torch.set_num_threads(threads)
     assert len(outcome.records) == 6
     assert all(r.status == "ok" for r in outcome.records), [(r.status, r.error) for r in outcome.records]
     return store

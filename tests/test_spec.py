@@ -40,6 +40,7 @@ ALTERNATIVES: dict[str, tuple[typing.Any, dict[str, typing.Any]]] = {
     "device": ("cuda", {}),
     "dtype": ("float64", {}),
     "probes": (["norms"], {}),
+    "problem": ({"kind": "separable"}, {}),
     "data.name": ("digits", {}),
     "data.n_train": (50, {}),
     "data.n_test": (60, {}),

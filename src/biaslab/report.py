@@ -62,7 +62,7 @@ def _section(entry: SweepEntry, records: list[RunRecord], directory: Path) -> st
                 figure.savefig(directory / "figures" / f"{stem}.svg")
                 parts.append(f"<img src='figures/{stem}.png' alt='{html.escape(entry.experiment)}: {html.escape(name)}'>")
         else:
-            parts.append("<div class='verdict none'>No finished runs yet: no figure and no verdict.</div>")
+            parts.append("<div class='verdict none'>No successful (ok) runs yet: no figure and no verdict.</div>")
     parts.append(_run_table(entry, records))
     return "\n".join(parts)
 

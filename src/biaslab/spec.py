@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -89,6 +89,48 @@ class TrainSpec(_Frozen):
         return self
 
 
+class LeastSquares(_Frozen):
+    """Under-determined least squares: A (n x d, d > n) Gaussian, b = A w* + 0, GD from w0 of norm init_norm."""
+
+    kind: Literal["least_squares"] = "least_squares"
+    n: int = Field(20, gt=0)  # equations
+    d: int = Field(60, gt=0)  # unknowns
+    init_norm: float = Field(0.0, ge=0.0)  # ||w0||: 0 starts at the origin
+
+    @model_validator(mode="after")
+    def _under_determined(self) -> "LeastSquares":
+        if self.d <= self.n:
+            raise ValueError(f"problem.d must exceed problem.n (under-determined), got d={self.d}, n={self.n}")
+        return self
+
+
+class Separable(_Frozen):
+    """Linearly separable binary data through the origin, for logistic regression."""
+
+    kind: Literal["separable"] = "separable"
+    points: Literal["gaussian", "soudry"] = "gaussian"  # two Gaussian clouds, or Soudry et al.'s Fig. 1 data
+    n_points: int = Field(40, ge=4)
+
+
+class SparseRegression(_Frozen):
+    """y = A w* with w* sparse, fewer samples than dimensions."""
+
+    kind: Literal["sparse_regression"] = "sparse_regression"
+    n: int = Field(40, gt=0)
+    d: int = Field(100, gt=0)
+    sparsity: int = Field(5, gt=0)  # nonzeros of w*
+
+
+class MatrixCompletion(_Frozen):
+    """A rank-r n x n matrix, `observed` entries seen uniformly at random (scaled to ||W*||_F = n)."""
+
+    kind: Literal["matrix_completion"] = "matrix_completion"
+    n: int = Field(20, ge=2)
+    rank: int = Field(2, ge=1)
+    observed: int = Field(120, gt=0)
+
+
+Problem = Annotated[Union[LeastSquares, Separable, SparseRegression, MatrixCompletion], Field(discriminator="kind")]
 ProbeName = Literal["norms", "margin", "path_norm"]
 
 
@@ -99,6 +141,7 @@ class RunSpec(_Frozen):
     data: DataSpec = DataSpec()
     model: ModelSpec = ModelSpec()
     train: TrainSpec = TrainSpec()
+    problem: Problem | None = None  # a solvable problem (experiments with exact references); None: data + model
     probes: tuple[ProbeName, ...] = ()  # measured at every evaluation, beside errors and losses
     seed: int = Field(0, ge=0)  # model init and batch order
     device: str = "cpu"  # where the run trains: cpu, cuda, cuda:1, mps
@@ -130,13 +173,14 @@ def describe_error(error: ValidationError, prefix: str = "") -> str:
 
 
 def _allowed_fields(path: str) -> list[str]:
-    model: type[BaseModel] = RunSpec
+    fields = RunSpec.model_fields
     for part in path.split(".")[:-1]:
-        field = model.model_fields.get(part)
-        if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
+        field = fields.get(part)
+        models = _models_in(field.annotation) if field is not None else []
+        if not models:
             break
-        model = field.annotation
-    return sorted(model.model_fields)
+        fields = {name: f for m in models for name, f in m.model_fields.items()}
+    return sorted(fields)
 
 
 def parse_value(text: str) -> Any:
@@ -167,20 +211,27 @@ def _is_text(annotation: Any) -> bool:
 
 def check_path(path: str) -> Any:
     """The annotation of the field a dotted path names; SpecError unless it names a field of RunSpec."""
-    model: type[BaseModel] = RunSpec
+    fields = RunSpec.model_fields
     parts = path.split(".")
+    annotation: Any = None
     for depth, part in enumerate(parts):
-        field = model.model_fields.get(part)
+        field = fields.get(part)
         if field is None:
             where = ".".join(parts[:depth]) or "the spec"
-            raise SpecError(f"{path}: unknown field {part!r} in {where}; allowed: {', '.join(sorted(model.model_fields))}")
+            raise SpecError(f"{path}: unknown field {part!r} in {where}; allowed: {', '.join(sorted(fields))}")
         annotation = field.annotation
-        is_model = isinstance(annotation, type) and issubclass(annotation, BaseModel)
-        if depth < len(parts) - 1 and not is_model:
+        models = _models_in(annotation)
+        if depth < len(parts) - 1 and not models:
             raise SpecError(f"{path}: {'.'.join(parts[: depth + 1])} has no sub-fields")
-        if is_model:
-            model = annotation
+        fields = {name: f for m in models for name, f in m.model_fields.items()}
     return annotation
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models an annotation names: itself, or the members of a (possibly Annotated) union."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in getattr(annotation, "__args__", ()) for m in _models_in(arg)]
 
 
 def with_values(spec: RunSpec, values: dict[str, Any]) -> RunSpec:

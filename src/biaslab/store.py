@@ -151,10 +151,10 @@ class Store:
                     record.spec_id,
                     record.experiment,
                     record.status,
-                    json.dumps(record.spec, sort_keys=True),
-                    json.dumps(record.curves),
-                    json.dumps(record.final),
-                    json.dumps(record.env, sort_keys=True),
+                    _dumps(record.spec, sort_keys=True),
+                    _dumps(record.curves),
+                    _dumps(record.final),
+                    _dumps(record.env, sort_keys=True),
                     record.seconds,
                     record.error,
                     record.created,
@@ -245,7 +245,36 @@ def records_table(records: Iterable[RunRecord]):
         | r.final
         for r in records
     ]
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=["run_id", "experiment", "status", "seconds", "created"])
+
+
+_NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def _strict(value: Any) -> Any:
+    """Non-finite floats as the strings 'NaN', 'Infinity', '-Infinity', so the stored JSON is strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    return value
+
+
+def _numbers(value: Any) -> Any:
+    """The inverse of `_strict` for metric containers (curves, final): the marker strings back to floats."""
+    if isinstance(value, str):
+        return _NON_FINITE.get(value, value)
+    if isinstance(value, dict):
+        return {k: _numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_numbers(v) for v in value]
+    return value
+
+
+def _dumps(value: Any, **options: Any) -> str:
+    return json.dumps(_strict(value), allow_nan=False, **options)
 
 
 def _record(row: tuple) -> RunRecord:
@@ -254,8 +283,8 @@ def _record(row: tuple) -> RunRecord:
         spec=json.loads(spec),
         spec_id=spec_id,
         status=status,
-        curves=json.loads(curves),
-        final=json.loads(final),
+        curves=_numbers(json.loads(curves)),
+        final=_numbers(json.loads(final)),
         env=json.loads(env),
         seconds=seconds,
         error=error,

@@ -34,7 +34,8 @@ import json
 import multiprocessing
 import os
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -144,9 +145,10 @@ def run_sweep(
     elif use_processes:
         run_in_processes(jobs, min(workers, len(jobs)), save)
     else:
-        for job in jobs:
-            for record in run_population(job):
-                save(record)
+        with one_torch_thread():  # as in worker processes, so every executor gives the same numbers
+            for job in jobs:
+                for record in run_population(job):
+                    save(record)
     populations = sum(len(job) > 1 for job in jobs)
     where = "ray" if backend == "ray" else f"processes x{min(workers, len(jobs))}" if use_processes else "in-process"
     how = f"{where}, {len(jobs)} jobs, {populations} populations"
@@ -170,6 +172,19 @@ def preflight(sweep: Sweep) -> None:
         if spec.data.name in FILE_DATASETS and key not in checked:
             SOURCES.get(spec.data.name)(spec.data)
             checked.add(key)
+
+
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Train with one intra-op thread (as workers do: measured as fast for these models), then restore."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _init_worker() -> None:

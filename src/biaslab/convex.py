@@ -1,0 +1,80 @@
+"""Convex references: the solutions that theory says gradient descent's implicit bias selects.
+
+Users compare their own optimizer's solution against these, so they are part of
+the library. Each is the exact optimum of a convex program, solved with cvxpy
+(Clarabel) or in closed form, in float64 numpy.
+
+- `min_norm_interpolant(A, b, w0)`: argmin ||w - w0||_2 subject to A w = b.
+  Gradient descent on ||A w - b||^2 from w0 converges to it (the iterates never
+  leave w0 + rowspace(A)).
+- `hard_margin_svm(X, y)`: argmin ||w||_2 subject to y_i <w, x_i> >= 1 (no bias),
+  the direction gradient descent on the logistic loss converges to on separable
+  data (Soudry et al. 2018).
+- `basis_pursuit(A, b)`: argmin ||w||_1 subject to A w = b, the limit of
+  diagonal linear networks from a vanishing init (Woodworth et al. 2020).
+- `min_nuclear_norm_completion(shape, rows, cols, values)`: argmin ||W||_* subject
+  to W[rows, cols] = values, Gunasekar et al. 2017's conjectured limit of
+  factorized gradient descent from a vanishing init.
+- `effective_rank(W)`: exp of the entropy of the normalized singular values
+  (Roy & Vetterli 2007), as used by Arora et al. 2019.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class SolverFailed(RuntimeError):
+    """The convex solver did not reach an optimal solution (infeasible, unbounded or inaccurate)."""
+
+
+def _solve(problem, what: str) -> None:
+    import cvxpy as cp
+
+    problem.solve(solver=cp.CLARABEL)
+    if problem.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE):
+        raise SolverFailed(f"{what}: the solver ended with status {problem.status!r}")
+
+
+def min_norm_interpolant(A: np.ndarray, b: np.ndarray, w0: np.ndarray | None = None) -> np.ndarray:
+    """The interpolant of A w = b closest to w0 (default 0), by the pseudo-inverse."""
+    w0 = np.zeros(A.shape[1]) if w0 is None else w0
+    return w0 + np.linalg.pinv(A) @ (b - A @ w0)
+
+
+def hard_margin_svm(X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The max-margin separator through the origin, scaled so the closest points have margin 1."""
+    import cvxpy as cp
+
+    w = cp.Variable(X.shape[1])
+    problem = cp.Problem(cp.Minimize(cp.sum_squares(w)), [cp.multiply(y, X @ w) >= 1])
+    _solve(problem, "hard_margin_svm (is the data linearly separable through the origin?)")
+    return np.asarray(w.value)
+
+
+def basis_pursuit(A: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The minimum-L1-norm solution of A w = b."""
+    import cvxpy as cp
+
+    w = cp.Variable(A.shape[1])
+    problem = cp.Problem(cp.Minimize(cp.norm1(w)), [A @ w == b])
+    _solve(problem, "basis_pursuit")
+    return np.asarray(w.value)
+
+
+def min_nuclear_norm_completion(shape: tuple[int, int], rows: np.ndarray, cols: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """The minimum-nuclear-norm matrix that agrees with the observed entries."""
+    import cvxpy as cp
+
+    W = cp.Variable(shape)
+    problem = cp.Problem(cp.Minimize(cp.normNuc(W)), [W[rows, cols] == values])
+    _solve(problem, "min_nuclear_norm_completion")
+    return np.asarray(W.value)
+
+
+def effective_rank(W: np.ndarray) -> float:
+    """exp(entropy of sigma_i / sum sigma_j): between 1 (rank one) and min(shape) (flat spectrum)."""
+    sigma = np.linalg.svd(W, compute_uv=False)
+    p = sigma / sigma.sum()
+    p = p[p > 0]
+    return float(np.exp(-(p * np.log(p)).sum()))
