@@ -71,6 +71,62 @@ def load_average() -> list[float] | None:
     return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
 
 
+class CpuMeter:
+    """CPU seconds used during a phase by this process tree and by everything else on the machine.
+
+    `foreign_cpu_s` (all busy CPU time from /proc/stat minus this process and its
+    reaped children) says whether another job competed for the cores while the
+    phase was timed; on a quiet machine it is near 0.
+    """
+
+    def __enter__(self) -> "CpuMeter":
+        self.busy0, self.own0, self.wall0 = self._busy(), self._own(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.wall = time.perf_counter() - self.wall0
+        self.own_cpu_s = self._own() - self.own0
+        busy = self._busy()
+        self.foreign_cpu_s = max(0.0, busy - self.busy0 - self.own_cpu_s) if busy is not None and self.busy0 is not None else None
+
+    def as_dict(self) -> dict:
+        return {"own_cpu_s": self.own_cpu_s, "foreign_cpu_s": self.foreign_cpu_s}
+
+    @staticmethod
+    def _own() -> float:
+        t = os.times()
+        return t.user + t.system + t.children_user + t.children_system
+
+    @staticmethod
+    def _busy() -> float | None:
+        try:
+            fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        except (OSError, ValueError):
+            return None
+        user, nice, system, idle, iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+        return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_until_quiet(max_busy_cores: float, window_s: float = 5.0, timeout_s: float = 3600.0) -> float | None:
+    """Sleep until the machine's CPU use over `window_s` (cores busy, this idle process aside) is below the threshold.
+
+    Returns the last busy reading (None without /proc/stat). Gives up after `timeout_s` and says so.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        before = CpuMeter._busy()
+        if before is None:
+            return None
+        time.sleep(window_s)
+        busy = (CpuMeter._busy() - before) / window_s
+        if busy <= max_busy_cores:
+            return busy
+        if time.monotonic() > deadline:
+            print(f"  still {busy:.2f} cores busy after {timeout_s:.0f}s of waiting: measuring anyway", flush=True)
+            return busy
+        print(f"  {busy:.2f} cores busy with other work; waiting for <= {max_busy_cores}", flush=True)
+
+
 def biaslab_phase(sweep, preset: str, executor: str) -> dict:
     """run_sweep of the whole preset into a fresh temporary store, timed."""
     from biaslab.store import Store
@@ -79,9 +135,9 @@ def biaslab_phase(sweep, preset: str, executor: str) -> dict:
     load_before = load_average()
     with tempfile.TemporaryDirectory(prefix=f"biaslab-bench-{executor}-") as tmp:
         store = Store(Path(tmp) / "store")
-        started = time.perf_counter()
-        outcome = run_sweep(sweep, store, preset=preset, executor=executor)
-        wall = time.perf_counter() - started
+        with CpuMeter() as meter:
+            outcome = run_sweep(sweep, store, preset=preset, executor=executor)
+        wall = meter.wall
     runs = []
     for record in outcome.records:
         spec, final = record.spec, record.final
@@ -101,16 +157,21 @@ def biaslab_phase(sweep, preset: str, executor: str) -> dict:
     failed = [r for r in runs if r["status"] != "ok"]
     if failed:
         raise RuntimeError(f"biaslab ({executor}): {len(failed)} runs did not finish ok: {failed[:3]}")
-    return {"executor": outcome.executor, "wall_s": wall, "load_before": load_before, "runs": runs}
+    return {"executor": outcome.executor, "wall_s": wall, "load_before": load_before, **meter.as_dict(), "runs": runs}
 
 
 def plain_phase(runs: list[tuple[int, float, int]], config: PlainConfig) -> dict:
     data = {noise: prepare_data(config, noise) for noise in sorted({noise for _, noise, _ in runs})}  # not timed
     load_before = load_average()
-    started = time.perf_counter()
-    results = run_plain_sweep(runs, config, data=data)
-    wall = time.perf_counter() - started
-    return {"executor": "plain (DataLoader, one model after another)", "wall_s": wall, "load_before": load_before, "runs": results}
+    with CpuMeter() as meter:
+        results = run_plain_sweep(runs, config, data=data)
+    return {
+        "executor": "plain (DataLoader, one model after another)",
+        "wall_s": meter.wall,
+        "load_before": load_before,
+        **meter.as_dict(),
+        "runs": results,
+    }
 
 
 def key(run: dict) -> tuple[float, int, int]:
@@ -206,14 +267,15 @@ def print_report(result: dict) -> None:
     phases = result["phases"]
     print(f"\nwidth-sweep --preset {result['preset']}: {result['n_runs']} runs, {result['machine']['cores_available']} cores, "
           f"torch {result['machine']['torch']}, {result['date']}")
-    print(f"{'':30s} {'wall s':>8s} {'steps':>8s} {'steps/s':>8s} {'plain/this':>10s}  load before")
+    labels = {name: f"{name} ({phase['executor']})" if name != "plain" else "plain (DataLoader, 1 process)" for name, phase in phases.items()}
+    w = max(len(v) for v in labels.values())
+    print(f"{'':{w}s} {'wall s':>8s} {'steps':>8s} {'steps/s':>8s} {'plain/this':>10s} {'own cpu s':>9s} {'other cpu s':>11s} {'load before':>11s}")
     for name, phase in phases.items():
         steps = sum(r["steps"] for r in phase["runs"])
         ratio = phases["plain"]["wall_s"] / phase["wall_s"] if "plain" in phases else math.nan
         load = phase["load_before"][0] if phase["load_before"] else math.nan
-        label = f"{name} ({phase['executor']})" if name != "plain" else "plain (DataLoader)"
-        print(f"{label:30s} {phase['wall_s']:8.1f} {steps:8d} "
-              f"{steps / phase['wall_s']:8.0f} {ratio:10.2f}  {load:.2f}")
+        print(f"{labels[name]:{w}s} {phase['wall_s']:8.1f} {steps:8d} "
+              f"{steps / phase['wall_s']:8.0f} {ratio:10.2f} {phase['own_cpu_s']:9.1f} {phase['foreign_cpu_s'] or math.nan:11.1f} {load:11.2f}")
     print(f"\n{'noise':>5s} {'H':>5s} {'auto':>7s} {'inproc':>7s} {'plain':>7s} {'diff':>7s} {'3*se':>6s} ok   (mean test error over seeds)")
     for g in result["summary"]["groups"]:
         cells = [f"{g[n]['test_error_mean']:7.4f}" if n in g else f"{'-':>7s}" for n in ("biaslab_auto", "biaslab_inprocess", "plain")]
@@ -231,6 +293,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description="biaslab width sweep vs a plain PyTorch script, side by side")
     parser.add_argument("--preset", default="quick", choices=("tiny", "quick"))
     parser.add_argument("--out", default=str(HERE / "results"), help="directory for the JSON and the PNG (created)")
+    parser.add_argument(
+        "--wait-quiet", type=float, default=None, metavar="CORES",
+        help="before each phase, wait until other processes use at most this many cores (e.g. 0.3); default: do not wait",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -261,11 +327,12 @@ def main(argv: list[str] | None = None) -> dict:
     }
     phases = result["phases"]
     print(f"preset {args.preset}: {len(runs)} runs; load average {load_average()}", flush=True)
-    for name, executor in (("biaslab_auto", "auto"), ("biaslab_inprocess", "inprocess")):
-        phases[name] = biaslab_phase(sweep, args.preset, executor)
-        print(f"{name}: {phases[name]['wall_s']:.1f}s ({phases[name]['executor']})", flush=True)
-    phases["plain"] = plain_phase(runs, config)
-    print(f"plain: {phases['plain']['wall_s']:.1f}s", flush=True)
+    for name, executor in (("biaslab_auto", "auto"), ("biaslab_inprocess", "inprocess"), ("plain", None)):
+        busy = wait_until_quiet(args.wait_quiet) if args.wait_quiet is not None else None
+        phases[name] = biaslab_phase(sweep, args.preset, executor) if executor else plain_phase(runs, config)
+        phases[name]["busy_cores_before"] = busy
+        print(f"{name}: {phases[name]['wall_s']:.1f}s ({phases[name]['executor']}); other processes used "
+              f"{phases[name]['foreign_cpu_s'] or 0:.1f} CPU s meanwhile", flush=True)
 
     result["summary"] = summarize(phases, n_test=sweep.base.data.n_test)
     result["per_run"] = {

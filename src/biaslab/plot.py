@@ -19,3 +19,11 @@ def mean_band(ax, frame, x: str, y: str, label: str | None = None, **style) -> N
     (line,) = ax.plot(mean.index, mean.values, marker="o", markersize=3, label=label, **style)
     if (groups.count() > 1).any():
         ax.fill_between(mean.index, low.values, high.values, color=line.get_color(), alpha=0.2, linewidth=0)
+
+
+def legend_once(ax, **options) -> None:
+    """A legend with one entry per label (several lines may share a label)."""
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    if unique:
+        ax.legend(unique.values(), unique.keys(), **({"fontsize": 8} | options))

@@ -79,6 +79,9 @@ class TrainSpec(_Frozen):
     max_steps: int = Field(1000, gt=0)  # the step budget
     eval_every: int = Field(100, gt=0)  # steps between History rows
     stop_zero_error_evals: int | None = Field(None, gt=0)  # stop once train error is 0 for k evals in a row
+    stop_loss: float | None = Field(None, ge=0.0)  # stop once the training loss is at most this
+    eval_spacing: Literal["linear", "log"] = "linear"  # linear: every eval_every steps; log: eval_points log-spaced steps
+    eval_points: int = Field(60, ge=2)  # evaluations with eval_spacing=log
 
     @model_validator(mode="after")
     def _gd_is_full_batch(self) -> "TrainSpec":

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from biaslab.experiments import run_population, trains_populations
-from biaslab.experiments.supervised import failed_record
+from biaslab.experiments.base import failed_record
 from biaslab.spec import RunSpec, Sweep
 from biaslab.store import RunRecord, Store, SweepEntry
 

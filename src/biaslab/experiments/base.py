@@ -7,6 +7,8 @@ claim check that computes a `Verdict` from the records' numbers.
 
 from __future__ import annotations
 
+import time
+import traceback
 from collections.abc import Callable
 
 from matplotlib.figure import Figure
@@ -14,7 +16,8 @@ from matplotlib.figure import Figure
 from biaslab.claims import Verdict
 from biaslab.registry import Registry
 from biaslab.spec import RunSpec, SpecError, Sweep
-from biaslab.store import RunRecord
+from biaslab.store import RunRecord, curves_from_rows
+from biaslab.train import Fit
 
 
 class Experiment:
@@ -49,3 +52,31 @@ class Experiment:
 
 
 CATALOG: Registry[Experiment] = Registry("experiment")
+
+
+def fit_record(spec: RunSpec, result: Fit, env: dict, seconds: float, extra: dict[str, float] | None = None) -> RunRecord:
+    """The record of a finished training: curves from its History, final metrics, why it stopped."""
+    return RunRecord(
+        spec=spec.model_dump(mode="json"),
+        spec_id=spec.spec_id,
+        status=result.status,
+        curves=curves_from_rows(result.history),
+        final=dict(result.final) | {"steps": float(result.steps)} | (extra or {}),
+        env=env | {"stopped": result.stopped},
+        seconds=seconds,
+    )
+
+
+def failed_record(spec: RunSpec, error: str, seconds: float = 0.0, env: dict | None = None) -> RunRecord:
+    """The record of a run that raised: its traceback instead of results."""
+    return RunRecord(spec=spec.model_dump(mode="json"), spec_id=spec.spec_id, status="failed", env=env or {}, seconds=seconds, error=error)
+
+
+def guarded(spec: RunSpec, body: Callable[[], tuple[Fit, dict, dict[str, float]]]) -> RunRecord:
+    """Run `body() -> (fit, env, extra final metrics)` and build its record; a raise becomes a 'failed' record."""
+    started = time.perf_counter()
+    try:
+        result, env, extra = body()
+    except Exception:  # a failed run is a result: record it, let the sweep go on
+        return failed_record(spec, traceback.format_exc(), time.perf_counter() - started)
+    return fit_record(spec, result, env, time.perf_counter() - started, extra)

@@ -8,7 +8,6 @@ sweep goes on; a run whose loss stops being finite is 'diverged'.
 from __future__ import annotations
 
 import time
-import traceback
 
 from torch import nn
 
@@ -16,7 +15,8 @@ from biaslab import data as datasets
 from biaslab import models, probes
 from biaslab.runtime import generator, provenance, resolve_device, resolve_dtype
 from biaslab.spec import RunSpec
-from biaslab.store import RunRecord, curves_from_rows
+from biaslab.experiments.base import guarded, fit_record
+from biaslab.store import RunRecord
 from biaslab.train import Fit, fit
 from biaslab.train.population import fit_population
 
@@ -46,31 +46,18 @@ def _setup(spec: RunSpec) -> tuple[datasets.Dataset, nn.Module, dict]:
 
 
 def _record(spec: RunSpec, result: Fit, model: nn.Module, env: dict, seconds: float) -> RunRecord:
-    final = dict(result.final) | {"steps": float(result.steps), "n_params": float(sum(p.numel() for p in model.parameters()))}
-    return RunRecord(
-        spec=spec.model_dump(mode="json"),
-        spec_id=spec.spec_id,
-        status=result.status,
-        curves=curves_from_rows(result.history),
-        final=final,
-        env=env | {"stopped": result.stopped},
-        seconds=seconds,
-    )
-
-
-def failed_record(spec: RunSpec, error: str, seconds: float = 0.0, env: dict | None = None) -> RunRecord:
-    return RunRecord(spec=spec.model_dump(mode="json"), spec_id=spec.spec_id, status="failed", env=env or {}, seconds=seconds, error=error)
+    return fit_record(spec, result, env, seconds, {"n_params": float(sum(p.numel() for p in model.parameters()))})
 
 
 def run_supervised(spec: RunSpec) -> RunRecord:
     """Train and measure one classifier as `spec` says; never raises."""
-    started = time.perf_counter()
-    try:
+
+    def body():
         data, model, env = _setup(spec)
         result = fit(model, data, spec.train, generator(spec.seed, "batches"), probe_hook(spec, model, data))
-    except Exception:  # a failed run is a result: record it, let the sweep go on
-        return failed_record(spec, traceback.format_exc(), time.perf_counter() - started)
-    return _record(spec, result, model, env, time.perf_counter() - started)
+        return result, env, {"n_params": float(sum(p.numel() for p in model.parameters()))}
+
+    return guarded(spec, body)
 
 
 def run_supervised_population(specs: list[RunSpec]) -> list[RunRecord]:

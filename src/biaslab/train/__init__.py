@@ -68,7 +68,7 @@ class Fit:
 
     history: list[Row] = field(default_factory=list)
     status: Status = "ok"
-    stopped: Literal["budget", "zero_error", "diverged"] = "budget"
+    stopped: Literal["budget", "zero_error", "loss", "diverged"] = "budget"
     steps: int = 0
 
     @property
@@ -135,4 +135,60 @@ def fit(
             result.stopped = "zero_error"
             break
     optimizer.zero_grad(set_to_none=True)  # leave no gradients behind
+    return result
+
+
+def evaluation_steps(spec: TrainSpec) -> list[int]:
+    """The steps after which a History row is written (the last step always is)."""
+    if spec.eval_spacing == "log":
+        grid = {round(10**e) for e in torch.linspace(0.0, math.log10(spec.max_steps), spec.eval_points).tolist()}
+        return sorted(grid | {spec.max_steps})
+    return sorted(set(range(spec.eval_every, spec.max_steps + 1, spec.eval_every)) | {spec.max_steps})
+
+
+def minimize(
+    params: list[torch.Tensor],
+    objective: Callable[[], torch.Tensor],
+    spec: TrainSpec,
+    on_eval: Callable[[int], dict[str, float]] | None = None,
+) -> Fit:
+    """Full-batch minimization of `objective()` over raw tensors (factorizations, linear models).
+
+    The optimizer and schedule come from `spec` (its batch size is ignored). At
+    each evaluation step (`evaluation_steps`, log-spaced if asked) a row with the
+    loss after the step and `on_eval(step)` is written. Stops at the budget, at
+    `spec.stop_loss`, or when the loss is no longer finite (status 'diverged').
+    """
+    optimizer = make_optimizer(params, spec)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(spec))
+    result = Fit()
+
+    def evaluate(step: int) -> Row:
+        with torch.no_grad():
+            row: Row = {"step": float(step), "lr": optimizer.param_groups[0]["lr"], "loss": objective().item()}
+        if math.isfinite(row["loss"]) and on_eval is not None:
+            row |= on_eval(step)
+        result.history.append(row)
+        return row
+
+    evaluate(0)
+    pending = evaluation_steps(spec)
+    for step in range(1, spec.max_steps + 1):
+        loss = objective()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        result.steps = step
+        if step != pending[0]:
+            continue
+        pending.pop(0)
+        row = evaluate(step)
+        if not math.isfinite(row["loss"]):
+            result.status, result.stopped = "diverged", "diverged"
+            break
+        if spec.stop_loss is not None and row["loss"] <= spec.stop_loss:
+            result.stopped = "loss"
+            break
+    optimizer.zero_grad(set_to_none=True)
     return result

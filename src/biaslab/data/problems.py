@@ -1,0 +1,104 @@
+"""Instances of the solvable problems, drawn from a seed (float64 numpy; the callers move them to torch).
+
+Each function returns a small dataclass with the instance and, where there is one,
+its planted solution. The draws use `numpy.random.default_rng(seed)`: no global state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from biaslab.spec import LeastSquares, MatrixCompletion, Separable, SparseRegression
+
+
+@dataclass(frozen=True)
+class LinearSystem:
+    A: np.ndarray  # (n, d)
+    b: np.ndarray  # (n,)
+    w_star: np.ndarray  # (d,) the planted solution
+    w0: np.ndarray  # (d,) where gradient descent starts
+
+
+def least_squares(problem: LeastSquares, seed: int) -> LinearSystem:
+    """A ~ N(0, 1), w* ~ N(0, I/d), b = A w*; w0 a random direction of norm init_norm."""
+    rng = np.random.default_rng(seed)
+    A = rng.standard_normal((problem.n, problem.d))
+    w_star = rng.standard_normal(problem.d) / np.sqrt(problem.d)
+    direction = rng.standard_normal(problem.d)
+    return LinearSystem(A, A @ w_star, w_star, problem.init_norm * direction / np.linalg.norm(direction))
+
+
+def sparse_regression(problem: SparseRegression, seed: int) -> LinearSystem:
+    """A ~ N(0, 1), w* with `sparsity` entries of +-1 at random places, b = A w*; starts at 0."""
+    rng = np.random.default_rng(seed)
+    A = rng.standard_normal((problem.n, problem.d))
+    w_star = np.zeros(problem.d)
+    support = rng.choice(problem.d, size=problem.sparsity, replace=False)
+    w_star[support] = rng.choice([-1.0, 1.0], size=problem.sparsity)
+    return LinearSystem(A, A @ w_star, w_star, np.zeros(problem.d))
+
+
+@dataclass(frozen=True)
+class Labelled:
+    X: np.ndarray  # (n, 2)
+    y: np.ndarray  # (n,) in {-1, +1}
+
+
+SOUDRY_SUPPORT = np.array([[0.5, 1.5], [1.5, 0.5]])  # Soudry et al. 2018, Fig. 1: the support vectors of class +1
+
+
+def separable(problem: Separable, seed: int) -> Labelled:
+    """Data separable by a line through the origin.
+
+    "soudry": the two support vectors (0.5, 1.5), (1.5, 0.5) and (n_points - 4) / 2
+    random points with x1 + x2 >= 2.5 for class +1, and the negatives of all of
+    them for class -1; the max-margin separator is w = (0.5, 0.5).
+    "gaussian": n_points / 2 points from N(+-(2, 0.5), 0.7^2 I) per class, redrawn
+    until separable through the origin.
+    """
+    rng = np.random.default_rng(seed)
+    half = problem.n_points // 2
+    if problem.points == "soudry":
+        extra = rng.uniform(1.25, 3.0, size=(max(half - 2, 0), 2))
+        positives = np.vstack([SOUDRY_SUPPORT, extra])
+    else:
+        for _ in range(1000):
+            positives = rng.normal(0.0, 0.7, size=(half, 2)) + np.array([2.0, 0.5])
+            negatives = rng.normal(0.0, 0.7, size=(half, 2)) - np.array([2.0, 0.5])
+            X = np.vstack([positives, -negatives])  # reflect: separable through 0 iff all of these lie in an open half-plane
+            if _in_open_half_plane(X):
+                break
+        else:
+            raise ValueError("problem.n_points: could not draw separable Gaussian clouds; use fewer points")
+        X = np.vstack([positives, negatives])
+        return Labelled(X, np.concatenate([np.ones(half), -np.ones(half)]))
+    X = np.vstack([positives, -positives])
+    return Labelled(X, np.concatenate([np.ones(len(positives)), -np.ones(len(positives))]))
+
+
+def _in_open_half_plane(points: np.ndarray) -> bool:
+    """Whether some w has <w, p> > 0 for every 2-D point p: their angles span less than pi."""
+    angles = np.sort(np.arctan2(points[:, 1], points[:, 0]))
+    gaps = np.diff(np.concatenate([angles, angles[:1] + 2 * np.pi]))
+    return bool(gaps.max() > np.pi)
+
+
+@dataclass(frozen=True)
+class Completion:
+    W_star: np.ndarray  # (n, n) the low-rank ground truth
+    rows: np.ndarray  # (observed,) indices of the observed entries
+    cols: np.ndarray
+
+
+def matrix_completion(problem: MatrixCompletion, seed: int) -> Completion:
+    """W* = U V^T with U, V ~ N(0, 1)^{n x r}, scaled to ||W*||_F = n; entries observed uniformly without replacement."""
+    if problem.observed > problem.n**2:
+        raise ValueError(f"problem.observed: at most n^2 = {problem.n**2} entries exist, asked for {problem.observed}")
+    rng = np.random.default_rng(seed)
+    U, V = rng.standard_normal((problem.n, problem.rank)), rng.standard_normal((problem.n, problem.rank))
+    W = U @ V.T
+    W *= problem.n / np.linalg.norm(W)
+    flat = rng.choice(problem.n**2, size=problem.observed, replace=False)
+    return Completion(W, flat // problem.n, flat % problem.n)
