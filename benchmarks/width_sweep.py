@@ -41,7 +41,7 @@ sys.path.insert(0, str(HERE))
 
 import torch  # noqa: E402
 
-from plain_width_sweep import PlainConfig, prepare_data, run_plain_sweep  # noqa: E402
+from plain_width_sweep import PlainConfig, prepare_data, run_plain_sweep, train_one  # noqa: E402
 
 EXPERIMENT = "width-sweep"
 
@@ -174,6 +174,21 @@ def plain_phase(runs: list[tuple[int, float, int]], config: PlainConfig) -> dict
     }
 
 
+def warm_up(spec, config: PlainConfig) -> None:
+    """Pay this process's first-call costs (autograd, optimizer, provenance) before any clock, for both code paths.
+
+    Phase (a)'s worker processes start cold; that is part of what the processes executor costs.
+    """
+    from dataclasses import replace
+
+    from biaslab.experiments import run_spec
+
+    short = spec.model_copy(update={"train": spec.train.model_copy(update={"max_steps": 20, "eval_every": 10})})
+    run_spec(short)
+    x_train, y_train, x_test, y_test = prepare_data(config, spec.data.label_noise)
+    train_one(x_train, y_train, x_test, y_test, width=spec.model.width, seed=0, config=replace(config, epochs=1, eval_every_epochs=1))
+
+
 def key(run: dict) -> tuple[float, int, int]:
     return (run["label_noise"], run["width"], run["seed"])
 
@@ -275,7 +290,7 @@ def print_report(result: dict) -> None:
         ratio = phases["plain"]["wall_s"] / phase["wall_s"] if "plain" in phases else math.nan
         load = phase["load_before"][0] if phase["load_before"] else math.nan
         print(f"{labels[name]:{w}s} {phase['wall_s']:8.1f} {steps:8d} "
-              f"{steps / phase['wall_s']:8.0f} {ratio:10.2f} {phase['own_cpu_s']:9.1f} {phase['foreign_cpu_s'] or math.nan:11.1f} {load:11.2f}")
+              f"{steps / phase['wall_s']:8.0f} {ratio:10.2f} {phase['own_cpu_s']:9.1f} {phase['foreign_cpu_s'] if phase['foreign_cpu_s'] is not None else math.nan:11.1f} {load:11.2f}")
     print(f"\n{'noise':>5s} {'H':>5s} {'auto':>7s} {'inproc':>7s} {'plain':>7s} {'diff':>7s} {'3*se':>6s} ok   (mean test error over seeds)")
     for g in result["summary"]["groups"]:
         cells = [f"{g[n]['test_error_mean']:7.4f}" if n in g else f"{'-':>7s}" for n in ("biaslab_auto", "biaslab_inprocess", "plain")]
@@ -310,6 +325,7 @@ def main(argv: list[str] | None = None) -> dict:
     config = PlainConfig.from_preset(args.preset)
     for noise in sorted({s.data.label_noise for s in specs}):  # generate MNIST-1D once in this process, outside every clock
         load(sweep.base.data.model_copy(update={"label_noise": noise}))
+    warm_up(specs[0], config)
 
     result: dict = {
         "benchmark": "width-sweep: biaslab vs plain PyTorch",
