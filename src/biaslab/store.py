@@ -37,7 +37,8 @@ CREATE TABLE IF NOT EXISTS runs (
     env TEXT NOT NULL,
     seconds REAL NOT NULL,
     error TEXT,
-    created TEXT NOT NULL
+    created TEXT NOT NULL,
+    arrays TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS runs_experiment ON runs (experiment);
 CREATE TABLE IF NOT EXISTS sweeps (
@@ -85,6 +86,7 @@ class RunRecord:
     seconds: float = 0.0
     error: str | None = None  # the traceback of a failed run
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    arrays: dict[str, list[float]] = field(default_factory=dict)  # named vectors a figure needs (final coefficients, spectra)
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -146,7 +148,7 @@ class Store:
         """Write a record atomically, replacing any earlier record of the same spec_id."""
         with self._connect() as connection:
             connection.execute(
-                "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     record.spec_id,
                     record.experiment,
@@ -158,6 +160,7 @@ class Store:
                     record.seconds,
                     record.error,
                     record.created,
+                    _dumps(record.arrays),
                 ),
             )
 
@@ -278,7 +281,7 @@ def _dumps(value: Any, **options: Any) -> str:
 
 
 def _record(row: tuple) -> RunRecord:
-    spec_id, _experiment, status, spec, curves, final, env, seconds, error, created = row
+    spec_id, _experiment, status, spec, curves, final, env, seconds, error, created, arrays = row
     return RunRecord(
         spec=json.loads(spec),
         spec_id=spec_id,
@@ -289,4 +292,5 @@ def _record(row: tuple) -> RunRecord:
         seconds=seconds,
         error=error,
         created=created,
+        arrays=_numbers(json.loads(arrays)),
     )

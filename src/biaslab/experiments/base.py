@@ -54,7 +54,9 @@ class Experiment:
 CATALOG: Registry[Experiment] = Registry("experiment")
 
 
-def fit_record(spec: RunSpec, result: Fit, env: dict, seconds: float, extra: dict[str, float] | None = None) -> RunRecord:
+def fit_record(
+    spec: RunSpec, result: Fit, env: dict, seconds: float, extra: dict[str, float] | None = None, arrays: dict[str, list[float]] | None = None
+) -> RunRecord:
     """The record of a finished training: curves from its History, final metrics, why it stopped."""
     return RunRecord(
         spec=spec.model_dump(mode="json"),
@@ -64,6 +66,7 @@ def fit_record(spec: RunSpec, result: Fit, env: dict, seconds: float, extra: dic
         final=dict(result.final) | {"steps": float(result.steps)} | (extra or {}),
         env=env | {"stopped": result.stopped},
         seconds=seconds,
+        arrays=arrays or {},
     )
 
 
@@ -72,11 +75,11 @@ def failed_record(spec: RunSpec, error: str, seconds: float = 0.0, env: dict | N
     return RunRecord(spec=spec.model_dump(mode="json"), spec_id=spec.spec_id, status="failed", env=env or {}, seconds=seconds, error=error)
 
 
-def guarded(spec: RunSpec, body: Callable[[], tuple[Fit, dict, dict[str, float]]]) -> RunRecord:
-    """Run `body() -> (fit, env, extra final metrics)` and build its record; a raise becomes a 'failed' record."""
+def guarded(spec: RunSpec, body: Callable[[], tuple]) -> RunRecord:
+    """Run `body() -> (fit, env, extra final metrics[, arrays])` and build its record; a raise becomes a 'failed' record."""
     started = time.perf_counter()
     try:
-        result, env, extra = body()
+        result, env, extra, *arrays = body()
     except Exception:  # a failed run is a result: record it, let the sweep go on
         return failed_record(spec, traceback.format_exc(), time.perf_counter() - started)
-    return fit_record(spec, result, env, time.perf_counter() - started, extra)
+    return fit_record(spec, result, env, time.perf_counter() - started, extra, arrays[0] if arrays else None)
