@@ -254,7 +254,11 @@ def figure(result: dict, path: Path) -> None:
     walls = [phases[n]["wall_s"] for n in names]
     bars = axes[0].bar([labels[n] for n in names], walls, color=["C0", "C2", "C1"][: len(names)])
     for bar, name in zip(bars, names):
-        text = f"{phases[name]['wall_s']:.3g} s"
+        wall = phases[name]["wall_s"]
+        text = f"{wall:.1f} s" if wall < 100 else f"{wall:.0f} s"
+        foreign = phases[name].get("foreign_cpu_s")
+        if foreign is not None and foreign > 0.05 * wall:
+            text += f"\n(contended: others used {foreign / wall:.1f} cores)"
         if name != "plain" and "plain" in phases:
             text += f"\nplain / this = {phases['plain']['wall_s'] / phases[name]['wall_s']:.2f}x"
         axes[0].annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=8)
