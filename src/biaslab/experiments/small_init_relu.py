@@ -52,7 +52,7 @@ def _sweep(scales, seeds, width: int, max_steps: int) -> Sweep:
 
 
 def tiny() -> Sweep:
-    return _sweep((1e-3, 1.0), (0,), 20, 3000)
+    return _sweep((1e-3, 1e-1, 1.0), (0,), 20, 3000)
 
 
 def quick() -> Sweep:
