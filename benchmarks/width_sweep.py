@@ -44,6 +44,7 @@ import torch  # noqa: E402
 from plain_width_sweep import PlainConfig, prepare_data, run_plain_sweep, train_one  # noqa: E402
 
 EXPERIMENT = "width-sweep"
+CONTENDED_CORES = 0.1  # other processes using more than this many cores on average during a phase: it was contended
 
 
 def machine() -> dict:
@@ -257,7 +258,7 @@ def figure(result: dict, path: Path) -> None:
         wall = phases[name]["wall_s"]
         text = f"{wall:.1f} s" if wall < 100 else f"{wall:.0f} s"
         foreign = phases[name].get("foreign_cpu_s")
-        if foreign is not None and foreign > 0.05 * wall:
+        if foreign is not None and foreign > CONTENDED_CORES * wall:
             text += f"\n(contended: others used {foreign / wall:.1f} cores)"
         if name != "plain" and "plain" in phases:
             text += f"\nplain / this = {phases['plain']['wall_s'] / phases[name]['wall_s']:.2f}x"
@@ -306,12 +307,20 @@ def print_report(result: dict) -> None:
     print(f"\nspeed-up plain/biaslab-auto {verdict['ratio_plain_over_auto']:.2f}x, plain/biaslab-inprocess "
           f"{verdict['ratio_plain_over_inprocess']:.2f}x; errors within noise: {verdict['errors_within_noise']} "
           f"({verdict['groups_within_noise']}/{verdict['groups']} groups)")
+    if not verdict["uncontended"]:
+        print(f"WARNING: other processes used more than {CONTENDED_CORES} cores during some phase: the ratios are not clean "
+              "(see 'other cpu s'; rerun with --wait-quiet 0.3 --retry-contended 2 on a quiet machine)")
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description="biaslab width sweep vs a plain PyTorch script, side by side")
     parser.add_argument("--preset", default="quick", choices=("tiny", "quick"))
     parser.add_argument("--out", default=str(HERE / "results"), help="directory for the JSON and the PNG (created)")
+    parser.add_argument(
+        "--retry-contended", type=int, default=0, metavar="N",
+        help=f"redo a phase up to N times when other processes used more than {CONTENDED_CORES} cores on average "
+        "while it was timed; the least disturbed attempt is reported (all attempts are in the JSON)",
+    )  # fmt: skip
     parser.add_argument(
         "--wait-quiet", type=float, default=None, metavar="CORES",
         help="before each phase, wait until other processes use at most this many cores (e.g. 0.3); default: do not wait",
@@ -348,11 +357,20 @@ def main(argv: list[str] | None = None) -> dict:
     phases = result["phases"]
     print(f"preset {args.preset}: {len(runs)} runs; load average {load_average()}", flush=True)
     for name, executor in (("biaslab_auto", "auto"), ("biaslab_inprocess", "inprocess"), ("plain", None)):
-        busy = wait_until_quiet(args.wait_quiet) if args.wait_quiet is not None else None
-        phases[name] = biaslab_phase(sweep, args.preset, executor) if executor else plain_phase(runs, config)
-        phases[name]["busy_cores_before"] = busy
-        print(f"{name}: {phases[name]['wall_s']:.1f}s ({phases[name]['executor']}); other processes used "
-              f"{phases[name]['foreign_cpu_s'] or 0:.1f} CPU s meanwhile", flush=True)
+        attempts = []
+        for attempt in range(1 + args.retry_contended):
+            busy = wait_until_quiet(args.wait_quiet) if args.wait_quiet is not None else None
+            phase = biaslab_phase(sweep, args.preset, executor) if executor else plain_phase(runs, config)
+            phase["busy_cores_before"] = busy
+            attempts.append(phase)
+            foreign = phase["foreign_cpu_s"] or 0.0
+            print(f"{name}: {phase['wall_s']:.1f}s ({phase['executor']}); other processes used "
+                  f"{foreign:.1f} CPU s meanwhile ({foreign / phase['wall_s']:.2f} cores)", flush=True)
+            if foreign <= CONTENDED_CORES * phase["wall_s"]:
+                break
+        best = min(attempts, key=lambda p: (p["foreign_cpu_s"] or 0.0) / p["wall_s"])  # the least disturbed attempt
+        best["attempts"] = [{k: p[k] for k in ("wall_s", "own_cpu_s", "foreign_cpu_s", "load_before", "busy_cores_before")} for p in attempts]
+        phases[name] = best
 
     result["summary"] = summarize(phases, n_test=sweep.base.data.n_test)
     result["per_run"] = {
@@ -373,6 +391,7 @@ def main(argv: list[str] | None = None) -> dict:
         "mean_diff_test_error_auto_minus_plain": statistics.fmean(g["diff_mean_test_error"] for g in groups),
         "max_abs_diff_mean_test_error": max(abs(g["diff_mean_test_error"]) for g in groups),
         "goal_5x_over_auto": phases["plain"]["wall_s"] / phases["biaslab_auto"]["wall_s"] >= 5.0,
+        "uncontended": all((p["foreign_cpu_s"] or 0.0) <= CONTENDED_CORES * p["wall_s"] for p in phases.values()),
     }
     json_path, png_path = out / f"width_sweep_{args.preset}.json", out / f"width_sweep_{args.preset}.png"
     json_path.write_text(json.dumps(result, indent=1))

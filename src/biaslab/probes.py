@@ -116,8 +116,11 @@ def margins(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def normalized_margin(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Metrics:
     """Margins divided by the spectral-norm product: minimum and 10th percentile."""
+    matrices = weight_matrices(model)
+    if not matrices:
+        return {}
     with torch.no_grad():
-        spectral = torch.stack([torch.linalg.matrix_norm(w, ord=2) for _, w in weight_matrices(model)]).prod()
+        spectral = torch.stack([torch.linalg.matrix_norm(w, ord=2) for _, w in matrices]).prod()
     scaled = margins(model, x, y) / spectral
     values = torch.stack([scaled.min(), torch.quantile(scaled.float(), 0.1).to(scaled.dtype)]).tolist()
     return {"margin_min": values[0], "margin_q10": values[1]}

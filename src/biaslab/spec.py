@@ -201,7 +201,7 @@ def parse_override(assignment: str) -> tuple[str, Any]:
     if not sep or not key:
         raise SpecError(f"override {assignment!r}: expected KEY=VALUE, e.g. train.lr=0.05")
     parsed = parse_value(value)
-    if _is_text(check_path(key)) and not isinstance(parsed, (str, list)):
+    if _is_text(check_path(key)) and not isinstance(parsed, (str, list)) and parsed is not None:
         return key, value
     return key, parsed
 
@@ -244,13 +244,29 @@ def with_values(spec: RunSpec, values: dict[str, Any]) -> RunSpec:
         check_path(path)
         node = data
         *parents, leaf = path.split(".")
-        for part in parents:
+        for depth, part in enumerate(parents):
+            if node[part] is None:
+                where = ".".join(parents[: depth + 1])
+                raise SpecError(f"{path}: {where} is not set in this spec; set {where} as a whole first (e.g. {where}.kind)")
             node = node[part]
         node[leaf] = value
     try:
         return RunSpec.model_validate(data)
     except ValidationError as error:
         raise SpecError(describe_error(error)) from None
+
+
+def _set_inside(option: Any, subpath: str, value: Any, path: str) -> Any:
+    """A copy of a grid value (a section as a dict) with `subpath` set."""
+    if not isinstance(option, dict):
+        raise SpecError(f"{path}: cannot set a field inside the grid axis value {option!r}")
+    option = json.loads(json.dumps(option))
+    node = option
+    *parents, leaf = subpath.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+    return option
 
 
 class Sweep(_Frozen):
@@ -279,10 +295,13 @@ class Sweep(_Frozen):
         fixed = {}
         for path, value in values.items():
             check_path(path)
+            axis = next((a for a in grid if path.startswith(a + ".")), None)
             if path in grid:
                 if isinstance(value, list) and not value:
                     raise SpecError(f"{path}: a grid axis needs at least one value, got []")
                 grid[path] = tuple(value) if isinstance(value, list) else (value,)
+            elif axis is not None:  # a field inside a grid axis of whole sections: set it in every value of the axis
+                grid[axis] = tuple(_set_inside(option, path[len(axis) + 1 :], value, path) for option in grid[axis])
             else:
                 fixed[path] = value
         sweep = Sweep(base=with_values(self.base, fixed), grid=grid)

@@ -164,10 +164,16 @@ def preflight(sweep: Sweep) -> None:
     from biaslab.data import SOURCES
     from biaslab.runtime import resolve_device
 
+    from biaslab.experiments import CATALOG
+
     checked = set()
-    for device in {spec.device for spec in sweep.expand()}:
+    specs = sweep.expand()
+    for device in {spec.device for spec in specs}:
         resolve_device(device)
-    for spec in sweep.expand():
+    for spec in specs:
+        if spec.experiment in CATALOG:
+            CATALOG.get(spec.experiment).check(spec)
+    for spec in specs:
         key = (spec.data.name, spec.data.root, spec.data.download)
         if spec.data.name in FILE_DATASETS and key not in checked:
             SOURCES.get(spec.data.name)(spec.data)

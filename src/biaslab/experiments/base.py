@@ -38,6 +38,9 @@ class Experiment:
             raise SpecError(f"preset: {self.name} has no preset {preset!r}; allowed: {', '.join(self.presets)}")
         return self.presets[preset]()
 
+    def check(self, spec: RunSpec) -> None:
+        """Raise SpecError for a spec this experiment's runner would not honour (checked before a sweep starts)."""
+
     def run(self, spec: RunSpec) -> RunRecord:
         """Train and measure one run. Never raises for a run that fails: it returns a 'failed' record."""
         raise NotImplementedError
@@ -83,3 +86,14 @@ def guarded(spec: RunSpec, body: Callable[[], tuple]) -> RunRecord:
     except Exception:  # a failed run is a result: record it, let the sweep go on
         return failed_record(spec, traceback.format_exc(), time.perf_counter() - started)
     return fit_record(spec, result, env, time.perf_counter() - started, extra, arrays[0] if arrays else None)
+
+
+def require(spec: RunSpec, allowed: dict[str, tuple]) -> None:
+    """SpecError unless each dotted field of `spec` has one of its allowed values (for runners with a fixed method)."""
+    values = spec.model_dump(mode="json")
+    for path, options in allowed.items():
+        value = values
+        for part in path.split("."):
+            value = value[part]
+        if value not in options and not (isinstance(value, list) and tuple(value) in options):
+            raise SpecError(f"{path}: {spec.experiment} supports {', '.join(map(repr, options))} only, got {value!r}")

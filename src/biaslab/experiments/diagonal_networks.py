@@ -31,7 +31,7 @@ from matplotlib.figure import Figure
 from biaslab.claims import Verdict, spearman
 from biaslab.convex import basis_pursuit, min_norm_interpolant
 from biaslab.data.problems import sparse_regression
-from biaslab.experiments.base import CATALOG, Experiment, guarded
+from biaslab.experiments.base import CATALOG, Experiment, guarded, require
 from biaslab.plot import mean_band, new_figure
 from biaslab.runtime import provenance, resolve_device
 from biaslab.spec import ModelSpec, RunSpec, SparseRegression, Sweep, TrainSpec
@@ -121,6 +121,9 @@ class DiagonalNetworks(Experiment):
         "interpolant depending only on its init scale: the minimum-L1 solution from a small init, the minimum-L2 one from a large init."
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
+
+    def check(self, spec: RunSpec) -> None:
+        require(spec, {"device": ("cpu",), "train.optimizer": ("gd",), "train.momentum": (0.0,), "train.weight_decay": (0.0,), "train.schedule": ("constant",)})
 
     def run(self, spec: RunSpec) -> RunRecord:
         return run(spec)

@@ -20,8 +20,8 @@ holds back the small ones).
 Setup: W* = U V^T (U, V ~ N(0, 1)^{n x r}) scaled to ||W*||_F = n, observed
 entries uniform without replacement; each factor N(0, (s^{1/N} / sqrt(n))^2)
 with s the init scale; loss 0.5 * mean over observed entries of the squared
-error; full-batch GD in float64, lr 0.5, stopped at loss 1e-8 or after 1e5
-steps. Reference: min ||W||_* subject to the observations, by cvxpy. Reduced
+error; full-batch GD in float64, lr 0.5, stopped at loss 1e-8 or after 2e5
+steps (`quick`). Reference: min ||W||_* subject to the observations, by cvxpy. Reduced
 from Arora et al.: n = 20, r = 2, 120 observations instead of n = 100, r = 5,
 2000 observations, plain GD instead of their RMSprop variant, depths 1-3
 (4 at `paper`).
@@ -57,7 +57,7 @@ def _sweep(problem: MatrixCompletion, depths, scales, seeds, max_steps: int) -> 
 
 
 def tiny() -> Sweep:
-    return _sweep(MatrixCompletion(n=8, rank=1, observed=30), (2, 3), (1e-1, 1e-2), (0,), 3000)
+    return _sweep(MatrixCompletion(n=8, rank=1, observed=30), (2, 3), (1e-1, 1e-2, 1e-3), (0,), 3000)
 
 
 def quick() -> Sweep:
@@ -167,6 +167,8 @@ class MatrixFactorization(Experiment):
             return Verdict(claim, False, {}, "needs finished runs at depths 2 and 3")
         smallest = table["model.init_scale"].min()
         at_small = table[table["model.init_scale"] == smallest]
+        if not {2, 3} <= set(at_small["model.depth"]):
+            return Verdict(claim, False, {"smallest_init": float(smallest)}, "depths 2 and 3 did not both finish at the smallest init")
         per_seed = at_small.pivot_table(index="seed", columns="model.depth", values="error")
         nuclear = table.groupby("seed")["nuc_ref_error"].first()
         recovered = {depth: float((per_seed[depth] < RECOVERED).mean()) for depth in (2, 3)}

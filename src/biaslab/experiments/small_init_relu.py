@@ -101,7 +101,7 @@ def run(spec: RunSpec) -> RunRecord:
         losses = np.array([row["loss"] for row in result.history])
         steps = np.array([row["step"] for row in result.history])
         below_half = np.nonzero(losses <= 0.5 * losses[0])[0]
-        escape = float(steps[below_half[0]]) if len(below_half) else float("nan")
+        escape = float(steps[below_half[0]]) if len(below_half) else float(spec.train.max_steps)  # censored at the budget
         minimum = float(np.sqrt((y > 0).sum()) + np.sqrt((y < 0).sum()))  # min variation norm of an interpolator (see docstring)
         final = {"escape_step": escape, "min_variation_norm": minimum, "variation_ratio": result.final["variation_norm"] / minimum}
         return result, provenance(device), final

@@ -8,6 +8,7 @@ sweep goes on; a run whose loss stops being finite is 'diverged'.
 from __future__ import annotations
 
 import time
+import traceback
 
 from torch import nn
 
@@ -45,8 +46,8 @@ def _setup(spec: RunSpec) -> tuple[datasets.Dataset, nn.Module, dict]:
     return data, model, provenance(device) | {"seed": spec.seed}
 
 
-def _record(spec: RunSpec, result: Fit, model: nn.Module, env: dict, seconds: float) -> RunRecord:
-    return fit_record(spec, result, env, seconds, {"n_params": float(sum(p.numel() for p in model.parameters()))})
+def _n_params(model: nn.Module) -> dict[str, float]:
+    return {"n_params": float(sum(p.numel() for p in model.parameters()))}
 
 
 def run_supervised(spec: RunSpec) -> RunRecord:
@@ -55,7 +56,7 @@ def run_supervised(spec: RunSpec) -> RunRecord:
     def body():
         data, model, env = _setup(spec)
         result = fit(model, data, spec.train, generator(spec.seed, "batches"), probe_hook(spec, model, data))
-        return result, env, {"n_params": float(sum(p.numel() for p in model.parameters()))}
+        return result, env, _n_params(model)
 
     return guarded(spec, body)
 
@@ -79,10 +80,14 @@ def run_supervised_population(specs: list[RunSpec]) -> list[RunRecord]:
             hooks,
         )
     except Exception:
-        return [run_supervised(spec) for spec in specs]
+        reason = traceback.format_exc().strip().splitlines()[-1]
+        records = [run_supervised(spec) for spec in specs]
+        for record in records:  # say why these ran alone: a population bug must not hide behind the fallback
+            record.env["population_error"] = reason
+        return records
     share = (time.perf_counter() - started) / len(specs)
     return [
-        _record(spec, result, model, env | {"population": len(specs)}, share)
+        fit_record(spec, result, env | {"population": len(specs)}, share, _n_params(model))
         for spec, result, (_, model, env) in zip(specs, results, setups)
     ]
 

@@ -18,13 +18,18 @@ inputs) instead of 10x10 MNIST and CIFAR-10, widths 8..1024 instead of 4..4096,
 0.9, batch 100: the setting measured to reach zero training error at H >= 128 on
 clean labels) and a 300-epoch budget, stopping at the first evaluation (every 5
 epochs) with zero training error. `paper` uses MNIST and CIFAR-10 at full
-resolution with the paper's lr 0.1 x 0.99 per epoch and batch 100, momentum
-fixed at 0.9 (the paper ramps it from 0.5), 5% label noise, widths 4..4096.
+resolution with the paper's lr 0.1, decayed x 0.99 every 600 steps (an MNIST
+epoch; 1.2 CIFAR-10 epochs) and batch 100, momentum fixed at 0.9 (the paper
+ramps it from 0.5), 5% label noise, widths 4..4096. Seeds vary the init and
+batch order; the label-noise draw is fixed by data.seed, so the seed spread
+leaves out the variance over noise draws.
 """
 
 from __future__ import annotations
 
 import math
+
+import numpy as np
 
 from matplotlib.figure import Figure
 
@@ -141,7 +146,8 @@ class WidthSweep(Experiment):
         }
         if len(past) < 2:
             return Verdict(claim, False, numbers, "only the widest width fits the training set: nothing past interpolation to compare", notes)
-        rho = spearman(list(past.index), list(past.values)) if len(past) >= 3 else math.copysign(1.0, past.iloc[-1] - past.iloc[0])
+        rho = spearman(list(past.index), list(past.values)) if len(past) >= 3 else float(np.sign(past.iloc[-1] - past.iloc[0]))
+        rho = 0.0 if math.isnan(rho) else rho  # constant test error does not rise
         numbers["spearman_width_vs_test_error"] = rho
         passed = past.iloc[-1] <= past.iloc[0] and rho <= 0
         reason = (

@@ -115,6 +115,7 @@ def fit(
     evaluate(0)
     model.train()
     index_stream = batches(n, spec.batch_size, g, data.x_train.device)
+    pending = evaluation_steps(spec)
     for step in range(1, spec.max_steps + 1):
         idx = next(index_stream)
         x, y = (data.x_train, data.y_train) if idx is None else (data.x_train[idx], data.y_train[idx])
@@ -124,8 +125,9 @@ def fit(
         optimizer.step()
         schedule.step()
         result.steps = step
-        if step % spec.eval_every and step != spec.max_steps:
+        if step != pending[0]:
             continue
+        pending.pop(0)
         row = evaluate(step)
         if not math.isfinite(row["train_loss"]):
             result.status, result.stopped = "diverged", "diverged"
@@ -134,6 +136,9 @@ def fit(
         if spec.stop_zero_error_evals is not None and zero_error_streak >= spec.stop_zero_error_evals:
             result.stopped = "zero_error"
             break
+        if spec.stop_loss is not None and row["train_loss"] <= spec.stop_loss:
+            result.stopped = "loss"
+            break
     optimizer.zero_grad(set_to_none=True)  # leave no gradients behind
     return result
 
@@ -141,7 +146,8 @@ def fit(
 def evaluation_steps(spec: TrainSpec) -> list[int]:
     """The steps after which a History row is written (the last step always is)."""
     if spec.eval_spacing == "log":
-        grid = {round(10**e) for e in torch.linspace(0.0, math.log10(spec.max_steps), spec.eval_points).tolist()}
+        exponents = [math.log10(spec.max_steps) * i / (spec.eval_points - 1) for i in range(spec.eval_points)]
+        grid = {min(spec.max_steps, max(1, round(10**e))) for e in exponents}
         return sorted(grid | {spec.max_steps})
     return sorted(set(range(spec.eval_every, spec.max_steps + 1, spec.eval_every)) | {spec.max_steps})
 

@@ -29,9 +29,12 @@ from torch.func import functional_call, grad, stack_module_state, vmap
 
 from biaslab.data import Dataset
 from biaslab.spec import TrainSpec
-from biaslab.train import LOSSES, Fit, OnEval, Row, lr_factor
+from biaslab.train import LOSSES, Fit, OnEval, Row, evaluation_steps, lr_factor
 
-SHARED_FIELDS = ("optimizer", "batch_size", "loss", "max_steps", "eval_every", "schedule", "lr_decay", "decay_every", "stop_zero_error_evals", "nesterov")
+SHARED_FIELDS = (
+    "optimizer", "batch_size", "loss", "max_steps", "eval_every", "eval_spacing", "eval_points",
+    "schedule", "lr_decay", "decay_every", "stop_zero_error_evals", "stop_loss", "nesterov",
+)  # fmt: skip
 Params = dict[str, torch.Tensor]  # name -> (members, *shape)
 
 
@@ -74,6 +77,7 @@ class _Optimizer:
         self.weight_decay = _per_member([s.weight_decay for s in specs], like)
         self.beta1 = _per_member([s.betas[0] for s in specs], like)
         self.beta2 = _per_member([s.betas[1] for s in specs], like)
+        self.uses_momentum = any(s.momentum != 0 for s in specs)  # decided once: no host sync in the step
         self.state: dict[str, dict[str, torch.Tensor]] = {}
         self.steps = 0
 
@@ -89,7 +93,7 @@ class _Optimizer:
 
     def _sgd(self, name: str, p: torch.Tensor, g: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
         g = g + _expand(self.weight_decay, p) * p
-        if bool((self.momentum != 0).any()):
+        if self.uses_momentum:
             state = self.state.setdefault(name, {})
             buf = g.clone() if "buf" not in state else _expand(self.momentum, p) * state["buf"] + g
             state["buf"] = buf
@@ -186,8 +190,11 @@ def fit_population(
             streaks[m] = streaks[m] + 1 if row["train_error"] == 0.0 else 0
             if spec.stop_zero_error_evals is not None and streaks[m] >= spec.stop_zero_error_evals:
                 results[m].stopped, active[m] = "zero_error", False
+            elif spec.stop_loss is not None and row["train_loss"] <= spec.stop_loss:
+                results[m].stopped, active[m] = "loss", False
 
     evaluate(0)
+    pending = evaluation_steps(spec)
     batch_stream = _batch_indices(n, spec.batch_size, generators, y_train.device)
     mask = torch.ones(members, dtype=torch.bool, device=y_train.device)
     for step in range(1, spec.max_steps + 1):
@@ -200,8 +207,9 @@ def fit_population(
         params = optimizer.step(params, grads, factor(step - 1), mask)
         for m in (m for m in range(members) if active[m]):
             results[m].steps = step
-        if step % spec.eval_every and step != spec.max_steps:
+        if step != pending[0]:
             continue
+        pending.pop(0)
         evaluate(step)
         update_stopping()
         if not any(active):
