@@ -62,6 +62,20 @@ def lr_factor(spec: TrainSpec) -> Callable[[int], float]:
     return lambda step: 1.0
 
 
+class _Constant:
+    """The schedule of a constant learning rate: nothing to do per step (LambdaLR costs microseconds each step)."""
+
+    def step(self) -> None:
+        pass
+
+
+def make_schedule(optimizer: torch.optim.Optimizer, spec: TrainSpec):
+    """A per-step scheduler for `spec.schedule` (call `.step()` after each optimizer step)."""
+    if spec.schedule == "constant":
+        return _Constant()
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(spec))
+
+
 @dataclass
 class Fit:
     """What training produced: History rows, the final status, and why it stopped."""
@@ -97,7 +111,7 @@ def fit(
     """Train `model` in place on `data` as `spec` says; return its History and status."""
     loss_fn = LOSSES[spec.loss]
     optimizer = make_optimizer(model.parameters(), spec)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(spec))
+    schedule = make_schedule(optimizer, spec)
     n = data.x_train.shape[0]
     steps_per_epoch = 1 if spec.batch_size is None else math.ceil(n / spec.batch_size)
     result = Fit()
@@ -166,7 +180,7 @@ def minimize(
     `spec.stop_loss`, or when the loss is no longer finite (status 'diverged').
     """
     optimizer = make_optimizer(params, spec)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(spec))
+    schedule = make_schedule(optimizer, spec)
     result = Fit()
 
     def evaluate(step: int) -> Row:
