@@ -1,11 +1,13 @@
 """Benchmark: biaslab's width sweep against the plain PyTorch script, side by side in one process.
 
     python benchmarks/width_sweep.py [--preset quick|tiny] [--out benchmarks/results]
+                                     [--wait-quiet CORES] [--retry-contended N]
 
 Runs, one after another in this process, on the same runs of the preset:
   (a) biaslab `run_sweep` with executor "auto" (on a multi-core CPU: spawned worker
       processes, one per core) into a fresh temporary store;
-  (b) the same with executor "inprocess" (one process, torch's default threads);
+  (b) the same with executor "inprocess" (one process; run_sweep trains with one
+      torch thread there, as in its workers);
   (c) `plain_width_sweep.run_plain_sweep`: DataLoader, nn.Sequential, the usual
       loop, one model after another (what a user writes without biaslab).
 
@@ -18,7 +20,13 @@ per-run errors differ; means over seeds should not). Writes
 What is timed: (a) and (b) are the `run_sweep` call (for (a) this includes
 spawning the workers, their imports and their own MNIST-1D generation; (b) and
 (c) find the data already generated in this process). (c) is the training loop of
-all runs; its data is prepared before the clock starts.
+all runs; its data is prepared before the clock starts. Both code paths run a few
+steps once before any clock (first-call costs of autograd and torch.optim).
+
+On a shared machine another job distorts the ratio badly (two torch threads
+competing with another process run many times slower): every phase records the
+CPU time other processes used while it ran ("other cpu s"); --wait-quiet waits
+for a quiet machine before each phase and --retry-contended redoes a disturbed one.
 """
 
 from __future__ import annotations

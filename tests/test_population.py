@@ -97,8 +97,8 @@ def test_batchnorm_and_dropout_are_refused():
         fit_population(with_dropout, data, specs, [generator(m, "batches") for m in range(MEMBERS)])
 
 
-def _spec(width: int, seed: int = 0, noise: float = 0.0, lr: float = 0.05, experiment: str = "width-sweep") -> RunSpec:
-    return RunSpec(experiment=experiment, seed=seed, model=ModelSpec(width=width), data=DataSpec(label_noise=noise), train=TrainSpec(lr=lr))
+def _spec(width: int, seed: int = 0, noise: float = 0.0, lr: float = 0.05, experiment: str = "width-sweep", steps: int = 5000) -> RunSpec:
+    return RunSpec(experiment=experiment, seed=seed, model=ModelSpec(width=width), data=DataSpec(label_noise=noise), train=TrainSpec(lr=lr, max_steps=steps))
 
 
 def test_population_key_ignores_only_member_fields():
@@ -114,6 +114,12 @@ def test_auto_plan_on_cpu_pools_narrow_models_and_uses_processes():
     assert all(len(j) == 1 for j in jobs) and not processes
     jobs, processes = plan(specs, "population", workers=2)
     assert sorted(len(j) for j in jobs) == [2, 2, 2] and not processes
+
+
+def test_auto_keeps_a_small_sweep_in_process():
+    specs = [_spec(w, seed=s, steps=400) for w in (8, 256) for s in (0, 1)]
+    _, processes = plan(specs, "auto", workers=2)
+    assert not processes
 
 
 def test_only_population_capable_experiments_are_grouped():

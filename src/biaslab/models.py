@@ -39,9 +39,10 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (batch, *in_shape) -> (batch, n_out)
         x = x.flatten(1)
-        for layer in self.layers[:-1]:
-            x = self.activation(layer(x))
-        return self.layers[-1](x)
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):  # no slicing: a ModuleList slice builds a new ModuleList each call
+            x = layer(x) if i == last else self.activation(layer(x))
+        return x
 
 
 class CNN(nn.Module):

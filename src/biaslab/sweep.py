@@ -13,7 +13,7 @@ momentum, weight decay, betas or init (trained together by
 - "auto": on a GPU, "population". On a CPU, populations only for narrow models
   (width <= 64: measured 1.2-1.3x faster than a loop at width <= 32, even at
   128, 0.73x at 512), and the jobs spread over worker processes when there are
-  several jobs and cores.
+  several jobs and cores and at least SMALL_SWEEP_STEPS steps in all.
 Workers only compute; this process alone writes the store, one record at a
 time as jobs finish.
 
@@ -54,6 +54,7 @@ BACKENDS: tuple[str, ...] = ("local", "ray")
 RAY_RETRIES = 3  # Ray re-runs a task whose worker process died this often
 POOL_RETRIES = 2  # a worker that dies takes its pool down; retry the unfinished jobs this often
 CPU_POPULATION_MAX_WIDTH = 64
+SMALL_SWEEP_STEPS = 20_000  # below this many steps in all, auto stays in-process (tiny width-sweep: 0.5 s vs 4-5 s with workers)
 MAX_MEMBERS = 64  # members per population, to bound memory
 MEMBER_FIELDS = ("seed", "data.label_noise", "data.seed", "data.inputs", "train.lr", "train.momentum", "train.weight_decay", "train.betas", "model.init_scale", "model.init")
 
@@ -108,7 +109,8 @@ def plan(specs: Sequence[RunSpec], executor: str, workers: int) -> tuple[list[Jo
     if executor == "population" or not on_cpu:
         return group_populations(specs, lambda s: True), False
     jobs = group_populations(specs, lambda s: s.model.width <= CPU_POPULATION_MAX_WIDTH)
-    return jobs, workers > 1 and len(jobs) > 1
+    small = sum(s.train.max_steps for s in specs) < SMALL_SWEEP_STEPS  # workers would cost more to start than they save
+    return jobs, workers > 1 and len(jobs) > 1 and not small
 
 
 def run_sweep(
