@@ -89,6 +89,24 @@ class Fit:
     def final(self) -> Row:
         return self.history[-1] if self.history else {}
 
+    def stop(self, reason: str | None) -> bool:
+        """Record why training stops (None: it goes on); True when it stops."""
+        if reason is not None:
+            self.stopped = reason
+            self.status = "diverged" if reason == "diverged" else self.status
+        return reason is not None
+
+
+def stop_reason(loss: float, zero_error_streak: int, spec: TrainSpec) -> str | None:
+    """Why training stops after an evaluation: 'diverged', 'zero_error', 'loss', or None to go on."""
+    if not math.isfinite(loss):
+        return "diverged"
+    if spec.stop_zero_error_evals is not None and zero_error_streak >= spec.stop_zero_error_evals:
+        return "zero_error"
+    if spec.stop_loss is not None and loss <= spec.stop_loss:
+        return "loss"
+    return None
+
 
 def batches(n: int, batch_size: int | None, g: torch.Generator, device: torch.device):
     """Endless index batches: a new permutation each epoch, slices of it; None means the whole set."""
@@ -143,15 +161,8 @@ def fit(
             continue
         pending.pop(0)
         row = evaluate(step)
-        if not math.isfinite(row["train_loss"]):
-            result.status, result.stopped = "diverged", "diverged"
-            break
         zero_error_streak = zero_error_streak + 1 if row["train_error"] == 0.0 else 0
-        if spec.stop_zero_error_evals is not None and zero_error_streak >= spec.stop_zero_error_evals:
-            result.stopped = "zero_error"
-            break
-        if spec.stop_loss is not None and row["train_loss"] <= spec.stop_loss:
-            result.stopped = "loss"
+        if result.stop(stop_reason(row["train_loss"], zero_error_streak, spec)):
             break
     optimizer.zero_grad(set_to_none=True)  # leave no gradients behind
     return result
@@ -203,12 +214,7 @@ def minimize(
         if step != pending[0]:
             continue
         pending.pop(0)
-        row = evaluate(step)
-        if not math.isfinite(row["loss"]):
-            result.status, result.stopped = "diverged", "diverged"
-            break
-        if spec.stop_loss is not None and row["loss"] <= spec.stop_loss:
-            result.stopped = "loss"
+        if result.stop(stop_reason(evaluate(step)["loss"], 0, spec)):
             break
     optimizer.zero_grad(set_to_none=True)
     return result

@@ -29,7 +29,7 @@ from torch.func import functional_call, grad, stack_module_state, vmap
 
 from biaslab.data import Dataset
 from biaslab.spec import TrainSpec
-from biaslab.train import LOSSES, Fit, OnEval, Row, evaluation_steps, lr_factor
+from biaslab.train import LOSSES, Fit, OnEval, Row, evaluation_steps, lr_factor, stop_reason
 
 SHARED_FIELDS = (
     "optimizer", "batch_size", "loss", "max_steps", "eval_every", "eval_spacing", "eval_points",
@@ -184,14 +184,8 @@ def fit_population(
     def update_stopping() -> None:
         for m in (m for m in range(members) if active[m]):
             row = results[m].history[-1]
-            if not math.isfinite(row["train_loss"]):
-                results[m].status, results[m].stopped, active[m] = "diverged", "diverged", False
-                continue
             streaks[m] = streaks[m] + 1 if row["train_error"] == 0.0 else 0
-            if spec.stop_zero_error_evals is not None and streaks[m] >= spec.stop_zero_error_evals:
-                results[m].stopped, active[m] = "zero_error", False
-            elif spec.stop_loss is not None and row["train_loss"] <= spec.stop_loss:
-                results[m].stopped, active[m] = "loss", False
+            active[m] = not results[m].stop(stop_reason(row["train_loss"], streaks[m], spec))
 
     evaluate(0)
     pending = evaluation_steps(spec)
