@@ -24,6 +24,8 @@ from typing import Any
 
 DEFAULT_PATH = Path("biaslab-runs")
 STATUSES = ("ok", "diverged", "failed")
+COLUMNS = ("spec_id", "experiment", "status", "spec", "curves", "final", "env", "seconds", "error", "created", "arrays")
+ADDED_COLUMNS = {"arrays": "TEXT NOT NULL DEFAULT '{}'"}  # columns newer than the first schema: added to older stores on open
 FINISHED = ("ok", "diverged")  # a resumed sweep skips these; failed runs are tried again
 
 _SCHEMA = """
@@ -133,6 +135,10 @@ class Store:
         with self._connect() as connection:
             connection.execute("PRAGMA journal_mode=WAL")
             connection.executescript(_SCHEMA)
+            present = {row[1] for row in connection.execute("PRAGMA table_info(runs)")}
+            for column, declaration in ADDED_COLUMNS.items():
+                if column not in present:
+                    connection.execute(f"ALTER TABLE runs ADD COLUMN {column} {declaration}")
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -148,7 +154,7 @@ class Store:
         """Write a record atomically, replacing any earlier record of the same spec_id."""
         with self._connect() as connection:
             connection.execute(
-                "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT OR REPLACE INTO runs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
                 (
                     record.spec_id,
                     record.experiment,
@@ -172,7 +178,7 @@ class Store:
 
     def records(self, experiment: str | None = None) -> list[RunRecord]:
         """All records, or one experiment's, oldest first."""
-        query, args = "SELECT * FROM runs", ()
+        query, args = f"SELECT {_SELECTED} FROM runs", ()
         if experiment is not None:
             query, args = query + " WHERE experiment = ?", (experiment,)
         with self._connect() as connection:
@@ -183,7 +189,7 @@ class Store:
         if len(run_id) < 4:
             raise RunNotFound(f"run id {run_id!r}: give at least 4 characters of the id (see `biaslab export` or the report)")
         with self._connect() as connection:
-            rows = connection.execute("SELECT * FROM runs WHERE substr(spec_id, 1, ?) = ?", (len(run_id), run_id)).fetchall()
+            rows = connection.execute(f"SELECT {_SELECTED} FROM runs WHERE substr(spec_id, 1, ?) = ?", (len(run_id), run_id)).fetchall()
         if not rows:
             raise RunNotFound(f"run id {run_id!r}: no such run in {self.path}")
         if len(rows) > 1:
@@ -211,7 +217,7 @@ class Store:
         with self._connect() as connection:
             for start in range(0, len(wanted), 500):  # SQLite caps the number of bound parameters
                 chunk = wanted[start : start + 500]
-                query = f"SELECT * FROM runs WHERE spec_id IN ({','.join('?' * len(chunk))})"
+                query = f"SELECT {_SELECTED} FROM runs WHERE spec_id IN ({','.join('?' * len(chunk))})"
                 found |= {row[0]: _record(row) for row in connection.execute(query, chunk)}
         return [found[i] for i in wanted if i in found]
 
@@ -278,6 +284,9 @@ def _numbers(value: Any) -> Any:
 
 def _dumps(value: Any, **options: Any) -> str:
     return json.dumps(_strict(value), allow_nan=False, **options)
+
+
+_SELECTED = ", ".join(COLUMNS)
 
 
 def _record(row: tuple) -> RunRecord:

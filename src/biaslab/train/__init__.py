@@ -147,11 +147,25 @@ def fit(
     evaluate(0)
     model.train()
     index_stream = batches(n, spec.batch_size, g, data.x_train.device)
-    pending = evaluation_steps(spec)
-    for step in range(1, spec.max_steps + 1):
+
+    def batch_loss() -> torch.Tensor:
         idx = next(index_stream)
         x, y = (data.x_train, data.y_train) if idx is None else (data.x_train[idx], data.y_train[idx])
-        loss = loss_fn(model(x), y)
+        return loss_fn(model(x), y)
+
+    def should_stop(row: Row) -> str | None:
+        nonlocal zero_error_streak
+        zero_error_streak = zero_error_streak + 1 if row["train_error"] == 0.0 else 0
+        return stop_reason(row["train_loss"], zero_error_streak, spec)
+
+    return _descend(optimizer, schedule, batch_loss, evaluate, should_stop, spec, result)
+
+
+def _descend(optimizer, schedule, step_loss, evaluate, should_stop, spec: TrainSpec, result: Fit) -> Fit:
+    """The loop `fit` and `minimize` share: step, evaluate at `evaluation_steps`, stop when `should_stop` says why."""
+    pending = evaluation_steps(spec)
+    for step in range(1, spec.max_steps + 1):
+        loss = step_loss()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -160,9 +174,7 @@ def fit(
         if step != pending[0]:
             continue
         pending.pop(0)
-        row = evaluate(step)
-        zero_error_streak = zero_error_streak + 1 if row["train_error"] == 0.0 else 0
-        if result.stop(stop_reason(row["train_loss"], zero_error_streak, spec)):
+        if result.stop(should_stop(evaluate(step))):
             break
     optimizer.zero_grad(set_to_none=True)  # leave no gradients behind
     return result
@@ -203,18 +215,4 @@ def minimize(
         return row
 
     evaluate(0)
-    pending = evaluation_steps(spec)
-    for step in range(1, spec.max_steps + 1):
-        loss = objective()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        result.steps = step
-        if step != pending[0]:
-            continue
-        pending.pop(0)
-        if result.stop(stop_reason(evaluate(step)["loss"], 0, spec)):
-            break
-    optimizer.zero_grad(set_to_none=True)
-    return result
+    return _descend(optimizer, schedule, objective, evaluate, lambda row: stop_reason(row["loss"], 0, spec), spec, result)
