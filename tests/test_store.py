@@ -440,3 +440,21 @@ def test_store_use_does_not_import_torch(tmp_path: Path) -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def test_a_store_from_before_the_arrays_column_opens_and_reads(tmp_path):
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "runs.sqlite")
+    db.execute(
+        "CREATE TABLE runs (spec_id TEXT PRIMARY KEY, experiment TEXT NOT NULL, status TEXT NOT NULL, spec TEXT NOT NULL,"
+        " curves TEXT NOT NULL, final TEXT NOT NULL, env TEXT NOT NULL, seconds REAL NOT NULL, error TEXT, created TEXT NOT NULL)"
+    )
+    db.execute("INSERT INTO runs VALUES ('abcd1234', 'custom', 'ok', '{}', '{}', '{\"test_error\": 0.5}', '{}', 1.0, NULL, '2026-01-01')")
+    db.commit()
+    db.close()
+    store = Store(tmp_path)
+    record = store.get("abcd")
+    assert record.final == {"test_error": 0.5} and record.arrays == {}
+    store.put(RunRecord(spec={}, spec_id="ef567890", status="ok", arrays={"w": [1.0, 2.0]}))
+    assert store.get("ef56").arrays == {"w": [1.0, 2.0]}
