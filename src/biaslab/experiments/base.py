@@ -41,9 +41,13 @@ class Experiment:
     def check(self, spec: RunSpec) -> None:
         """Raise SpecError for a spec this experiment's runner would not honour (checked before a sweep starts)."""
 
+    runner: Callable[[RunSpec], RunRecord] | None = None  # the module's run function; set as staticmethod(run)
+
     def run(self, spec: RunSpec) -> RunRecord:
         """Train and measure one run. Never raises for a run that fails: it returns a 'failed' record."""
-        raise NotImplementedError
+        if self.runner is None:
+            raise NotImplementedError(f"experiment {self.name} has no runner")
+        return self.runner(spec)
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
         """Named figures from the records (finished runs only are drawn)."""

@@ -121,12 +121,10 @@ class DiagonalNetworks(Experiment):
         "interpolant depending only on its init scale: the minimum-L1 solution from a small init, the minimum-L2 one from a large init."
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
+    runner = staticmethod(run)
 
     def check(self, spec: RunSpec) -> None:
         require(spec, {"device": ("cpu",), "train.optimizer": ("gd",), "train.momentum": (0.0,), "train.weight_decay": (0.0,), "train.schedule": ("constant",)})
-
-    def run(self, spec: RunSpec) -> RunRecord:
-        return run(spec)
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
         finished = [r for r in records if r.status == "ok"]

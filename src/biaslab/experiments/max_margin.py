@@ -164,12 +164,10 @@ class MaxMargin(Experiment):
         "the hard-margin SVM. The norm grows like ln t and the loss falls like 1/t, but the direction converges only like 1/ln t."
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
+    runner = staticmethod(run)
 
     def check(self, spec: RunSpec) -> None:
         require(spec, {"device": ("cpu",), "train.optimizer": ("gd", "adam"), "train.weight_decay": (0.0,), "train.nesterov": (False,), "train.schedule": ("constant",)})
-
-    def run(self, spec: RunSpec) -> RunRecord:
-        return run(spec)
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
         fig, (ax_norm, ax_loss, ax_angle, ax_margin) = new_figure(ncols=4, width=3.6)

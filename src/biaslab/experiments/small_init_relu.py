@@ -118,9 +118,7 @@ class SmallInitRelu(Experiment):
         "few directions, then fits the data with those few: a simple, small-norm solution. From a large init the neurons stay spread."
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
-
-    def run(self, spec: RunSpec) -> RunRecord:
-        return run(spec)
+    runner = staticmethod(run)
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
         fig, (ax_loss, ax_dirs, ax_norm) = new_figure(ncols=3)

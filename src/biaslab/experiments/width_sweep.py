@@ -88,10 +88,8 @@ class WidthSweep(Experiment):
         "instead it keeps falling, while norms that the optimizer keeps small stay controlled."
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
+    runner = staticmethod(run_supervised)
     trains_populations = True
-
-    def run(self, spec: RunSpec) -> RunRecord:
-        return run_supervised(spec)
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
         table = _finished(records)
