@@ -1,0 +1,39 @@
+"""Measurements of any `nn.Module` with its loss and data: named scalars, `dict[str, float]`.
+
+`core` holds the cheap probes a training run calls at every evaluation (error,
+loss, norms, distance from init, path norm, margins). The other modules hold the
+probes of the report card: curvature of the loss, sharpness, weight spectra,
+calibration and generalization bounds. No probe imports `train` or `models`.
+"""
+
+from biaslab.probes.core import (
+    LossFn,
+    Metrics,
+    distance_from,
+    error_and_loss,
+    linear_chain,
+    margins,
+    measuring,
+    norms,
+    normalized_margin,
+    path_norm,
+    predict,
+    snapshot,
+    weight_matrices,
+)
+
+__all__ = [
+    "LossFn",
+    "Metrics",
+    "distance_from",
+    "error_and_loss",
+    "linear_chain",
+    "margins",
+    "measuring",
+    "norms",
+    "normalized_margin",
+    "path_norm",
+    "predict",
+    "snapshot",
+    "weight_matrices",
+]
