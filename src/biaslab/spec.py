@@ -157,8 +157,29 @@ class RunSpec(_Frozen):
 
 
 def canonical_json(spec: BaseModel) -> str:
-    """Sorted keys, no whitespace: the same spec always gives the same string."""
-    return json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    """Sorted keys, no whitespace, fields at their defaults left out: the same spec always gives the same string.
+
+    Leaving defaults out is what keeps ids stable when a field is added later
+    with a default that reproduces the old behaviour: old specs keep their ids
+    and stores written before the addition still resume. A discriminator (`kind`)
+    is always kept, so two problem kinds with default settings stay apart.
+    """
+    return json.dumps(_non_default(spec), sort_keys=True, separators=(",", ":"))
+
+
+def _non_default(model: BaseModel) -> dict:
+    """The model's JSON dump without fields equal to their defaults (recursively; `kind` kept)."""
+    dumped = model.model_dump(mode="json")
+    kept = {}
+    for name, field in type(model).model_fields.items():
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            nested = _non_default(value)
+            if nested or value != field.default:
+                kept[name] = nested
+        elif name == "kind" or field.is_required() or value != field.default:
+            kept[name] = dumped[name]
+    return kept
 
 
 def describe_error(error: ValidationError, prefix: str = "") -> str:
