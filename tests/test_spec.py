@@ -39,6 +39,7 @@ BASE = RunSpec()
 ALTERNATIVES: dict[str, tuple[typing.Any, dict[str, typing.Any]]] = {
     "experiment": ("other", {}),
     "seed": (1, {}),
+    "save_weights": (True, {}),
     "device": ("cuda", {}),
     "dtype": ("float64", {}),
     "probes": (["norms"], {}),

@@ -458,3 +458,17 @@ def test_a_store_from_before_the_arrays_column_opens_and_reads(tmp_path):
     assert record.final == {"test_error": 0.5} and record.arrays == {}
     store.put(RunRecord(spec={}, spec_id="ef567890", status="ok", arrays={"w": [1.0, 2.0]}))
     assert store.get("ef56").arrays == {"w": [1.0, 2.0]}
+
+
+def test_weights_are_kept_as_safetensors_and_read_back(tmp_path):
+    import numpy as np
+
+    store = Store(tmp_path)
+    weights = {"layers.0.weight": np.arange(6, dtype=np.float32).reshape(2, 3), "layers.0.bias": np.ones(2, dtype=np.float32)}
+    store.put(RunRecord(spec={"experiment": "custom"}, spec_id="feed000000000001", status="ok", weights=weights))
+    back = store.weights("feed")
+    assert set(back) == set(weights) and all(np.array_equal(back[k], weights[k]) for k in weights)
+    assert not list((tmp_path / "weights").glob("*.partial"))
+    store.put(RunRecord(spec={"experiment": "custom"}, spec_id="feed000000000002", status="ok"))
+    with pytest.raises(RunNotFound, match="no stored weights; run it with --set save_weights=true"):
+        store.weights("feed000000000002")

@@ -147,6 +147,7 @@ class RunSpec(_Frozen):
     problem: Problem | None = None  # a solvable problem (experiments with exact references); None: data + model
     probes: tuple[ProbeName, ...] = ()  # measured at every evaluation, beside errors and losses
     seed: int = Field(0, ge=0)  # model init and batch order
+    save_weights: bool = False  # keep the trained weights in the store (safetensors), for `biaslab probe`
     device: str = "cpu"  # where the run trains: cpu, cuda, cuda:1, mps
     dtype: Literal["float32", "float64"] = "float32"
 

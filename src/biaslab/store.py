@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -21,6 +22,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 DEFAULT_PATH = Path("biaslab-runs")
 STATUSES = ("ok", "diverged", "failed")
@@ -89,6 +92,7 @@ class RunRecord:
     error: str | None = None  # the traceback of a failed run
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     arrays: dict[str, list[float]] = field(default_factory=dict)  # named vectors a figure needs (final coefficients, spectra)
+    weights: dict[str, np.ndarray] | None = field(default=None, repr=False, compare=False)  # trained state_dict, kept as a file
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -151,7 +155,14 @@ class Store:
             connection.close()
 
     def put(self, record: RunRecord) -> None:
-        """Write a record atomically, replacing any earlier record of the same spec_id."""
+        """Write a record atomically, replacing any earlier record of the same spec_id.
+
+        A record's trained weights go first to `weights/SPEC_ID.safetensors`
+        (written to a temporary file and renamed), so a stored record never
+        points at half a file.
+        """
+        if record.weights:
+            self._put_weights(record.spec_id, record.weights)
         with self._connect() as connection:
             connection.execute(
                 f"INSERT OR REPLACE INTO runs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
@@ -195,6 +206,28 @@ class Store:
         if len(rows) > 1:
             raise RunNotFound(f"run id {run_id!r} is ambiguous: {', '.join(r[0] for r in rows)}")
         return _record(rows[0])
+
+    def weights_path(self, spec_id: str) -> Path:
+        return self.path / "weights" / f"{spec_id}.safetensors"
+
+    def _put_weights(self, spec_id: str, weights: dict[str, np.ndarray]) -> None:
+        from safetensors.numpy import save_file  # safetensors: tensors without pickle
+
+        path = self.weights_path(spec_id)
+        path.parent.mkdir(exist_ok=True)
+        partial = path.with_suffix(".partial")
+        save_file({name: np.ascontiguousarray(array) for name, array in weights.items()}, str(partial))
+        os.replace(partial, path)
+
+    def weights(self, run_id: str) -> dict[str, np.ndarray]:
+        """The trained weights of a run (as numpy arrays), if its spec asked to keep them (`save_weights=true`)."""
+        record = self.get(run_id)
+        path = self.weights_path(record.spec_id)
+        if not path.exists():
+            raise RunNotFound(f"run {record.spec_id}: no stored weights; run it with --set save_weights=true to keep them")
+        from safetensors.numpy import load_file
+
+        return load_file(str(path))
 
     def put_sweep(self, sweep: SweepEntry) -> None:
         """Remember a sweep (replacing an earlier one with the same experiment, preset and overrides)."""

@@ -11,7 +11,9 @@ import time
 import traceback
 from collections.abc import Callable
 
+import numpy as np
 from matplotlib.figure import Figure
+from torch import nn
 
 from biaslab.claims import Verdict
 from biaslab.registry import Registry
@@ -90,6 +92,11 @@ def guarded(spec: RunSpec, body: Callable[[], tuple]) -> RunRecord:
     except Exception:  # a failed run is a result: record it, let the sweep go on
         return failed_record(spec, traceback.format_exc(), time.perf_counter() - started)
     return fit_record(spec, result, env, time.perf_counter() - started, extra, arrays[0] if arrays else None)
+
+
+def state_arrays(model: nn.Module) -> dict[str, np.ndarray]:
+    """The model's state_dict as numpy arrays on the CPU, for `RunRecord.weights`."""
+    return {name: tensor.detach().cpu().numpy() for name, tensor in model.state_dict().items()}
 
 
 def require(spec: RunSpec, allowed: dict[str, tuple]) -> None:

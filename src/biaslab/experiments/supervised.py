@@ -16,7 +16,7 @@ from biaslab import data as datasets
 from biaslab import models, probes
 from biaslab.runtime import generator, provenance, resolve_device, resolve_dtype
 from biaslab.spec import RunSpec
-from biaslab.experiments.base import guarded, fit_record
+from biaslab.experiments.base import fit_record, guarded, state_arrays
 from biaslab.store import RunRecord
 from biaslab.train import Fit, fit
 from biaslab.train.population import fit_population
@@ -53,12 +53,22 @@ def _n_params(model: nn.Module) -> dict[str, float]:
 def run_supervised(spec: RunSpec) -> RunRecord:
     """Train and measure one classifier as `spec` says; never raises."""
 
+    trained: list[nn.Module] = []
+
     def body():
         data, model, env = _setup(spec)
+        trained.append(model)
         result = fit(model, data, spec.train, generator(spec.seed, "batches"), probe_hook(spec, model, data))
         return result, env, _n_params(model)
 
-    return guarded(spec, body)
+    return _keep_weights(spec, guarded(spec, body), trained[0] if trained else None)
+
+
+def _keep_weights(spec: RunSpec, record: RunRecord, model: nn.Module | None) -> RunRecord:
+    """Attach the trained weights to a finished run's record when the spec asks for them."""
+    if spec.save_weights and record.status == "ok" and model is not None:
+        record.weights = state_arrays(model)
+    return record
 
 
 def run_supervised_population(specs: list[RunSpec]) -> list[RunRecord]:
@@ -87,7 +97,7 @@ def run_supervised_population(specs: list[RunSpec]) -> list[RunRecord]:
         return records
     share = (time.perf_counter() - started) / len(specs)
     return [
-        fit_record(spec, result, env | {"population": len(specs)}, share, _n_params(model))
+        _keep_weights(spec, fit_record(spec, result, env | {"population": len(specs)}, share, _n_params(model)), model)
         for spec, result, (_, model, env) in zip(specs, results, setups)
     ]
 
