@@ -53,6 +53,18 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--store", type=Path, default=DEFAULT_PATH)
     export.add_argument("--format", default=None, help="csv or parquet (default: from the file name)")
 
+    probe = commands.add_parser("probe", help="the generalization report card of a trained model: probes, error bars, bounds")
+    probe.add_argument("run_id", nargs="?", help="a stored run whose weights were kept (--set save_weights=true)")
+    probe.add_argument("--store", type=Path, default=DEFAULT_PATH)
+    probe.add_argument("--model", default=None, metavar="MODULE:FUNCTION", help="your model instead of a run: a function returning it")
+    probe.add_argument("--weights", type=Path, default=None, help="with --model: its state_dict (.safetensors, or .pt read weights-only)")
+    probe.add_argument("--data", action="append", default=[], metavar="KEY=VALUE", help="with --model: dataset fields, e.g. name=digits")
+    probe.add_argument("--loss", default="cross_entropy", help="with --model: cross_entropy (default) or mse")
+    probe.add_argument("--out", type=Path, default=None, help="directory for card.json, card.html, figures (default: STORE/cards/RUN)")
+    probe.add_argument("--examples", type=int, default=4096, help="training examples the curvature, sharpness and bounds use")
+    probe.add_argument("--seed", type=int, default=0, help="for the random probe vectors and perturbations")
+    probe.add_argument("--device", default="cpu")
+
     show = commands.add_parser("show", help="one run: spec, status, curves summary, provenance")
     show.add_argument("run_id")
     show.add_argument("--store", type=Path, default=DEFAULT_PATH)
@@ -62,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
-        return {"list": cmd_list, "run": cmd_run, "report": cmd_report, "export": cmd_export, "show": cmd_show}[args.command](args)
+        return {"list": cmd_list, "run": cmd_run, "report": cmd_report, "export": cmd_export, "show": cmd_show, "probe": cmd_probe}[args.command](args)
     except (InputError, SpecError, RunNotFound) as error:
         print(f"biaslab: error: {error}", file=sys.stderr)
         return BAD_INPUT
@@ -154,6 +166,39 @@ def cmd_export(args: argparse.Namespace) -> int:
     path = _store(args.store, must_exist=True).export(args.destination, fmt)
     print(path)
     return 0
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from biaslab import card
+    from biaslab.spec import RunSpec, with_values
+
+    if (args.run_id is None) == (args.model is None):
+        raise InputError("probe: give either a RUN_ID from the store or --model MODULE:FUNCTION with --weights and --data")
+    if args.examples < 1:
+        raise InputError(f"--examples: must be at least 1, got {args.examples}")
+    if args.model is not None:
+        if args.weights is None or not args.data:
+            raise InputError("--model: also give --weights FILE and --data name=... (the dataset to probe on)")
+        data = with_values(RunSpec(), dict(parse_override(f"data.{item}") for item in args.data)).data
+        subject = card.subject_from_module(args.model, args.weights, data, args.loss, args.device)
+        out = args.out or Path("biaslab-card")
+    else:
+        store = _store(args.store, must_exist=True)
+        subject = card.subject_from_run(store, args.run_id, args.device)
+        out = args.out or store.path / "cards" / subject.source["run"]
+
+    def progress(name: str, index: int, total: int) -> None:
+        print(f"[{index + 1}/{total}] {name} ...", file=sys.stderr, flush=True)
+
+    result = card.measure(subject, card.CardOptions(examples=args.examples, seed=args.seed), progress)
+    fit = result.sections.get("fit", {})
+    if fit:
+        print(f"train error {fit['train_error']:.4f}  test error {fit['test_error']:.4f}  gap {fit['gap_error']:.4f}")
+    failed = [note for note in result.notes if ": failed (" in note]
+    for note in failed:
+        print(f"probe {note}", file=sys.stderr)
+    print(f"card: {card.write_card(result, out)}")
+    return 1 if failed else 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
