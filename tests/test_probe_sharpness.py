@@ -95,3 +95,25 @@ def test_sharpness_probes_leave_the_model_unchanged():
     sharpness.average(net, loss, [(x, y)], samples=3, generator=torch.Generator().manual_seed(0))
     assert net.training and all(p.grad is None for p in net.parameters())
     assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))
+
+
+def test_pacbayes_flatness_finds_the_sigma_where_error_rises_by_the_target():
+    """A linear classifier on 1-D data with margin: the error rise at sigma has a closed form; check the bisection hits it."""
+    model = nn.Linear(1, 2, bias=False).double()
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[1.0], [-1.0]], dtype=torch.float64))
+    x = torch.linspace(0.5, 2.0, 50, dtype=torch.float64)[:, None]
+    y = torch.zeros(50, dtype=torch.int64)
+    result = sharpness.pacbayes_flatness(model, [(x, y)], target=0.1, samples=200, generator=torch.Generator().manual_seed(0))
+    sigma = result.value ** -0.5
+    # independent check: with the same seed, the mean error at sigma is <= 0.1 and at 1.05 sigma it is above
+    g = torch.Generator().manual_seed(0)
+    draws = [torch.randn(2, 1, generator=g, dtype=torch.float64) for _ in range(200)]
+
+    def rise(s: float) -> float:
+        errors = [((x @ (model.weight + s * z).T).argmax(1) != y).double().mean() for z in draws]
+        return torch.stack(errors).mean().item()
+
+    assert rise(sigma) <= 0.1 < rise(1.05 * sigma)
+    assert not result.rescaling_invariant
+    assert sharpness.pacbayes_flatness(model, [(x, y)], relative=True, generator=torch.Generator().manual_seed(0)).rescaling_invariant

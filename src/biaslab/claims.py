@@ -42,3 +42,30 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
     if len(x) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
         return math.nan
     return float(stats.spearmanr(x, y).statistic)
+
+
+def kendall(x: Sequence[float], y: Sequence[float]) -> float:
+    """Kendall's tau-b; NaN when fewer than 2 points or a constant input."""
+    if len(x) < 2 or len(set(x)) < 2 or len(set(y)) < 2:
+        return math.nan
+    return float(stats.kendalltau(x, y).statistic)
+
+
+def granulated_kendall(rows: Sequence[dict], measure: str, target: str, axes: Sequence[str]) -> dict[str, float]:
+    """Jiang et al. 2020's granulated Kendall coefficient: per hyperparameter axis, the mean tau within groups of
+    rows that differ only in that axis (psi_axis), and their mean over axes (Psi, key 'all').
+
+    Each row maps hyperparameter names (the `axes`, plus anything else that must match, e.g. the seed) and
+    measure names to values. Groups with fewer than two distinct values of the axis are skipped.
+    """
+    psi: dict[str, float] = {}
+    for axis in axes:
+        groups: dict[tuple, list[dict]] = {}
+        for row in rows:
+            key = tuple(sorted((k, v) for k, v in row.items() if k in axes and k != axis or k == "seed"))
+            groups.setdefault(key, []).append(row)
+        taus = [kendall([r[measure] for r in g], [r[target] for r in g]) for g in groups.values() if len({r[axis] for r in g}) > 1]
+        taus = [t for t in taus if not math.isnan(t)]
+        psi[axis] = sum(taus) / len(taus) if taus else math.nan
+    finite = [v for v in psi.values() if not math.isnan(v)]
+    return psi | {"all": sum(finite) / len(finite) if finite else math.nan}

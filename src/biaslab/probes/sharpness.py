@@ -151,3 +151,49 @@ def average(
     stderr = values.std().item() / math.sqrt(samples) if samples > 1 else float("inf")
     name = "sharpness_average_relative" if relative else "sharpness_average"
     return Sharpness(name, values.mean().item(), stderr, samples, relative, base)
+
+
+def error_rate(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Fraction of wrong argmax predictions: the 0-1 loss the PAC-Bayes flatness measures perturb."""
+    return (out.argmax(dim=1) != y).to(out.dtype).mean()
+
+
+def pacbayes_flatness(
+    model: nn.Module,
+    batches: Sequence[Batch],
+    target: float = 0.1,
+    relative: bool = False,
+    samples: int = 10,
+    generator: torch.Generator | None = None,
+    bracket: tuple[float, float] = (1e-4, 10.0),
+    iterations: int = 14,
+) -> Sharpness:
+    """1 / sigma'^2 for the largest sigma' whose Gaussian perturbation raises the expected training error by <= target.
+
+    Jiang et al. 2020's "pacbayes.flatness" (z ~ N(0, sigma^2)) and, with
+    `relative`, "pacbayes.mag.flatness" (z ~ N(0, sigma^2 w^2): invariant to the
+    rescaling). Bisection on log sigma inside `bracket` with the same noise
+    draws at every sigma (common random numbers keep the search monotone); a
+    sigma' at the bracket's end is reported as is.
+    """
+    with evaluating(model), torch.no_grad():
+        f = _Perturbable(model, error_rate, batches)
+        base = f.loss(f.zeros()).item()
+        draws = [[torch.randn(w.shape, generator=generator, dtype=w.dtype).to(w.device) for w in f.weights] for _ in range(samples)]
+        scales = [w.abs() if relative else torch.ones_like(w) for w in f.weights]
+
+        def rise(sigma: float) -> float:
+            errors = [f.loss([sigma * s * z for s, z in zip(scales, draw)]) for draw in draws]
+            return torch.stack(errors).mean().item() - base
+
+        low, high = math.log(bracket[0]), math.log(bracket[1])
+        if rise(math.exp(high)) <= target:
+            low = high
+        elif rise(math.exp(low)) > target:
+            high = low
+        for _ in range(iterations if low < high else 0):
+            middle = 0.5 * (low + high)
+            low, high = (middle, high) if rise(math.exp(middle)) <= target else (low, middle)
+    sigma = math.exp(low)
+    name = "pacbayes_mag_flatness" if relative else "pacbayes_flatness"
+    return Sharpness(name, 1.0 / sigma**2, 0.0, samples, relative, base)
