@@ -126,7 +126,7 @@ def fit_power_law(samples: np.ndarray | torch.Tensor, min_tail: int = 2, ks: KSC
         alpha = 1.0 + n_tail / spread
         distance = ks_distance(x[i:], x[i], alpha, ks)
         if not distance >= best.ks_distance:  # true for the first candidate (nan) and any improvement
-            best = PowerLawFit(alpha, float(x[i]), distance, int(n_tail), (alpha - 1.0) / math.sqrt(n_tail))
+            best = PowerLawFit(float(alpha), float(x[i]), distance, int(n_tail), float((alpha - 1.0) / math.sqrt(n_tail)))
     return best
 
 
