@@ -61,7 +61,7 @@ def test_calibration_of_a_model_matches_its_softmax_and_leaves_it_unchanged(tiny
     tiny_mlp.train(True)
     torch.nn.functional.cross_entropy(tiny_mlp(x), y).backward()
     before = _state(tiny_mlp)
-    got = calibration.calibration(tiny_mlp, x, y, n_bins=4, binning="equal_mass")
+    got = calibration.calibration_metrics(tiny_mlp, x, y, n_bins=4, binning="equal_mass")
     after = _state(tiny_mlp)
     assert after[0] is True
     for name in before[1]:

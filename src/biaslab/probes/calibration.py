@@ -103,7 +103,7 @@ def softmax_outputs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return predict(model, x).softmax(dim=1)
 
 
-def calibration(model: nn.Module, x: torch.Tensor, y: torch.Tensor, n_bins: int = 15, binning: Binning = "equal_width", prefix: str = "calibration") -> Metrics:
+def calibration_metrics(model: nn.Module, x: torch.Tensor, y: torch.Tensor, n_bins: int = 15, binning: Binning = "equal_width", prefix: str = "calibration") -> Metrics:
     """{prefix}_ece, _mce, _nll, _brier, _accuracy of the model's softmax on (x, y)."""
     got = calibration_from_probs(softmax_outputs(model, x), y, n_bins, binning)
     return {f"{prefix}_{key}": value for key, value in got.items()}
