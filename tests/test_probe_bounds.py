@@ -288,3 +288,21 @@ def test_bounds_leave_mode_parameters_and_grads_unchanged(tiny_mlp, batch, probe
             assert after[2][name] is None
         else:
             assert torch.equal(after[2][name], before[2][name])
+
+
+def test_bounds_work_on_a_module_with_convolutions_and_batchnorm_without_touching_its_buffers():
+    g = torch.Generator().manual_seed(3)
+    model = torch.nn.Sequential(torch.nn.Conv1d(1, 3, 3), torch.nn.BatchNorm1d(3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(3 * 6, 2))
+    x, y = torch.randn(40, 1, 8, generator=g), torch.randint(0, 2, (40,), generator=g)
+    model.train()
+    model(x)  # running statistics that a train-mode forward would keep changing
+    init = probes.snapshot(model)
+    buffers = {name: b.clone() for name, b in model.named_buffers()}
+    before = _state(model)
+    pac = _pac_bayes(model, x, y, init, steps=3, mc_samples=4)
+    compressed = bounds.compression_bound(model, x, y, levels=8)
+    assert 0.0 <= pac.ingredients["mc_error"] <= pac.value <= 1.0
+    assert compressed.ingredients["bits_extra"] == 32.0 * 6  # running mean and variance, 3 values each
+    after = _state(model)
+    assert after[0] is True and all(torch.equal(after[1][n], before[1][n]) for n in before[1])
+    assert all(torch.equal(b, buffers[name]) for name, b in model.named_buffers())
