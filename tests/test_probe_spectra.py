@@ -83,6 +83,9 @@ def test_weight_spectra_names_every_layer_and_leaves_the_model_unchanged(tiny_ml
     assert got["spectral_norm.layers.1.weight"] == pytest.approx(s[0])
     assert {"alpha_mean", "alpha_weighted_mean", "stable_rank_mean", "effective_rank_mean"} <= set(got)
     assert "alpha.layers.0.bias" not in got
+    by_layer = spectra.singular_values_by_layer(tiny_mlp)
+    assert list(by_layer) == ["layers.0.weight", "layers.1.weight", "layers.2.weight"]
+    np.testing.assert_allclose(by_layer["layers.1.weight"].numpy(), s)
 
 
 def _heavy_tailed_net(seed: int) -> torch.nn.Module:

@@ -21,7 +21,7 @@ from biaslab.probes.core import (
     snapshot,
     weight_matrices,
 )
-from biaslab.probes.spectra import PowerLawFit, fit_power_law, layer_spectrum, singular_values, weight_spectra
+from biaslab.probes.spectra import PowerLawFit, fit_power_law, layer_spectrum, singular_values, singular_values_by_layer, weight_spectra
 from biaslab.probes.calibration import ReliabilityTable, calibration_from_probs, calibration_metrics, reliability_table
 from biaslab.probes.bounds import (
     Bound,
@@ -55,6 +55,7 @@ __all__ = [
     "fit_power_law",
     "layer_spectrum",
     "singular_values",
+    "singular_values_by_layer",
     "weight_spectra",
     # calibration
     "ReliabilityTable",

@@ -44,6 +44,11 @@ def singular_values(w: torch.Tensor) -> torch.Tensor:
     return torch.linalg.svdvals(w.detach().flatten(1).to(torch.float64))
 
 
+def singular_values_by_layer(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Every weight matrix's singular values (descending, float64), by parameter name: for histograms."""
+    return {name: singular_values(w) for name, w in weight_matrices(model)}
+
+
 def stable_rank(s: torch.Tensor) -> float:
     """||W||_F^2 / ||W||_2^2 from the singular values `s` (nan for a zero matrix)."""
     top = s.max().item() if s.numel() else 0.0
