@@ -56,10 +56,13 @@ def test_kl_bernoulli_conventions():
 
 
 def test_bound_metrics_and_vacuous_flag():
-    b = bounds.Bound("x", 1.2, {"kl": 3.0}, "none")
-    assert b.vacuous is True
-    assert b.as_metrics() == {"x": 1.2, "x_vacuous": 1.0, "x.kl": 3.0}
-    assert bounds.Bound("x", 0.4).vacuous is False
+    b = bounds.Bound("x", 1.2, {"kl": 3.0}, "none", chance_error=0.9)
+    assert b.vacuous is True and b.above_chance is True
+    assert b.as_metrics() == {"x": 1.2, "x_vacuous": 1.0, "x_above_chance": 1.0, "x.kl": 3.0}
+    assert bounds.Bound("x", 0.4, chance_error=0.9).vacuous is False
+    useless = bounds.Bound("x", 0.95, chance_error=0.9)
+    assert useless.vacuous is False and useless.above_chance is True
+    assert bounds.Bound("x", 0.4).above_chance is None  # chance unknown
     relative = bounds.Bound("r", 7.0, constant_explicit=False)
     assert relative.vacuous is None and math.isnan(relative.as_metrics()["r_vacuous"])
 
@@ -112,6 +115,7 @@ def test_pac_bayes_is_valid_deterministic_and_assembled_from_its_ingredients(tin
     assert i["complexity"] == pytest.approx((i["kl"] + 2 * math.log(j) + math.log(math.pi**2 * 32 / (6 * 0.025))) / 31)
     assert first.value == pytest.approx(bounds.kl_inverse_upper(upper, i["complexity"]), abs=1e-12)
     assert first.vacuous is (first.value >= 1.0)
+    assert first.chance_error == pytest.approx(2 / 3)  # three classes
     assert "stochastic classifier" in first.assumptions
 
 

@@ -2,9 +2,11 @@
 
 Each bound returns a `Bound`: its value (a bound on the 0-1 test error of the stated
 classifier, holding with the stated probability over the draw of the training set), its
-ingredients as named floats, its assumptions in words, and `vacuous` (True when the value is
+ingredients as named floats, its assumptions in words, `vacuous` (True when the value is
 at least 1, i.e. says nothing; None when the number is a relative measure up to unknown
-constants). `Bound.as_metrics()` gives `dict[str, float]` for a report card or a History row.
+constants) and `above_chance` (True when it is at least 1 - 1/K, the error of guessing among
+K classes: a kl-inverse bound never exceeds 1, so this flag is what tells a useless one).
+`Bound.as_metrics()` gives `dict[str, float]` for a report card or a History row.
 
 1. `pac_bayes_bound` -- Dziugaite & Roy 2017 (UAI), "Computing nonvacuous generalization
    bounds for deep (stochastic) neural networks ...". Posterior Q = N(mu, diag(s)) around the
@@ -140,6 +142,7 @@ class Bound:
     ingredients: dict[str, float] = field(default_factory=dict)
     assumptions: str = ""
     constant_explicit: bool = True  # False: a relative measure up to constants; `vacuous` is None
+    chance_error: float = float("nan")  # 1 - 1/K for K classes: the error of guessing
 
     @property
     def vacuous(self) -> bool | None:
@@ -148,10 +151,18 @@ class Bound:
             return None
         return self.value >= 1.0
 
+    @property
+    def above_chance(self) -> bool | None:
+        """True when the bound is no better than guessing (>= 1 - 1/K): useless though below 1."""
+        if not self.constant_explicit or math.isnan(self.value) or math.isnan(self.chance_error):
+            return None
+        return self.value >= self.chance_error
+
     def as_metrics(self) -> Metrics:
-        """{name}, {name}_vacuous (1.0, 0.0 or nan) and {name}.{ingredient} as named floats."""
-        flag = self.vacuous
-        metrics: Metrics = {self.name: self.value, f"{self.name}_vacuous": float("nan") if flag is None else float(flag)}
+        """{name}, {name}_vacuous and {name}_above_chance (1.0, 0.0 or nan) and {name}.{ingredient}."""
+        flags = {"vacuous": self.vacuous, "above_chance": self.above_chance}
+        metrics: Metrics = {self.name: self.value}
+        metrics |= {f"{self.name}_{key}": float("nan") if flag is None else float(flag) for key, flag in flags.items()}
         return metrics | {f"{self.name}.{key}": float(value) for key, value in self.ingredients.items()}
 
 
@@ -177,6 +188,12 @@ def _error_of(model: nn.Module, params: Mapping[str, torch.Tensor], x: torch.Ten
         out = functional_call(model, dict(params), (x[start : start + batch_size],))
         wrong = wrong + (out.argmax(dim=1) != y[start : start + batch_size]).sum()
     return wrong / x.shape[0]
+
+
+def _chance_error(model: nn.Module, x: torch.Tensor) -> float:
+    """1 - 1/K, K the number of model outputs (classes)."""
+    with measuring(model):
+        return 1.0 - 1.0 / model(x[:1]).shape[1]
 
 
 @dataclass
@@ -332,7 +349,7 @@ def pac_bayes_bound(
         f"cross-entropy/ln 2 surrogate, RMSprop for {steps} steps, initial std = |w| * {init_std_ratio:g}, "
         f"{mc_samples} MC draws (paper: 150,000)."
     )
-    return Bound("pac_bayes", value, ingredients, assumptions)
+    return Bound("pac_bayes", value, ingredients, assumptions, chance_error=_chance_error(model, x))
 
 
 def _normal_like(t: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -475,7 +492,7 @@ def compression_bound(
         f"({buffer_values} values) are charged 32 bits each. No subspace training or fine-tuning (Lotfi et al. 2022 "
         f"train in a random subspace and fine-tune the quantized levels, which is what makes their bounds tight)."
     )
-    return Bound("compression", value, ingredients, assumptions)
+    return Bound("compression", value, ingredients, assumptions, chance_error=_chance_error(model, x))
 
 
 # ---------------------------------------------------------------- (c) norm and margin bounds
@@ -582,7 +599,7 @@ def spectral_bound(
         f"1-Lipschitz activations fixing 0 (ReLU); biases are left out of R_A."
         + ("" if chain else " This model is not a chain of Linear layers: the value is nan (R_A is still reported, conv kernels flattened).")
     )
-    return Bound("spectral", value, ingredients, assumptions)
+    return Bound("spectral", value, ingredients, assumptions, chance_error=_chance_error(model, x))
 
 
 def path_norm_bound(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, margin_quantile: float = 0.1) -> Bound:
