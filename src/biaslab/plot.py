@@ -27,3 +27,21 @@ def legend_once(ax, **options) -> None:
     unique = dict(zip(labels, handles))
     if unique:
         ax.legend(unique.values(), unique.keys(), **({"fontsize": 8} | options))
+
+
+def reliability_diagram(table, title: str | None = None) -> Figure:
+    """A reliability diagram from a `probes.calibration.ReliabilityTable`: accuracy per confidence bin
+    as bars against the diagonal of perfect calibration, with the bin counts below and the ECE in the title."""
+    fig, (top, bottom) = new_figure(nrows=2, height=2.4)
+    filled = [i for i, c in enumerate(table.count) if c > 0]
+    centers = [table.confidence[i] for i in filled]
+    widths = [max(table.upper[i] - table.lower[i], 0.01) for i in filled]
+    left = [table.lower[i] for i in filled]
+    top.bar(left, [table.accuracy[i] for i in filled], width=widths, align="edge", edgecolor="black", linewidth=0.5, label="accuracy")
+    top.plot(centers, [table.accuracy[i] for i in filled], "o", color="black", markersize=3, label="at mean confidence")
+    top.plot([0, 1], [0, 1], "--", color="gray", linewidth=1, label="calibrated")
+    top.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy", title=title or f"reliability ({table.binning}), ECE = {table.ece:.3f}")
+    legend_once(top, loc="upper left")
+    bottom.bar(left, [table.count[i] for i in filled], width=widths, align="edge", edgecolor="black", linewidth=0.5)
+    bottom.set(xlim=(0, 1), xlabel="confidence (max softmax probability)", ylabel="examples")
+    return fig

@@ -21,6 +21,20 @@ from biaslab.probes.core import (
     snapshot,
     weight_matrices,
 )
+from biaslab.probes.spectra import PowerLawFit, fit_power_law, layer_spectrum, singular_values, singular_values_by_layer, weight_spectra
+from biaslab.probes.calibration import ReliabilityTable, calibration_from_probs, calibration_metrics, reliability_table
+from biaslab.probes.bounds import (
+    Bound,
+    bound_metrics,
+    compression_bound,
+    kl_inverse_upper,
+    pac_bayes_bound,
+    path_norm_bound,
+    spectral_bound,
+    spectral_complexity,
+    spectral_margin_distribution,
+    spectral_normalized_margins,
+)
 
 __all__ = [
     "LossFn",
@@ -36,4 +50,27 @@ __all__ = [
     "predict",
     "snapshot",
     "weight_matrices",
+    # spectra
+    "PowerLawFit",
+    "fit_power_law",
+    "layer_spectrum",
+    "singular_values",
+    "singular_values_by_layer",
+    "weight_spectra",
+    # calibration
+    "ReliabilityTable",
+    "calibration_from_probs",
+    "calibration_metrics",
+    "reliability_table",
+    # bounds
+    "Bound",
+    "bound_metrics",
+    "compression_bound",
+    "kl_inverse_upper",
+    "pac_bayes_bound",
+    "path_norm_bound",
+    "spectral_bound",
+    "spectral_complexity",
+    "spectral_margin_distribution",
+    "spectral_normalized_margins",
 ]
