@@ -16,7 +16,9 @@ from biaslab.spec import DataSpec, SpecError, Sweep
 from biaslab.store import RunNotFound, Store
 from biaslab.sweep import run_sweep
 
-SMALL = card.CardOptions(examples=200, trace_probes=9, density_probes=2, density_steps=10, sharpness_steps=3, sharpness_samples=3)
+SMALL = card.CardOptions(
+    examples=200, trace_probes=9, density_probes=2, density_steps=10, sharpness_steps=3, sharpness_samples=3, pacbayes_steps=20, pacbayes_samples=50
+)
 
 
 def tiny_sweep(seeds=(0,)) -> Sweep:
@@ -66,12 +68,13 @@ def test_measure_fills_every_section_and_leaves_the_model_unchanged(stored):
 
 def test_cli_probe_writes_the_card_for_a_run(stored, tmp_path, capsys):
     store, record = stored
-    assert main(["probe", record.spec_id[:8], "--store", str(store.path), "--out", str(tmp_path / "c"), "--examples", "100"]) == 0
+    assert main(["probe", record.spec_id[:8], "--store", str(store.path), "--out", str(tmp_path / "c"), "--examples", "100", "--budget", "small"]) == 0
     saved = json.loads((tmp_path / "c" / "card.json").read_text())
-    assert {"fit", "norms", "curvature", "sharpness"} <= set(saved["sections"])
+    assert set(card.SECTIONS) == set(saved["sections"]), saved["notes"]
+    assert saved["sections"]["bounds"]["pac_bayes_vacuous"] in (0.0, 1.0)
     page = (tmp_path / "c" / "card.html").read_text()
     assert "hessian_top" in page and "figures/hessian_density.svg" in page
-    assert (tmp_path / "c" / "figures" / "margins.png").exists()
+    assert (tmp_path / "c" / "figures" / "margins.png").exists() and (tmp_path / "c" / "figures" / "reliability.svg").exists()
     assert "[4/" in capsys.readouterr().err  # progress
 
 
@@ -98,7 +101,7 @@ def user_module(tmp_path, monkeypatch):
 def test_cli_probe_measures_a_users_module(user_module, tmp_path, capsys):
     torch.save(user_module.small().state_dict(), tmp_path / "w.pt")
     args = ["probe", "--model", "my_models:small", "--weights", str(tmp_path / "w.pt"), "--data", "name=digits", "--data", "n_train=300",
-            "--data", "n_test=100", "--out", str(tmp_path / "c")]  # fmt: skip
+            "--data", "n_test=100", "--out", str(tmp_path / "c"), "--budget", "small"]  # fmt: skip
     assert main(args) == 0
     saved = json.loads((tmp_path / "c" / "card.json").read_text())
     assert saved["source"]["model"] == "my_models:small" and saved["sections"]["fit"]["n_train"] == 300.0
@@ -136,6 +139,7 @@ def test_a_pickled_object_is_refused(user_module, tmp_path):
         (["probe", "--model", "my_models:small", "--weights", "missing.pt", "--data", "name=digits"], "no such file"),
         (["probe", "--model", "my_models:small", "--weights", "w.pt", "--data", "name=imagenet"], "data.name"),
         (["probe", "--model", "my_models:small", "--weights", "w.pt", "--data", "name=digits", "--loss", "hinge"], "allowed: cross_entropy"),
+        (["probe", "abcd", "--budget", "huge"], "--budget: 'huge' is not one of full, small"),
     ],
 )
 def test_bad_probe_input_is_one_clear_line(user_module, tmp_path, monkeypatch, capsys, args, message):

@@ -35,8 +35,8 @@ from torch import nn
 
 from biaslab import data as datasets
 from biaslab import models, probes
-from biaslab.plot import new_figure
-from biaslab.probes import curvature, sharpness
+from biaslab.plot import new_figure, reliability_diagram
+from biaslab.probes import bounds, calibration, curvature, sharpness, spectra
 from biaslab.runtime import generator, resolve_device, resolve_dtype
 from biaslab.spec import DataSpec, RunSpec, SpecError
 from biaslab.store import Store
@@ -75,7 +75,18 @@ class CardOptions:
     keskar_epsilon: float = 1e-3
     adaptive_rho: float = 0.05
     average_sigma: float = 0.01
+    calibration_bins: int = 15
+    pacbayes_steps: int = 2000  # posterior optimization steps (Dziugaite & Roy used 1000 epochs of a far larger set)
+    pacbayes_samples: int = 1000  # Monte-Carlo draws of the posterior's training error
+    compression_levels: int = 16  # k-means quantization levels of the compression bound
     seed: int = 0  # for every random probe vector and perturbation
+
+
+BUDGETS = {  # named CardOptions for the CLI: 'small' for a first look in seconds, 'full' for numbers to report
+    "full": {},
+    "small": {"trace_probes": 15, "density_probes": 2, "density_steps": 30, "sharpness_steps": 10, "sharpness_samples": 10,
+              "pacbayes_steps": 200, "pacbayes_samples": 200},
+}  # fmt: skip
 
 
 @dataclass
@@ -205,6 +216,7 @@ def margins_section(subject: Subject, options: CardOptions, card: Card) -> dict[
     row = probes.normalized_margin(subject.model, d.x_train, d.y_train)
     quantiles = torch.quantile(raw.double().cpu(), torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)).tolist()
     card.arrays["margins"] = raw.double().cpu().tolist()
+    row |= bounds.spectral_margin_distribution(subject.model, d.x_train, d.y_train, reference=subject.init)
     return row | {"margin_raw_q10": quantiles[0], "margin_raw_median": quantiles[1], "margin_raw_q90": quantiles[2]}
 
 
@@ -244,12 +256,48 @@ def sharpness_section(subject: Subject, options: CardOptions, card: Card) -> dic
     return row
 
 
+def spectra_section(subject: Subject, options: CardOptions, card: Card) -> dict[str, float]:
+    return spectra.weight_spectra(subject.model)
+
+
+def calibration_section(subject: Subject, options: CardOptions, card: Card) -> dict[str, float]:
+    d, bins = subject.data, options.calibration_bins
+    row = calibration.calibration_metrics(subject.model, d.x_test, d.y_test, bins, prefix="test")
+    row |= calibration.calibration_metrics(subject.model, d.x_train, d.y_train, bins, prefix="train")
+    table = calibration.reliability_table(calibration.softmax_outputs(subject.model, d.x_test), d.y_test, bins)
+    card.figures["reliability"] = reliability_diagram(table, title="Reliability on the test set")
+    return row
+
+
+def bounds_section(subject: Subject, options: CardOptions, card: Card) -> dict[str, float]:
+    """The bounds menu on the whole training set; each bound's assumptions go to the notes."""
+    model, d = subject.model, subject.data
+    menu = [
+        bounds.compression_bound(model, d.x_train, d.y_train, levels=options.compression_levels),
+        bounds.spectral_bound(model, d.x_train, d.y_train, reference=subject.init),
+        bounds.path_norm_bound(model, d.x_train, d.y_train),
+    ]
+    if subject.init is not None:
+        menu.insert(0, bounds.pac_bayes_bound(
+            model, d.x_train, d.y_train, subject.init, generator(options.seed, "card-pacbayes"),
+            steps=options.pacbayes_steps, mc_samples=options.pacbayes_samples,
+        ))  # fmt: skip
+    else:
+        card.notes.append("bounds: the PAC-Bayes bound needs the initialization as its prior's centre; none known.")
+    for bound in menu:
+        card.notes.append(f"bounds: {bound.name}: {bound.assumptions}")
+    return bounds.bound_metrics(menu)
+
+
 SECTIONS: dict[str, Callable[[Subject, CardOptions, Card], dict[str, float]]] = {
     "fit": fit_section,
     "norms": norms_section,
     "margins": margins_section,
     "curvature": curvature_section,
     "sharpness": sharpness_section,
+    "spectra": spectra_section,
+    "calibration": calibration_section,
+    "bounds": bounds_section,
 }
 
 

@@ -63,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     probe.add_argument("--out", type=Path, default=None, help="directory for card.json, card.html, figures (default: STORE/cards/RUN)")
     probe.add_argument("--examples", type=int, default=4096, help="training examples the curvature, sharpness and bounds use")
     probe.add_argument("--seed", type=int, default=0, help="for the random probe vectors and perturbations")
+    probe.add_argument("--budget", default="full", help="full (default: numbers to report) or small (a first look in seconds)")
     probe.add_argument("--device", default="cpu")
 
     show = commands.add_parser("show", help="one run: spec, status, curves summary, provenance")
@@ -176,6 +177,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
         raise InputError("probe: give either a RUN_ID from the store or --model MODULE:FUNCTION with --weights and --data")
     if args.examples < 1:
         raise InputError(f"--examples: must be at least 1, got {args.examples}")
+    if args.budget not in card.BUDGETS:
+        raise InputError(f"--budget: {args.budget!r} is not one of {', '.join(card.BUDGETS)}")
     if args.model is not None:
         if args.weights is None or not args.data:
             raise InputError("--model: also give --weights FILE and --data name=... (the dataset to probe on)")
@@ -190,7 +193,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
     def progress(name: str, index: int, total: int) -> None:
         print(f"[{index + 1}/{total}] {name} ...", file=sys.stderr, flush=True)
 
-    result = card.measure(subject, card.CardOptions(examples=args.examples, seed=args.seed), progress)
+    options = card.CardOptions(examples=args.examples, seed=args.seed, **card.BUDGETS[args.budget])
+    result = card.measure(subject, options, progress)
     fit = result.sections.get("fit", {})
     if fit:
         print(f"train error {fit['train_error']:.4f}  test error {fit['test_error']:.4f}  gap {fit['gap_error']:.4f}")
