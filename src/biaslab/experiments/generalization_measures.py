@@ -109,8 +109,8 @@ def _sweep(data: DataSpec, train: TrainSpec, grid: dict) -> Sweep:
 
 def tiny() -> Sweep:
     """Seconds: 8 small models on 300 examples, a loose budget; for tests."""
-    data = DataSpec(name="mnist1d", n_train=300, n_test=200, standardize=False)
-    train = TrainSpec(optimizer="sgd", lr=0.05, momentum=0.9, batch_size=50, loss="cross_entropy", max_steps=300, eval_every=50, stop_loss=STOP_LOSS)
+    data = DataSpec(name="mnist1d", n_train=200, n_test=200, standardize=False)
+    train = TrainSpec(optimizer="sgd", lr=0.05, momentum=0.9, batch_size=50, max_steps=2000, eval_every=100, stop_loss=STOP_LOSS)
     return _sweep(data, train, {"model.width": (16, 64), "train.lr": (0.02, 0.1), "seed": (0, 1)})
 
 
