@@ -22,7 +22,9 @@ Reduced from the paper: Jiang et al. trained 7,000+ networks (NiN-style CNNs on
 CIFAR-10 and SVHN) over 7 hyperparameters with 3 values each, stopping at
 cross-entropy 0.01; `quick` trains 64 one- and two-hidden-layer ReLU MLPs on
 MNIST-1D (2000 train / 1000 test) over 5 hyperparameters with 2 values each
-(width, depth, lr, batch size, weight decay) x 2 seeds, with SGD (momentum 0.9)
+(width, depth, lr, batch size, weight decay) x 2 seeds; weight decay is 0 or
+5e-5, because at Jiang et al.'s 5e-4 these MLPs (no batch norm) settle at a
+training cross-entropy of about 0.04 and never meet the criterion (measured), with SGD (momentum 0.9)
 to the same cross-entropy 0.01 within a step budget; runs that miss the
 criterion are left out of the scores, as in the paper. Measures are computed
 on the full training set; the sharpness probes use fewer ascent steps and
@@ -119,11 +121,11 @@ def quick() -> Sweep:
     data = DataSpec(name="mnist1d", n_train=2000, n_test=1000, standardize=False)
     train = TrainSpec(optimizer="sgd", lr=0.05, momentum=0.9, batch_size=50, max_steps=8000, eval_every=200, stop_loss=STOP_LOSS)
     grid = {
-        "model.width": (64, 256),
+        "model.width": (128, 256),
         "model.depth": (1, 2),
-        "train.lr": (0.02, 0.1),
+        "train.lr": (0.03, 0.06),
         "train.batch_size": (32, 128),
-        "train.weight_decay": (0.0, 5e-4),
+        "train.weight_decay": (0.0, 5e-5),  # Jiang's 5e-4 holds these MLPs at cross-entropy ~0.04: they never reach 0.01
         "seed": (0, 1),
     }
     return _sweep(data, train, grid)
