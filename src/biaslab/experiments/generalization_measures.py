@@ -38,6 +38,7 @@ import math
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 from biaslab import data as datasets
 from biaslab import models, probes
@@ -220,6 +221,7 @@ def figures(records: list[RunRecord]) -> dict[str, Figure]:
             ax.scatter([r[measure] for r in chosen], [r["gap"] for r in chosen], s=12, color=f"C{i}", label=f"{axis.split('.')[1]}={value}")
         if all(r[measure] > 0 for r in rows if measure in r):
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # decade labels only: minor labels overlap on narrow ranges
         ax.set(xlabel=measure, ylabel="gap (test - train error)", title=f"tau {table[measure]['tau']:.2f}  Psi {table[measure]['psi.all']:.2f}")
         ax.legend(fontsize=6)
     for ax in axes[len(measures) :]:
