@@ -11,7 +11,7 @@ import torch
 from biaslab import probes
 from biaslab.probes import bounds
 
-from test_probes import _state
+from unchanged import leaves_unchanged
 
 
 def _kl(q: float, p: float) -> float:
@@ -282,16 +282,8 @@ def test_bounds_leave_mode_parameters_and_grads_unchanged(tiny_mlp, batch, probe
     tiny_mlp.train(training)
     if training:  # with gradients present they must stay as they were; without, none may appear
         torch.nn.functional.cross_entropy(tiny_mlp(x), y).backward()
-    before = _state(tiny_mlp)
-    PROBES[probe](tiny_mlp, x, y, init)
-    after = _state(tiny_mlp)
-    assert after[0] == before[0]
-    for name in before[1]:
-        assert torch.equal(after[1][name], before[1][name])
-        if before[2][name] is None:
-            assert after[2][name] is None
-        else:
-            assert torch.equal(after[2][name], before[2][name])
+    with leaves_unchanged(tiny_mlp):
+        PROBES[probe](tiny_mlp, x, y, init)
 
 
 def test_bounds_work_on_a_module_with_convolutions_and_batchnorm_without_touching_its_buffers():
@@ -301,12 +293,8 @@ def test_bounds_work_on_a_module_with_convolutions_and_batchnorm_without_touchin
     model.train()
     model(x)  # running statistics that a train-mode forward would keep changing
     init = probes.snapshot(model)
-    buffers = {name: b.clone() for name, b in model.named_buffers()}
-    before = _state(model)
-    pac = _pac_bayes(model, x, y, init, steps=3, mc_samples=4)
-    compressed = bounds.compression_bound(model, x, y, levels=8)
+    with leaves_unchanged(model):
+        pac = _pac_bayes(model, x, y, init, steps=3, mc_samples=4)
+        compressed = bounds.compression_bound(model, x, y, levels=8)
     assert 0.0 <= pac.ingredients["mc_error"] <= pac.value <= 1.0
     assert compressed.ingredients["bits_extra"] == 32.0 * 6  # running mean and variance, 3 values each
-    after = _state(model)
-    assert after[0] is True and all(torch.equal(after[1][n], before[1][n]) for n in before[1])
-    assert all(torch.equal(b, buffers[name]) for name, b in model.named_buffers())

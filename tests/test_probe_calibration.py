@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from biaslab import plot
 from biaslab.probes import calibration
 
-from test_probes import _state
+from unchanged import leaves_unchanged
 
 # confidences 0.9 (right), 0.75 (wrong), 0.65 (right), 0.55 (right)
 PROBS = torch.tensor([[0.9, 0.1], [0.75, 0.25], [0.35, 0.65], [0.55, 0.45]], dtype=torch.float64)
@@ -60,12 +60,8 @@ def test_calibration_of_a_model_matches_its_softmax_and_leaves_it_unchanged(tiny
     x, y = batch
     tiny_mlp.train(True)
     torch.nn.functional.cross_entropy(tiny_mlp(x), y).backward()
-    before = _state(tiny_mlp)
-    got = calibration.calibration_metrics(tiny_mlp, x, y, n_bins=4, binning="equal_mass")
-    after = _state(tiny_mlp)
-    assert after[0] is True
-    for name in before[1]:
-        assert torch.equal(after[1][name], before[1][name]) and torch.equal(after[2][name], before[2][name])
+    with leaves_unchanged(tiny_mlp):
+        got = calibration.calibration_metrics(tiny_mlp, x, y, n_bins=4, binning="equal_mass")
     tiny_mlp.eval()
     expected = calibration.calibration_from_probs(tiny_mlp(x).detach().softmax(1), y, n_bins=4, binning="equal_mass")
     assert got == pytest.approx({f"calibration_{k}": v for k, v in expected.items()})

@@ -11,7 +11,7 @@ import torch
 
 from biaslab.probes import spectra
 
-from test_probes import _state
+from unchanged import leaves_unchanged
 
 
 def _pareto(n: int, alpha: float, xmin: float, seed: int) -> np.ndarray:
@@ -71,12 +71,8 @@ def test_weight_spectra_names_every_layer_and_leaves_the_model_unchanged(tiny_ml
     x, y = batch
     tiny_mlp.train(True)
     torch.nn.functional.cross_entropy(tiny_mlp(x), y).backward()
-    before = _state(tiny_mlp)
-    got = spectra.weight_spectra(tiny_mlp)
-    after = _state(tiny_mlp)
-    assert after[0] == before[0]
-    for name in before[1]:
-        assert torch.equal(after[1][name], before[1][name]) and torch.equal(after[2][name], before[2][name])
+    with leaves_unchanged(tiny_mlp):
+        got = spectra.weight_spectra(tiny_mlp)
     w = tiny_mlp.layers[1].weight.detach().numpy()
     s = np.linalg.svd(w, compute_uv=False)
     assert got["stable_rank.layers.1.weight"] == pytest.approx((s**2).sum() / s[0] ** 2)

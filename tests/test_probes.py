@@ -7,16 +7,11 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from unchanged import leaves_unchanged
 import torch.nn.functional as F
 
 from biaslab import probes
 from biaslab.train import cross_entropy
-
-
-def _state(model: torch.nn.Module) -> tuple[bool, dict[str, torch.Tensor], dict[str, torch.Tensor | None]]:
-    params = {n: p.detach().clone() for n, p in model.named_parameters()}
-    grads = {n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters()}
-    return model.training, params, grads
 
 
 def _all_probes(model, x, y) -> dict[str, float]:
@@ -37,16 +32,8 @@ def test_probes_leave_mode_parameters_and_grads_unchanged(tiny_mlp, batch, train
     tiny_mlp.train(training)
     if with_grads:
         cross_entropy(tiny_mlp(x), y).backward()
-    before = _state(tiny_mlp)
-    _all_probes(tiny_mlp, x, y)
-    after = _state(tiny_mlp)
-    assert after[0] == before[0]
-    for name in before[1]:
-        assert torch.equal(after[1][name], before[1][name])
-        if before[2][name] is None:
-            assert after[2][name] is None
-        else:
-            assert torch.equal(after[2][name], before[2][name])
+    with leaves_unchanged(tiny_mlp):
+        _all_probes(tiny_mlp, x, y)
 
 
 def test_error_and_loss_match_a_direct_computation(tiny_mlp, batch):
