@@ -60,6 +60,7 @@ class ModelSpec(_Frozen):
     init_scale: float = Field(1.0, gt=0.0)  # multiplies every initial weight
     bias: bool = True
     kernel_size: int = Field(5, ge=1)  # CNN first-layer kernel; later layers use 3
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)  # drop probability after each hidden activation (training only); > 0 runs alone, not in a population
 
 
 class TrainSpec(_Frozen):
@@ -82,6 +83,8 @@ class TrainSpec(_Frozen):
     stop_loss: float | None = Field(None, ge=0.0)  # stop once the training loss is at most this
     eval_spacing: Literal["linear", "log"] = "linear"  # linear: every eval_every steps; log: eval_points log-spaced steps
     eval_points: int = Field(60, ge=2)  # evaluations with eval_spacing=log
+    augment: Literal["none", "random_crop"] = "none"  # training batches only; random_crop: zero-pad, crop back at a random offset
+    crop_padding: int = Field(4, ge=1)  # random_crop: pixels of zero padding on each side of every spatial axis
 
     @model_validator(mode="after")
     def _gd_is_full_batch(self) -> "TrainSpec":
@@ -292,10 +295,15 @@ def _set_inside(option: Any, subpath: str, value: Any, path: str) -> Any:
 
 
 class Sweep(_Frozen):
-    """A base spec and a grid: every combination of the grid's values is one run."""
+    """A base spec and a grid: every combination of the grid's values is one run.
+
+    `also` adds further sweeps of the same experiment whose runs join this one's,
+    for experiments whose runs are not one grid product (a union of grids).
+    """
 
     base: RunSpec
     grid: dict[str, tuple[Any, ...]] = {}
+    also: tuple["Sweep", ...] = ()
 
     @model_validator(mode="after")
     def _grid_paths_exist(self) -> "Sweep":
@@ -303,22 +311,33 @@ class Sweep(_Frozen):
             check_path(path)
             if len(values) == 0:
                 raise ValueError(f"grid axis {path} has no values")
+        for part in self.also:
+            if part.base.experiment != self.base.experiment:
+                raise ValueError(f"also: every part must be of experiment {self.base.experiment!r}, got {part.base.experiment!r}")
         return self
 
     def expand(self) -> list[RunSpec]:
-        """All runs, in grid order (the last axis varies fastest)."""
+        """All runs, in grid order (the last axis varies fastest), then those of each part of `also`."""
         paths = list(self.grid)
         combos = itertools.product(*(self.grid[p] for p in paths))
-        return [with_values(self.base, dict(zip(paths, combo))) for combo in combos]
+        own = [with_values(self.base, dict(zip(paths, combo))) for combo in combos]
+        return own + [spec for part in self.also for spec in part.expand()]
 
-    def override(self, values: dict[str, Any]) -> "Sweep":
-        """Apply --set values: a path on the grid replaces that axis (a list sets several values)."""
+    def swept_paths(self) -> set[str]:
+        """The grid axes of this sweep and of every part of `also`."""
+        return set(self.grid).union(*(part.swept_paths() for part in self.also))
+
+    def override(self, values: dict[str, Any], swept: set[str] | None = None) -> "Sweep":
+        """Apply --set values: a path on the grid replaces that axis (a list sets several values); parts of `also` alike.
+
+        A path swept by any part is an axis in every part (where it was fixed, the values become its axis)."""
+        swept = self.swept_paths() if swept is None else swept
         grid = dict(self.grid)
         fixed = {}
         for path, value in values.items():
             check_path(path)
             axis = next((a for a in grid if path.startswith(a + ".")), None)
-            if path in grid:
+            if path in grid or (path in swept and axis is None):
                 if isinstance(value, list) and not value:
                     raise SpecError(f"{path}: a grid axis needs at least one value, got []")
                 grid[path] = tuple(value) if isinstance(value, list) else (value,)
@@ -326,6 +345,7 @@ class Sweep(_Frozen):
                 grid[axis] = tuple(_set_inside(option, path[len(axis) + 1 :], value, path) for option in grid[axis])
             else:
                 fixed[path] = value
-        sweep = Sweep(base=with_values(self.base, fixed), grid=grid)
+        parts = tuple(part.override(values, swept) for part in self.also)
+        sweep = Sweep(base=with_values(self.base, fixed), grid=grid, also=parts)
         sweep.expand()  # validate every combination now, not mid-sweep
         return sweep

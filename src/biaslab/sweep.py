@@ -41,7 +41,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Literal
 
-from biaslab.experiments import run_population, trains_populations
+from biaslab.experiments import can_pool, run_population
 from biaslab.experiments.base import failed_record
 from biaslab.spec import RunSpec, Sweep
 from biaslab.store import RunRecord, Store, SweepEntry
@@ -91,7 +91,7 @@ def group_populations(specs: Sequence[RunSpec], poolable: Callable[[RunSpec], bo
     groups: dict[str, Job] = {}
     singles: list[Job] = []
     for spec in specs:
-        if poolable(spec) and trains_populations(spec.experiment):
+        if poolable(spec) and can_pool(spec):
             groups.setdefault(population_key(spec), []).append(spec)
         else:
             singles.append([spec])

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from biaslab.experiments.base import CATALOG, Experiment
 from biaslab.experiments.supervised import run_supervised, run_supervised_population
-from biaslab.experiments import diagonal_networks, generalization_measures, matrix_factorization, max_margin, min_norm, small_init_relu, width_sweep  # noqa: F401  (each registers itself)
+from biaslab.experiments import (  # noqa: F401  (each module registers its experiment)
+    diagonal_networks,
+    generalization_measures,
+    matrix_factorization,
+    max_margin,
+    min_norm,
+    random_labels,
+    small_init_relu,
+    width_sweep,
+)
 from biaslab.spec import RunSpec
 from biaslab.store import RunRecord
 
@@ -21,13 +30,19 @@ def trains_populations(experiment: str) -> bool:
     return experiment == "custom" or (experiment in CATALOG and CATALOG.get(experiment).trains_populations)
 
 
+def can_pool(spec: RunSpec) -> bool:
+    """Whether a spec may join a population: its experiment allows it, and it has no dropout or batch augmentation
+    (random per member and step; `fit_population` refuses both), so such runs always train alone."""
+    return trains_populations(spec.experiment) and spec.model.dropout == 0.0 and spec.train.augment == "none"
+
+
 def run_population(specs: list[RunSpec]) -> list[RunRecord]:
     """Run specs that share an architecture as one population (one spec: a plain run)."""
     if len(specs) == 1:
         return [run_spec(specs[0])]
-    if not all(trains_populations(s.experiment) for s in specs):
+    if not all(can_pool(s) for s in specs):
         raise ValueError("run_population: these experiments' runs cannot share a population")
     return run_supervised_population(specs)
 
 
-__all__ = ["CATALOG", "Experiment", "run_population", "run_spec", "run_supervised", "trains_populations"]
+__all__ = ["CATALOG", "Experiment", "can_pool", "run_population", "run_spec", "run_supervised", "trains_populations"]

@@ -9,6 +9,9 @@ host reads values only at those points, never per step.
 Stopping: the step budget `max_steps`; optionally "stop once training error has
 been 0 for k evaluations in a row"; and divergence: a non-finite training loss
 at an evaluation ends the run with status "diverged".
+
+Augmentation (`spec.augment`) transforms each training batch with draws from
+the same generator as the batch order; evaluations use the unaugmented data.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from torch import nn
 
 from biaslab import probes
 from biaslab.data import Dataset
+from biaslab.data.augment import augment
 from biaslab.spec import TrainSpec
 
 Row = dict[str, float]
@@ -151,6 +155,7 @@ def fit(
     def batch_loss() -> torch.Tensor:
         idx = next(index_stream)
         x, y = (data.x_train, data.y_train) if idx is None else (data.x_train[idx], data.y_train[idx])
+        x = augment(x, spec.augment, spec.crop_padding, g)  # training batches only; evaluations see the data as is
         return loss_fn(model(x), y)
 
     def should_stop(row: Row) -> str | None:

@@ -14,7 +14,9 @@ written out to match `torch.optim.SGD` / `Adam` / `AdamW` step for step, so a
 population agrees with a loop of `fit` calls to rounding (tested in float64).
 
 Not supported, with a clear error: modules with buffers (BatchNorm running
-statistics) and random layers (dropout): `vmap` runs with randomness="error".
+statistics), random layers (dropout; `vmap` also runs with randomness="error")
+and batch augmentation (`train.augment`). The sweep never pools such runs
+(`experiments.can_pool`).
 """
 
 from __future__ import annotations
@@ -50,6 +52,10 @@ def _check_compatible(models: Sequence[nn.Module], datasets: Sequence[Dataset], 
         raise ValueError("fit_population: members must have the same architecture (parameter names and shapes)")
     if any(True for m in models for _ in m.buffers()):
         raise ValueError("fit_population: modules with buffers (e.g. BatchNorm running statistics) are not supported; use fit")
+    if any(isinstance(layer, nn.Dropout) and layer.p > 0 for m in models for layer in m.modules()):
+        raise ValueError("fit_population: dropout draws a random mask per member and step, which vmap refuses; run these models with fit")
+    if any(s.augment != "none" for s in specs):
+        raise ValueError(f"train.augment: populations train unaugmented batches only, got {specs[0].augment!r}; run these with fit")
     sizes = {(d.x_train.shape, d.x_test.shape) for d in datasets}
     if len(sizes) > 1:
         raise ValueError("fit_population: members' datasets must have the same shapes")
