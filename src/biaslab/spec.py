@@ -133,7 +133,48 @@ class MatrixCompletion(_Frozen):
     observed: int = Field(120, gt=0)
 
 
-Problem = Annotated[Union[LeastSquares, Separable, SparseRegression, MatrixCompletion], Field(discriminator="kind")]
+class GaussianFeatures(_Frozen):
+    """Belkin, Hsu & Xu 2019's Gaussian model: x ~ N(0, I_d), y = <x, beta> + noise * eps, ||beta|| = signal.
+
+    beta has equal energy in every coordinate, so the first p coordinates carry
+    signal^2 * p / d of it. The learner (estimator.n_features = p) sees only the
+    first p coordinates; the rest act as extra noise. Each run averages `draws`
+    independent training sets of n examples and reports the mean risk and its SE.
+    """
+
+    kind: Literal["gaussian_features"] = "gaussian_features"
+    n: int = Field(40, ge=2)  # training examples
+    d: int = Field(120, ge=1)  # coordinates of the data distribution (the learner uses the first p <= d)
+    signal: float = Field(1.0, ge=0.0)  # ||beta||
+    noise: float = Field(0.5, ge=0.0)  # standard deviation of the label noise
+    draws: int = Field(100, ge=2)  # independent training sets per run (Monte Carlo over X and noise)
+
+
+Problem = Annotated[
+    Union[LeastSquares, Separable, SparseRegression, MatrixCompletion, GaussianFeatures], Field(discriminator="kind")
+]
+EstimatorKind = Literal["min_norm", "random_features", "random_forest", "boosting", "kernel_ridge", "neural_net"]
+
+
+class EstimatorSpec(_Frozen):
+    """A model class fitted through the scikit-learn protocol (`biaslab.estimators`) and its complexity knobs.
+
+    Only the fields of the chosen kind are read: min_norm (n_features, ridge, ridge_rule), random_features
+    (n_features, bandwidth, ridge), random_forest (max_leaf_nodes, n_trees), boosting (max_leaf_nodes,
+    n_trees = iterations), kernel_ridge (bandwidth, ridge), neural_net (the run's model and train sections).
+    """
+
+    kind: EstimatorKind = "min_norm"
+    n_features: int = Field(100, gt=0)  # min_norm: coordinates used, p; random_features: random features, N
+    ridge: float = Field(0.0, ge=0.0)  # lambda in ||y - Z w||^2 + lambda ||w||^2 (sum over examples); 0: min-norm
+    ridge_rule: Literal["fixed", "optimal"] = "fixed"  # optimal: the risk-minimizing ridge of gaussian_features (min_norm)
+    bandwidth: float = Field(1.0, gt=0.0)  # Gaussian-kernel width sigma: k(x, x') = exp(-||x - x'||^2 / (2 sigma^2))
+    max_leaf_nodes: int | None = Field(None, ge=2)  # leaves per tree; None: grown until pure
+    n_trees: int = Field(1, ge=1)  # random_forest trees; boosting iterations
+    axis: Literal["model_size", "train_size"] = "model_size"  # the curve the run belongs to: model-wise or sample-wise
+
+
+
 ProbeName = Literal["norms", "margin", "path_norm"]
 
 
@@ -145,6 +186,7 @@ class RunSpec(_Frozen):
     model: ModelSpec = ModelSpec()
     train: TrainSpec = TrainSpec()
     problem: Problem | None = None  # a solvable problem (experiments with exact references); None: data + model
+    estimator: EstimatorSpec | None = None  # a model class fitted through biaslab.estimators; None: model + train
     probes: tuple[ProbeName, ...] = ()  # measured at every evaluation, beside errors and losses
     seed: int = Field(0, ge=0)  # model init and batch order
     device: str = "cpu"  # where the run trains: cpu, cuda, cuda:1, mps
@@ -156,9 +198,19 @@ class RunSpec(_Frozen):
         return hashlib.sha256(canonical_json(self).encode()).hexdigest()[:16]
 
 
+NEWER_FIELDS = ("estimator",)  # RunSpec fields added after stores existed: left out of the hash while unset
+
+
 def canonical_json(spec: BaseModel) -> str:
-    """Sorted keys, no whitespace: the same spec always gives the same string."""
-    return json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    """Sorted keys, no whitespace: the same spec always gives the same string.
+
+    A RunSpec field added later (NEWER_FIELDS) is left out while it is None, so
+    specs written before it existed keep their spec_id and stores still resume.
+    """
+    data = spec.model_dump(mode="json")
+    if isinstance(spec, RunSpec):
+        data = {k: v for k, v in data.items() if not (k in NEWER_FIELDS and v is None)}
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 
 def describe_error(error: ValidationError, prefix: str = "") -> str:
@@ -270,10 +322,16 @@ def _set_inside(option: Any, subpath: str, value: Any, path: str) -> Any:
 
 
 class Sweep(_Frozen):
-    """A base spec and a grid: every combination of the grid's values is one run."""
+    """A base spec and a grid: every combination of the grid's values is one run.
+
+    `also` joins further sweeps whose runs belong to the same experiment but vary
+    other axes (one model class per part, say); `expand` lists this sweep's runs,
+    then each part's.
+    """
 
     base: RunSpec
     grid: dict[str, tuple[Any, ...]] = {}
+    also: tuple["Sweep", ...] = ()
 
     @model_validator(mode="after")
     def _grid_paths_exist(self) -> "Sweep":
@@ -284,13 +342,49 @@ class Sweep(_Frozen):
         return self
 
     def expand(self) -> list[RunSpec]:
-        """All runs, in grid order (the last axis varies fastest)."""
+        """All runs, in grid order (the last axis varies fastest), then the runs of each part in `also`."""
         paths = list(self.grid)
         combos = itertools.product(*(self.grid[p] for p in paths))
-        return [with_values(self.base, dict(zip(paths, combo))) for combo in combos]
+        own = [with_values(self.base, dict(zip(paths, combo))) for combo in combos]
+        return own + [spec for part in self.also for spec in part.expand()]
 
     def override(self, values: dict[str, Any]) -> "Sweep":
-        """Apply --set values: a path on the grid replaces that axis (a list sets several values)."""
+        """Apply --set values: a path on the grid replaces that axis (a list sets several values).
+
+        With parts (`also`), a path that is a grid axis of some parts replaces that axis in those parts only;
+        any other value goes to every part whose spec has the path's section set (a part without a `problem`
+        section ignores `problem.*`). A value that no part can take is an error.
+        """
+        if not self.also:
+            return self._override_one(values)
+        parts = (self.model_copy(update={"also": ()}),) + self.also
+        chosen: list[dict[str, Any]] = [{} for _ in parts]
+        for path, value in values.items():
+            on_axis = [i for i, part in enumerate(parts) if part._on_axis(path)]
+            takers = on_axis or [i for i, part in enumerate(parts) if part._takes(path)]
+            if not takers:
+                parts[0]._override_one({path: value})  # raises the error that names the unset section
+            for i in takers:
+                chosen[i][path] = value
+        done = [part._override_one(values) for part, values in zip(parts, chosen)]
+        return done[0].model_copy(update={"also": tuple(done[1:])})
+
+    def _on_axis(self, path: str) -> bool:
+        check_path(path)
+        return any(path == axis or path.startswith(axis + ".") for axis in self.grid)
+
+    def _takes(self, path: str) -> bool:
+        """Whether every section on `path` is set in this part's base spec (or the path is on a grid axis)."""
+        if self._on_axis(path):
+            return True
+        node: Any = self.base.model_dump(mode="json")
+        for part in path.split(".")[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+            if node is None:
+                return False
+        return True
+
+    def _override_one(self, values: dict[str, Any]) -> "Sweep":
         grid = dict(self.grid)
         fixed = {}
         for path, value in values.items():
