@@ -17,6 +17,7 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from biaslab.spec import (
+    NEWER_FIELDS,
     DataSpec,
     ModelSpec,
     RunSpec,
@@ -41,6 +42,7 @@ ALTERNATIVES: dict[str, tuple[typing.Any, dict[str, typing.Any]]] = {
     "dtype": ("float64", {}),
     "probes": (["norms"], {}),
     "problem": ({"kind": "separable"}, {}),
+    "estimator": ({"kind": "random_features"}, {}),
     "train.stop_loss": (1e-6, {}),
     "train.eval_spacing": ("log", {}),
     "train.eval_points": (10, {}),
@@ -130,7 +132,8 @@ def test_spec_id_is_16_hex_digits_of_the_sha256_of_canonical_json() -> None:
     assert len(spec.spec_id) == 16
     int(spec.spec_id, 16)  # hex
     canonical = canonical_json(spec)
-    assert " " not in canonical and json.loads(canonical) == spec.model_dump(mode="json")
+    unset_newer = {k for k in NEWER_FIELDS if getattr(spec, k) is None}  # left out so older spec ids stay valid
+    assert " " not in canonical and json.loads(canonical) == {k: v for k, v in spec.model_dump(mode="json").items() if k not in unset_newer}
     assert list(json.loads(canonical)) == sorted(json.loads(canonical))  # sorted keys
 
 
