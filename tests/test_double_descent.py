@@ -229,3 +229,23 @@ def test_an_override_no_part_can_take_is_an_error():
     joined = forests.model_copy(update={"also": (forests,)})
     with pytest.raises(SpecError, match="problem is not set"):
         joined.override({"problem.draws": 7})
+
+
+def test_epochwise_shape_reads_a_second_descent():
+    from biaslab.experiments.double_descent import epochwise_shape
+
+    assert epochwise_shape(np.array([0.9, 0.5, 0.6, 0.7, 0.55, 0.45]), 1000).endswith("falls, rises, falls again")
+    assert "no second descent" in epochwise_shape(np.array([0.9, 0.7, 0.6, 0.5, 0.45, 0.4]), 1000)
+    assert "no second descent" in epochwise_shape(np.array([0.9, 0.5, 0.51, 0.5]), 1000)  # 0.01 is within 2 SE (0.032)
+
+
+def test_samplewise_note_says_whether_more_data_hurts():
+    problem = GaussianFeatures(n=40, d=160)
+    records = []
+    for n in (10, 20, 40, 80):
+        risk = 1e4 if n == 40 else 2.0
+        final = {"test_risk": risk, "test_risk_se": 0.01, "formula_risk": risk, "ridge": 0.0, "complexity": float(n), "threshold": 40.0}
+        records.append(_record(EstimatorSpec(n_features=40, axis="train_size"), final, problem=problem.model_copy(update={"n": n})))
+    verdict = experiment.claim(_linear() + _rff() + records)
+    assert any("more data hurts near the threshold" in note for note in verdict.notes)
+    assert verdict.numbers["samplewise_risk_near_threshold"] == 1e4

@@ -35,7 +35,7 @@ def _expected_failures(estimator):
         MinNormRegressor(ridge=0.1),
         RandomFourierRegressor(),
         RandomFourierRegressor(n_features=20, random_state=0),
-        RandomFourierRegressor(n_features=1000, random_state=0),
+        RandomFourierRegressor(n_features=400, random_state=0),
         SquaredLossClassifier(),
         SquaredLossClassifier(RandomFourierRegressor(n_features=300, random_state=0)),
     ],

@@ -203,7 +203,9 @@ def _complexity(est: EstimatorSpec, n: int) -> dict[str, float]:
         return {"complexity": float(leaves * est.n_trees), "threshold": float(n)}
     if est.kind in ("random_features", "min_norm"):
         return {"complexity": float(est.n_features), "threshold": float(n)}
-    return {"complexity": float(est.n_trees), "threshold": math.nan}
+    if est.kind == "boosting":  # leaves per tree x iterations, as for forests; no sharp threshold
+        return {"complexity": float((est.max_leaf_nodes or 31) * est.n_trees), "threshold": math.nan}
+    return {"complexity": float(n), "threshold": float(n)}  # kernel ridge: one coefficient per example
 
 
 def run(spec: RunSpec) -> RunRecord:
@@ -420,7 +422,11 @@ class DoubleDescent(Experiment):
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
         table = _table(records)
-        figures = {"linear": self._linear(table), "random-features": self._random_features(table)}
+        figures = {}
+        if len(_part(table, "min_norm")):
+            figures["linear"] = self._linear(table)
+        if len(_part(table, "random_features")):
+            figures["random-features"] = self._random_features(table)
         if len(_part(table, "random_forest")):
             figures["forests"] = self._forests(table)
         if len(_part(table, "neural_net")):
@@ -466,13 +472,16 @@ class DoubleDescent(Experiment):
             envelope = ridge_envelope(frame)
             for col, (value, label) in enumerate((("test_risk", "test squared loss"), ("test_error", "test zero-one error"), ("coef_norm", "coefficient norm"))):
                 ax = axes[3 * row + col]
-                c = curve(unridged, value)
-                ax.plot(c.index, c["mean"], marker="o", markersize=3, color="C0", label="min-norm")
-                ax.fill_between(c.index, c["low"], c["high"], color="C0", alpha=0.2, linewidth=0)
+                if len(unridged):
+                    c = curve(unridged, value)
+                    ax.plot(c.index, c["mean"], marker="o", markersize=3, color="C0", label="min-norm")
+                    ax.fill_between(c.index, c["low"], c["high"], color="C0", alpha=0.2, linewidth=0)
                 if value == "test_risk" and len(envelope):
                     ax.plot(envelope.index, envelope["mean"], marker="s", markersize=3, color="C2", label="best ridge (oracle)")
                 ax.axvline(float(frame["threshold"].iloc[0]), color="grey", linestyle="--", linewidth=1, label="N = n")
-                ax.set(xscale="log", yscale="log" if value != "test_error" else "linear", xlabel="random features N", title=f"(b) {name}: {label}")
+                ax.set(xscale="log", xlabel="random features N", title=f"(b) {name}: {label}")
+                if value != "test_error" and ax.has_data() and (frame[value] > 0).all():
+                    ax.set_yscale("log")
                 legend_once(ax)
         return fig
 
@@ -557,6 +566,7 @@ class DoubleDescent(Experiment):
         for name, frame in part.groupby("data.name") if len(part) else []:
             unridged = frame[frame["estimator.ridge"] == 0.0]
             if not len(unridged):
+                failures.append(f"(b) {name}: no min-norm (ridge 0) random-feature runs to judge")
                 continue
             c = curve(unridged)
             threshold = float(frame["threshold"].iloc[0])
@@ -637,21 +647,26 @@ def _network_notes(records: list[RunRecord], table: pd.DataFrame) -> tuple[str, 
             f"(d) MLP: first width with zero train error H={width:g}; test error near it {near.max():.3f}, best narrower "
             f"{before.min() if len(before) else math.nan:.3f}, best wider {after.min() if len(after) else math.nan:.3f}"
         )
-    widest = max(r.spec["model"]["width"] for r in records if r.status == "ok" and (r.spec.get("estimator") or {}).get("kind") == "neural_net")
-    curves = [np.array(r.curves["test_error"]) for r in records if r.status == "ok" and (r.spec.get("estimator") or {}).get("kind") == "neural_net" and r.spec["model"]["width"] == widest]
+    nets = [r for r in records if r.status == "ok" and (r.spec.get("estimator") or {}).get("kind") == "neural_net"]
+    widest = max(r.spec["model"]["width"] for r in nets)
+    curves = [np.array(r.curves["test_error"]) for r in nets if r.spec["model"]["width"] == widest]
     length = min(len(x) for x in curves)
-    mean = np.mean([x[:length] for x in curves], axis=0)
-    notes.append("(d) epoch-wise, H=" + f"{widest}: " + epochwise_shape(mean))
+    mean = np.mean([x[:length] for x in curves], axis=0)  # (evaluations,) over seeds
+    n_test = int(part["data.n_test"].iloc[0]) if "data.n_test" in part and part["data.n_test"].notna().all() else 1000
+    notes.append(f"(d) epoch-wise, H={widest} (mean of {len(curves)} seeds): " + epochwise_shape(mean, n_test))  # seeds share the test set: its noise stays
     return tuple(notes)
 
 
-def epochwise_shape(test_error: np.ndarray) -> str:
-    """Describe a test-error curve over training: first minimum, the peak after it, the end."""
+def epochwise_shape(test_error: np.ndarray, n_test: int) -> str:
+    """Describe a test-error curve over training: first minimum, the peak after it, the end. A rise counts only
+    beyond twice the binomial standard error of a test error measured on n_test examples."""
     first = int(np.argmin(test_error[: max(2, len(test_error) // 2)]))
     peak = first + int(np.argmax(test_error[first:]))
-    end = float(test_error[-1])
-    shape = "falls, rises, falls again" if test_error[peak] > test_error[first] and end < test_error[peak] else "no second descent"
-    return f"test error {test_error[0]:.3f} -> {test_error[first]:.3f} (eval {first}) -> {test_error[peak]:.3f} (eval {peak}) -> {end:.3f} at the end: {shape}"
+    low, high, end = float(test_error[first]), float(test_error[peak]), float(test_error[-1])
+    noise = 2.0 * math.sqrt(max(low * (1.0 - low), 1e-12) / n_test)
+    second = high - low > noise and high - end > noise
+    shape = "falls, rises, falls again" if second else f"no second descent beyond test-set noise ({noise:.3f})"
+    return f"test error {test_error[0]:.3f} -> {low:.3f} (eval {first}) -> {high:.3f} (eval {peak}) -> {end:.3f} at the end: {shape}"
 
 
 CATALOG.add(NAME, DoubleDescent())
