@@ -535,7 +535,7 @@ class DoubleDescent(Experiment):
         self._judge_random_features(table, numbers, passes, failures)
         if not numbers:
             return Verdict(claim, False, {"runs": float(len(table))}, "no finished Gaussian-model or random-feature runs to judge")
-        notes = _sample_notes(table, numbers) + _forest_notes(table) + _network_notes(records, table)
+        notes = _rff_notes(table, numbers) + _sample_notes(table, numbers) + _forest_notes(table) + _network_notes(records, table)
         reason = "; ".join(failures) if failures else "; ".join(passes)
         return Verdict(claim, not failures, numbers, ("FAIL: " if failures else "") + reason, notes)
 
@@ -593,6 +593,29 @@ def interpolation_width(part: pd.DataFrame) -> float | None:
     fits = part.groupby("model.width")["train_error"].max()
     zero = fits[fits == 0.0]
     return float(zero.index.min()) if len(zero) else None
+
+
+def _rff_notes(table: pd.DataFrame, numbers: dict[str, float]) -> tuple[str, ...]:
+    """Zero-one error beside the squared loss the verdict uses, and where the oracle ridge sits in its grid."""
+    part = _part(table, "random_features")
+    notes = []
+    for name, frame in part.groupby("data.name") if len(part) else []:
+        unridged = frame[frame["estimator.ridge"] == 0.0]
+        if not len(unridged):
+            continue
+        errors = curve(unridged, "test_error")
+        threshold = float(frame["threshold"].iloc[0])
+        under = errors[errors.index < threshold]["mean"]
+        largest, best_under = float(errors["mean"].iloc[-1]), float(under.min()) if len(under) else math.nan
+        numbers |= {f"{name}_rff_error_largest": largest, f"{name}_rff_error_best_under": best_under}
+        grid = sorted(frame["estimator.ridge"].unique())
+        chosen = sorted(set(ridge_envelope(frame)["ridge"])) if len(grid) > 1 else []
+        edge = " (the largest in the grid: a larger ridge may do better)" if chosen and chosen[-1] == grid[-1] else ""
+        notes.append(
+            f"(b) {name}: zero-one error {largest:.3f} at the largest N vs {best_under:.3f} best under-parameterized; "
+            f"oracle ridges chosen {', '.join(f'{r:g}' for r in chosen) or 'none'}{edge}"
+        )
+    return tuple(notes)
 
 
 def _sample_notes(table: pd.DataFrame, numbers: dict[str, float]) -> tuple[str, ...]:
