@@ -44,6 +44,7 @@ ALTERNATIVES: dict[str, tuple[typing.Any, dict[str, typing.Any]]] = {
     "dtype": ("float64", {}),
     "probes": (["norms"], {}),
     "problem": ({"kind": "separable"}, {}),
+    "estimator": ({"kind": "random_features"}, {}),
     "train.stop_loss": (1e-6, {}),
     "train.eval_spacing": ("log", {}),
     "train.eval_points": (10, {}),

@@ -49,6 +49,14 @@ def generator(seed: int, purpose: str, device: torch.device | str = "cpu") -> to
     return g
 
 
+def numpy_generator(seed: int, purpose: str) -> "np.random.Generator":
+    """A numpy Generator for one purpose, derived from a seed as `generator` derives torch's (for numpy-only code)."""
+    import numpy as np
+
+    digest = hashlib.sha256(f"{seed}:{purpose}".encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
 def _version(package: str) -> str | None:
     try:
         return metadata.version(package)

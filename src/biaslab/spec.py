@@ -136,7 +136,48 @@ class MatrixCompletion(_Frozen):
     observed: int = Field(120, gt=0)
 
 
-Problem = Annotated[Union[LeastSquares, Separable, SparseRegression, MatrixCompletion], Field(discriminator="kind")]
+class GaussianFeatures(_Frozen):
+    """Belkin, Hsu & Xu 2019's Gaussian model: x ~ N(0, I_d), y = <x, beta> + noise * eps, ||beta|| = signal.
+
+    beta has equal energy in every coordinate, so the first p coordinates carry
+    signal^2 * p / d of it. The learner (estimator.n_features = p) sees only the
+    first p coordinates; the rest act as extra noise. Each run averages `draws`
+    independent training sets of n examples and reports the mean risk and its SE.
+    """
+
+    kind: Literal["gaussian_features"] = "gaussian_features"
+    n: int = Field(40, ge=2)  # training examples
+    d: int = Field(120, ge=1)  # coordinates of the data distribution (the learner uses the first p <= d)
+    signal: float = Field(1.0, ge=0.0)  # ||beta||
+    noise: float = Field(0.5, ge=0.0)  # standard deviation of the label noise
+    draws: int = Field(100, ge=2)  # independent training sets per run (Monte Carlo over X and noise)
+
+
+Problem = Annotated[
+    Union[LeastSquares, Separable, SparseRegression, MatrixCompletion, GaussianFeatures], Field(discriminator="kind")
+]
+EstimatorKind = Literal["min_norm", "random_features", "random_forest", "boosting", "kernel_ridge", "neural_net"]
+
+
+class EstimatorSpec(_Frozen):
+    """A model class fitted through the scikit-learn protocol (`biaslab.estimators`) and its complexity knobs.
+
+    Only the fields of the chosen kind are read: min_norm (n_features, ridge, ridge_rule), random_features
+    (n_features, bandwidth, ridge), random_forest (max_leaf_nodes, n_trees), boosting (max_leaf_nodes,
+    n_trees = iterations), kernel_ridge (bandwidth, ridge), neural_net (the run's model and train sections).
+    """
+
+    kind: EstimatorKind = "min_norm"
+    n_features: int = Field(100, gt=0)  # min_norm: coordinates used, p; random_features: random features, N
+    ridge: float = Field(0.0, ge=0.0)  # lambda in ||y - Z w||^2 + lambda ||w||^2 (sum over examples); 0: min-norm
+    ridge_rule: Literal["fixed", "optimal"] = "fixed"  # optimal: the risk-minimizing ridge of gaussian_features (min_norm)
+    bandwidth: float = Field(1.0, gt=0.0)  # Gaussian-kernel width sigma: k(x, x') = exp(-||x - x'||^2 / (2 sigma^2))
+    max_leaf_nodes: int | None = Field(None, ge=2)  # leaves per tree; None: grown until pure
+    n_trees: int = Field(1, ge=1)  # random_forest trees; boosting iterations
+    axis: Literal["model_size", "train_size"] = "model_size"  # the curve the run belongs to: model-wise or sample-wise
+
+
+
 ProbeName = Literal["norms", "margin", "path_norm"]
 
 
@@ -148,6 +189,7 @@ class RunSpec(_Frozen):
     model: ModelSpec = ModelSpec()
     train: TrainSpec = TrainSpec()
     problem: Problem | None = None  # a solvable problem (experiments with exact references); None: data + model
+    estimator: EstimatorSpec | None = None  # a model class fitted through biaslab.estimators; None: model + train
     probes: tuple[ProbeName, ...] = ()  # measured at every evaluation, beside errors and losses
     seed: int = Field(0, ge=0)  # model init and batch order
     save_weights: bool = False  # keep the trained weights in the store (safetensors), for `biaslab probe`
@@ -328,10 +370,38 @@ class Sweep(_Frozen):
         return set(self.grid).union(*(part.swept_paths() for part in self.also))
 
     def override(self, values: dict[str, Any], swept: set[str] | None = None) -> "Sweep":
-        """Apply --set values: a path on the grid replaces that axis (a list sets several values); parts of `also` alike.
+        """Apply --set values: a path on the grid replaces that axis (a list sets several values).
 
-        A path swept by any part is an axis in every part (where it was fixed, the values become its axis)."""
+        With parts (`also`): a path swept by any part is an axis in every part
+        that takes it (where it was fixed, the values become its axis); a part
+        whose base spec lacks the path's section (no `problem`, say) leaves it
+        out; a value that no part can take is an error naming the section.
+        """
         swept = self.swept_paths() if swept is None else swept
+        if not self.also:
+            return self._override_one(values, swept)
+        own = self.model_copy(update={"also": ()})
+        parts = (own, *self.also)
+        for path, value in values.items():
+            if not any(part._takes(path) for part in parts):
+                own._override_one({path: value}, swept)  # raises the error that names the unset section
+        chosen = [{path: value for path, value in values.items() if part._takes(path)} for part in parts]
+        done = [own._override_one(chosen[0], swept)] + [part.override(mine, swept) for part, mine in zip(self.also, chosen[1:])]
+        return done[0].model_copy(update={"also": tuple(done[1:])})
+
+    def _takes(self, path: str) -> bool:
+        """Whether every section on `path` is set in this sweep's base spec, or the path is inside a grid axis."""
+        check_path(path)
+        if any(path == axis or path.startswith(axis + ".") for axis in self.grid):
+            return True
+        node: Any = self.base.model_dump(mode="json")
+        for part in path.split(".")[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+            if node is None:
+                return False
+        return True
+
+    def _override_one(self, values: dict[str, Any], swept: set[str]) -> "Sweep":
         grid = dict(self.grid)
         fixed = {}
         for path, value in values.items():
@@ -345,7 +415,6 @@ class Sweep(_Frozen):
                 grid[axis] = tuple(_set_inside(option, path[len(axis) + 1 :], value, path) for option in grid[axis])
             else:
                 fixed[path] = value
-        parts = tuple(part.override(values, swept) for part in self.also)
-        sweep = Sweep(base=with_values(self.base, fixed), grid=grid, also=parts)
+        sweep = Sweep(base=with_values(self.base, fixed), grid=grid)
         sweep.expand()  # validate every combination now, not mid-sweep
         return sweep

@@ -6,6 +6,7 @@ from biaslab.experiments.base import CATALOG, Experiment
 from biaslab.experiments.supervised import run_supervised, run_supervised_population
 from biaslab.experiments import (  # noqa: F401  (each module registers its experiment)
     diagonal_networks,
+    double_descent,
     generalization_measures,
     matrix_factorization,
     max_margin,
