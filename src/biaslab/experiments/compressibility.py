@@ -256,6 +256,12 @@ def _band(ax, runs: list[RunRecord], x_key: str, y_key: str, label: str, color: 
         ax.fill_between(x, y.min(axis=0), y.max(axis=0), color=color, alpha=0.2, linewidth=0)
 
 
+def _nanmean(values) -> float:
+    """Mean of the non-nan values; nan (without a warning) when there are none."""
+    kept = [float(v) for v in values if not math.isnan(float(v))]
+    return float(np.mean(kept)) if kept else math.nan
+
+
 def _rank_trend(widths: list[int], values: list[float]) -> float:
     """Spearman of values with width (3+ widths), the sign of last - first for 2; 0 for constant values, nan if any is nan."""
     if len(widths) < 2 or any(math.isnan(v) for v in values):
@@ -306,11 +312,11 @@ class Compressibility(Experiment):
         for ax, key, label in ((axes[0], "max_sparsity_global", "largest sparsity within 1 pt"), (axes[1], "min_bits", "fewest bits within 1 pt")):
             for r in done:
                 ax.scatter(_width(r), r.final.get(key, math.nan), color="C0", s=12)
-            ax.plot(widths, [np.nanmean([r.final.get(key, math.nan) for r in by_width[w]]) for w in widths], color="C0")
+            ax.plot(widths, [_nanmean([r.final.get(key, math.nan) for r in by_width[w]]) for w in widths], color="C0")
             ax.set(xscale="log", xlabel="hidden units H", title=label)
         for key, label, color in (("dense_bits", "dense (32 bit)", "C7"), ("pruned_bits", "pruned, measured", "C0"),
                                   ("quantized_bits", "quantized, measured", "C1"), ("compression_bound_bits", "compression-bound code", "C2")):  # fmt: skip
-            axes[2].plot(widths, [np.nanmean([r.final.get(key, math.nan) for r in by_width[w]]) for w in widths], marker="o", color=color, label=label)
+            axes[2].plot(widths, [_nanmean([r.final.get(key, math.nan) for r in by_width[w]]) for w in widths], marker="o", color=color, label=label)
         axes[2].set(xscale="log", yscale="log", xlabel="hidden units H", ylabel="bits", title="compressed sizes")
         legend_once(axes[2])
         return {"pruning": pruning, "quantization": quantization, "tickets": tickets, "removable": removable}
@@ -330,7 +336,7 @@ def compressibility_claim(records: list[RunRecord]) -> Verdict:
         return Verdict(statement, False, {"n_runs": 0.0}, "no finished runs to judge")
     margins = [r.final["ticket_margin"] for r in done]
     widths = sorted({_width(r) for r in done})
-    removable = [float(np.nanmean([r.final["max_sparsity_global"] for r in done if _width(r) == w])) for w in widths]
+    removable = [float(_nanmean([r.final["max_sparsity_global"] for r in done if _width(r) == w])) for w in widths]
     rho = _rank_trend(widths, removable)
     numbers = {
         "n_runs": float(len(done)),
@@ -356,7 +362,7 @@ def compressibility_claim(records: list[RunRecord]) -> Verdict:
     notes = []
     for w in widths:
         runs = [r for r in done if _width(r) == w]
-        mean = lambda key: float(np.nanmean([r.final.get(key, math.nan) for r in runs]))  # noqa: E731
+        mean = lambda key: float(_nanmean([r.final.get(key, math.nan) for r in runs]))  # noqa: E731
         notes.append(
             f"H={w}: dense test error {mean('test_error'):.3f}; ticket margin {100 * mean('ticket_margin'):.2f} pts; "
             f"layer-wise max sparsity {mean('max_sparsity_layer'):.2f}; fewest bits {mean('min_bits'):.1f}; sizes: dense "
