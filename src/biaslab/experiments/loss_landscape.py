@@ -54,7 +54,7 @@ from matplotlib.figure import Figure
 from biaslab import data as datasets
 from biaslab import models
 from biaslab.claims import Verdict
-from biaslab.experiments.base import CATALOG, Experiment, guarded, require
+from biaslab.experiments.base import CATALOG, Experiment, guarded
 from biaslab.plot import landscape_contour, legend_once, new_figure
 from biaslab.probes import landscape
 from biaslab.runtime import generator, provenance, resolve_device, resolve_dtype
@@ -224,9 +224,6 @@ class LossLandscape(Experiment):
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
     runner = staticmethod(run)
-
-    def check(self, spec: RunSpec) -> None:
-        require(spec, {"train.loss": ("cross_entropy", "mse")})
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
         done = _finished(records)
