@@ -45,3 +45,30 @@ def reliability_diagram(table, title: str | None = None) -> Figure:
     bottom.bar(left, [table.count[i] for i in filled], width=widths, align="edge", edgecolor="black", linewidth=0.5)
     bottom.set(xlim=(0, 1), xlabel="confidence (max softmax probability)", ylabel="examples")
     return fig
+
+
+def landscape_contour(ax, alphas, betas, values, trajectory=None, levels: int = 20, log: bool = True, label: str = "loss") -> None:
+    """Contours of a 2-D landscape slice (values shaped (len(betas), len(alphas))), the solution at (0, 0) marked,
+    and a projected trajectory (points, 2) drawn on top when given. `log` contours log10 of the values."""
+    import numpy as np
+
+    grid = np.log10(np.maximum(np.asarray(values, dtype=float), 1e-12)) if log else np.asarray(values, dtype=float)
+    filled = ax.contourf(alphas, betas, grid, levels=levels, cmap="viridis")
+    ax.contour(alphas, betas, grid, levels=levels, colors="white", linewidths=0.3)
+    ax.figure.colorbar(filled, ax=ax, label=f"log10 {label}" if log else label)
+    if trajectory is not None:
+        path = np.asarray(trajectory, dtype=float)
+        ax.plot(path[:, 0], path[:, 1], "-o", color="red", markersize=2, linewidth=1, label="trajectory")
+    ax.plot([0], [0], marker="*", color="orange", markersize=10, linestyle="none", label="solution")
+
+
+def landscape_surface(fig, position, alphas, betas, values, title: str = "", log: bool = True):
+    """A 3-D surface of a 2-D landscape slice in the subplot `position` (e.g. (1, 4, 2)) of `fig`; returns the axes."""
+    import numpy as np
+
+    ax = fig.add_subplot(*position, projection="3d")
+    a, b = np.meshgrid(alphas, betas)
+    z = np.log10(np.maximum(np.asarray(values, dtype=float), 1e-12)) if log else np.asarray(values, dtype=float)
+    ax.plot_surface(a, b, z, cmap="viridis", linewidth=0, antialiased=True)
+    ax.set(xlabel="a", ylabel="b", zlabel="log10 loss" if log else "loss", title=title)
+    return ax
