@@ -47,7 +47,7 @@ import torch
 from matplotlib.figure import Figure
 
 from biaslab.claims import Verdict
-from biaslab.experiments.base import CATALOG, Experiment, guarded
+from biaslab.experiments.base import CATALOG, Experiment, guarded, require
 from biaslab.plot import new_figure
 from biaslab.runtime import generator, provenance
 from biaslab.spec import BackwardError, RunSpec, SpecError, Sweep, TrainSpec
@@ -217,6 +217,7 @@ class ImplicitGradientRegularization(Experiment):
             raise SpecError(f"problem.kind: {NAME} needs 'backward_error', got {getattr(spec.problem, 'kind', None)!r}")
         if spec.train.optimizer != "gd" or spec.dtype != "float64":
             raise SpecError(f"train.optimizer/dtype: {NAME} runs full-batch 'gd' in 'float64' only")
+        require(spec, {"device": ("cpu",), "train.momentum": (0.0,), "train.weight_decay": (0.0,), "train.schedule": ("constant",)})
         steps_for(spec.problem, spec.train.lr)
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
