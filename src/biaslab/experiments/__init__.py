@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from biaslab.experiments.base import CATALOG, Experiment
 from biaslab.experiments.supervised import run_supervised, run_supervised_population
-from biaslab.experiments import diagonal_networks, generalization_measures, implicit_gradient_regularization, lazy_vs_rich, matrix_factorization, max_margin, min_norm, small_init_relu, width_sweep  # noqa: F401  (each registers itself)
+from biaslab.experiments import diagonal_networks, generalization_measures, implicit_gradient_regularization, implicit_regularizer, lazy_vs_rich, matrix_factorization, max_margin, min_norm, small_init_relu, width_sweep  # noqa: F401  (each registers itself)
 from biaslab.spec import RunSpec
 from biaslab.store import RunRecord
 
