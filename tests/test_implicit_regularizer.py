@@ -91,7 +91,7 @@ def _records(early_error: float, dropout_lambdas: dict[float, float], plain_bett
     for p, lam in dropout_lambdas.items():
         spec = _spec("dropout", dropout=p)
         known = p / (1 - p)
-        final = {"lambda_grad": lam, "lambda_known": known, "rel_error": lam / known - 1, "r_squared": 0.5 if plain_better else 0.99, "r_squared_plain_l2": 0.9}
+        final = {"lambda_grad": lam, "lambda_known": known, "rel_error": lam / known - 1, "r_squared": 0.5 if plain_better else 0.99, "r_squared_plain_l2": 0.9, "median_rel_error_per_coordinate": 0.01}
         records.append(RunRecord(spec=spec.model_dump(mode="json"), spec_id=spec.spec_id, status="ok", final=final))
     return records
 

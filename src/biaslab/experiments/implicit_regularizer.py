@@ -279,7 +279,8 @@ class EstimateImplicitRegularizer(Experiment):
             ax_early.plot(known, r.curves["lambda_solution"][1:], marker="x", markersize=3, linestyle=":", label="nearest ridge solution")
             edge = known[u <= REGIME].min() if (u <= REGIME).any() else None
             if edge is not None:
-                ax_early.axvline(edge, color="k", linewidth=0.8, label=f"eta t s_max = {REGIME}")
+                ax_early.axvline(edge, color="k", linewidth=0.8, label=f"eta t s_max = {REGIME} (regime: right of it)")
+            ax_early.set_ylim(bottom=known.min() * 1e-3)  # after convergence the match collapses toward 0; keep the scale readable
         ax_early.set(xscale="log", yscale="log", xlabel="1 / (eta t)", ylabel="recovered lambda", title="(a) early stopping vs ridge")
         ax_early.legend(fontsize=7)
         table = records_table(r for r in finished if r.spec["problem"]["procedure"] == "dropout")
@@ -327,6 +328,7 @@ class EstimateImplicitRegularizer(Experiment):
         for _, row in dropout_runs.iterrows():
             numbers[f"dropout_p{row['problem.dropout']:g}_lambda"] = float(row["lambda_grad"])
             numbers[f"dropout_p{row['problem.dropout']:g}_known"] = float(row["lambda_known"])
+            numbers[f"dropout_p{row['problem.dropout']:g}_median_rel_error_per_coordinate"] = float(row["median_rel_error_per_coordinate"])
         mlp = table[table["problem.procedure"] == "mlp_early_stopping"]
         notes = ()
         if len(mlp):

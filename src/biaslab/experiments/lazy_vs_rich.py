@@ -26,7 +26,7 @@ outputs on the test set.
 Figure: the three measures against alpha on log axes, and test error of the network
 and of the linearized model against alpha. Claim: the relative weight change, the
 kernel change and the net-to-linearization distance all fall as alpha grows (Spearman
-rank correlation with alpha <= -0.9 each; Chizat et al.'s Theorem 2.3 bounds the
+rank correlation with alpha <= -0.9 each; Chizat et al.'s analysis (Section 2) bounds the
 weight change by O(1/alpha), so the fall is monotone up to noise), and at the largest
 alpha the linearized model's test outputs are within 10% (relative) of the network's.
 Test error is reported, not judged: Chizat et al. found the lazy regime worse for

@@ -48,7 +48,7 @@ def modified_gradient(loss: Loss, h: float) -> Field:
 
 
 def sgd_modified_gradient(batch_losses: Sequence[Loss], h: float) -> Field:
-    """theta -> grad of L_SGD = L + (h / 4m) sum_k ||grad L_k||^2 with L = (1/m) sum_k L_k (Smith et al. 2021, Eq. 4).
+    """theta -> grad of L_SGD = L + (h / 4m) sum_k ||grad L_k||^2 with L = (1/m) sum_k L_k (Smith et al. 2021).
 
     Equivalently L + (h/4) ||grad L||^2 + (h / 4m) sum_k ||grad L_k - grad L||^2: the full-batch
     modified loss plus the variance of the minibatch gradients.
