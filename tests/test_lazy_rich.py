@@ -130,3 +130,16 @@ def test_bad_input_names_the_field():
     with pytest.raises(SpecError, match="lazy_scaling"):
         CATALOG.get(NAME).check(RunSpec(experiment=NAME))
     assert LazyScaling().alpha == 1.0
+
+
+def test_the_linearized_model_is_the_same_function_at_every_alpha():
+    """alpha J (w - w0) trained on loss / alpha^2: the update of w - w0 scales like 1/alpha, so the trained linearized
+    model's outputs do not depend on alpha (an exact identity; float32 rounding only), while the network's do."""
+    experiment = CATALOG.get(NAME)
+    base = with_values(experiment.sweep("tiny").base, {"train.max_steps": 10, "problem.kernel_points": 4})
+    small, large = (experiment.run(with_values(base, {"problem.alpha": a})) for a in (0.5, 50.0))
+    assert small.status == large.status == "ok"
+    assert small.final["train_loss_linearized"] == pytest.approx(large.final["train_loss_linearized"], rel=1e-4)
+    assert small.final["rel_weight_change_linearized"] == pytest.approx(100 * large.final["rel_weight_change_linearized"], rel=1e-3)
+    assert small.final["rel_weight_change"] > 50 * large.final["rel_weight_change"]  # the network's weights move like 1/alpha too
+    assert small.final["linearization_distance"] > large.final["linearization_distance"]
