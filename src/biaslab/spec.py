@@ -153,8 +153,53 @@ class GaussianFeatures(_Frozen):
     draws: int = Field(100, ge=2)  # independent training sets per run (Monte Carlo over X and noise)
 
 
+class BackwardError(_Frozen):
+    """GD with step h (train.lr) against the gradient flows of L and of the modified loss, over flow time `horizon`."""
+
+    kind: Literal["backward_error"] = "backward_error"
+    model: Literal["two_parameter", "mlp"] = "two_parameter"  # (y - a b x)^2 / 2, or a one-hidden-layer tanh MLP
+    horizon: float = Field(1.6, gt=0.0)  # flow time T; GD takes T / h steps
+    substeps: int = Field(8, ge=1)  # RK4 steps per interval of length h
+    n_points: int = Field(16, ge=2)  # mlp: training points
+    dim: int = Field(4, gt=0)  # mlp: input dimension
+    width: int = Field(8, gt=0)  # mlp: hidden units
+    batches: int = Field(4, ge=1)  # mlp SGD: minibatches per epoch (a fixed partition of the points)
+    sgd_paths: int = Field(0, ge=0)  # mlp SGD: sample paths averaged for the mean iterate; 0 skips SGD
+
+    @model_validator(mode="after")
+    def _sgd_needs_batches(self) -> "BackwardError":
+        if self.sgd_paths > 0 and self.model != "mlp":
+            raise ValueError("problem.sgd_paths: the SGD comparison needs problem.model 'mlp' (the two-parameter model has one data point)")
+        if self.n_points % self.batches:
+            raise ValueError(f"problem.batches must divide problem.n_points, got {self.batches} and {self.n_points}")
+        return self
+
+
+class LazyScaling(_Frozen):
+    """Chizat et al.'s output scaling: train alpha (f(x; w) - f(x; w0)) on the loss divided by alpha^2."""
+
+    kind: Literal["lazy_scaling"] = "lazy_scaling"
+    alpha: float = Field(1.0, gt=0.0)  # output scale; large alpha is the lazy (kernel) regime
+    kernel_points: int = Field(128, ge=2)  # test examples on which the empirical tangent kernel is compared
+    linearized: bool = True  # also train the first-order Taylor model around w0 and compare predictions
+
+
+class ImplicitRegularizer(_Frozen):
+    """An implicit procedure whose explicit penalty is estimated by gradient matching."""
+
+    kind: Literal["implicit_regularizer"] = "implicit_regularizer"
+    procedure: Literal["early_stopping", "dropout", "mlp_early_stopping"] = "early_stopping"
+    n: int = Field(200, ge=2)  # training points
+    d: int = Field(20, gt=0)  # input dimension
+    noise: float = Field(0.5, ge=0.0)  # standard deviation of the label noise
+    dropout: float = Field(0.3, gt=0.0, lt=1.0)  # dropout rate p (procedure 'dropout')
+    width: int = Field(32, gt=0)  # hidden units (procedure 'mlp_early_stopping')
+
+
 Problem = Annotated[
-    Union[LeastSquares, Separable, SparseRegression, MatrixCompletion, GaussianFeatures], Field(discriminator="kind")
+    Union[
+        LeastSquares, Separable, SparseRegression, MatrixCompletion, GaussianFeatures, BackwardError, LazyScaling, ImplicitRegularizer
+    ], Field(discriminator="kind")
 ]
 EstimatorKind = Literal["min_norm", "random_features", "random_forest", "boosting", "kernel_ridge", "neural_net"]
 
