@@ -50,6 +50,8 @@ def _check_compatible(models: Sequence[nn.Module], datasets: Sequence[Dataset], 
         raise ValueError("fit_population: members must have the same architecture (parameter names and shapes)")
     if any(True for m in models for _ in m.buffers()):
         raise ValueError("fit_population: modules with buffers (e.g. BatchNorm running statistics) are not supported; use fit")
+    if any(s.l1 > 0.0 for s in specs):
+        raise ValueError("train.l1: populations do not apply an l1 penalty; train these runs one by one with fit")
     sizes = {(d.x_train.shape, d.x_test.shape) for d in datasets}
     if len(sizes) > 1:
         raise ValueError("fit_population: members' datasets must have the same shapes")
