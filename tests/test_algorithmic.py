@@ -92,6 +92,8 @@ def test_token_data_needs_a_token_model_and_back():
         with_values(RunSpec(), {"data.name": "modular"})
     with pytest.raises(SpecError, match=r"model\.kind"):
         with_values(RunSpec(), {"model.kind": "transformer"})
+    with pytest.raises(SpecError, match=r"probes: 'fourier'.*token_mlp or transformer"):
+        with_values(RunSpec(), {"probes": ["fourier"]})
     with pytest.raises(SpecError, match=r"model\.heads must divide"):
         with_values(RunSpec(), {"data.name": "modular", "model.kind": "transformer", "model.embed_dim": 10, "model.heads": 4})
 

@@ -195,6 +195,8 @@ class RunSpec(_Frozen):
                 f"model.kind: the modular dataset's inputs are token ids, read by {' or '.join(TOKEN_MODELS)} only; "
                 f"got data.name={self.data.name!r} with model.kind={self.model.kind!r}"
             )
+        if "fourier" in self.probes and self.model.kind not in TOKEN_MODELS:
+            raise ValueError(f"probes: 'fourier' measures a token embedding; it needs model.kind {' or '.join(TOKEN_MODELS)}, got {self.model.kind!r}")
         return self
 
     @property
