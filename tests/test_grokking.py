@@ -114,9 +114,11 @@ def ramp(center: float, low: float = 0.0, high: float = 1.0) -> list[float]:
     return [low + (high - low) / (1 + math.exp(-20 * (math.log10(s) - math.log10(center)))) for s in STEPS]
 
 
-def record(weight_decay: float, train_at: float, test_at: float | None, fourier_at: float, norm_end: float, init_scale: float = 1.0, l1: float = 0.0) -> RunRecord:
+def record(
+    weight_decay: float, train_at: float, test_at: float | None, fourier_at: float, norm_end: float, init_scale: float = 1.0, l1: float = 0.0, seed: int = 0
+) -> RunRecord:
     spec = RunSpec(experiment="grokking", data=DataSpec(name="modular", modulus=P), model=ModelSpec(kind="token_mlp", init_scale=init_scale))
-    spec = with_values(spec, {"train.weight_decay": weight_decay, "train.l1": l1})
+    spec = with_values(spec, {"train.weight_decay": weight_decay, "train.l1": l1, "seed": seed})
     norm = [20 + 30 * min(1.0, s / 300) - (30 + 20 - norm_end) * max(0.0, min(1.0, (s - 300) / 9000)) for s in STEPS]
     curves = {
         "step": STEPS,
@@ -166,6 +168,12 @@ def test_the_claim_fails_when_one_part_fails(bad, parts):
     assert not verdict.passed
     failing = [chunk for chunk in verdict.reason.split(";") if "FAILS" in chunk]
     assert len(failing) == len(parts) and all(part in chunk for part, chunk in zip(parts, failing)), verdict.reason
+
+
+def test_every_seed_must_show_it():
+    short_delay = record(1.0, 100, 500, 200, 25, seed=1)
+    verdict = grokking_verdict(GOOD + [short_delay])
+    assert not verdict.passed and verdict.numbers["seeds"] == 2.0 and verdict.numbers["delay_factor_min"] < 10
 
 
 def test_the_claim_needs_both_controls_and_ignores_other_conditions():

@@ -258,15 +258,15 @@ def grokking_verdict(records: list[RunRecord]) -> Verdict:
     without = [summarize(r.curves) for r in runs if _is(r, 0.0)]
     if not with_wd or not without:
         return Verdict(claim, False, {"runs": float(len(runs))}, f"need finished standard-init runs with weight decay {WEIGHT_DECAY:g} and 0")
-    worst = lambda key, pick: float(pick(s[key] for s in with_wd))  # noqa: E731  (the seed least favourable to the claim)
-    numbers = {
-        "train_99_step": worst("train_99_step", max),
-        "test_99_step": worst("test_99_step", lambda v: max(v, key=lambda x: math.inf if math.isnan(x) else x)),
-        "delay_factor_min": float(min((s["delay_factor"] for s in with_wd), key=lambda x: -math.inf if math.isnan(x) else x)),
+    worst = lambda key, larger_is_worse=True: _worst([s[key] for s in with_wd], larger_is_worse)  # noqa: E731
+    numbers = {  # over seeds, the value least favourable to the claim (each part is checked seed by seed)
+        "train_99_step": worst("train_99_step"),
+        "test_99_step": worst("test_99_step"),
+        "delay_factor_min": worst("delay_factor", larger_is_worse=False),
         "norm_final_over_peak_max": max(s["norm_final"] / s["norm_peak"] for s in with_wd),
         "no_wd_max_test_accuracy": max(s["max_test_accuracy"] for s in without),
-        "fourier_half_rise_step": worst("fourier_half_rise_step", max),
-        "test_half_rise_step": worst("test_half_rise_step", min),
+        "fourier_half_rise_step": worst("fourier_half_rise_step"),
+        "test_half_rise_step": worst("test_half_rise_step", larger_is_worse=False),
         "seeds": float(len(with_wd)),
     }
     parts = {
@@ -285,6 +285,13 @@ def grokking_verdict(records: list[RunRecord]) -> Verdict:
     )
     notes = tuple(_condition_note(label, [summarize(r.curves) for r in runs if condition(r.spec) == label]) for label in dict.fromkeys(condition(r.spec) for r in runs))
     return Verdict(claim, all(parts.values()), numbers, reason, notes)
+
+
+def _worst(values: list[float], larger_is_worse: bool) -> float:
+    """The largest (or smallest) value; NaN (the event never happened) counts as the worst."""
+    if any(math.isnan(v) for v in values):
+        return math.nan
+    return float(max(values) if larger_is_worse else min(values))
 
 
 def _mark(ok: bool) -> str:
