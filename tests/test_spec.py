@@ -63,6 +63,9 @@ ALTERNATIVES: dict[str, tuple[typing.Any, dict[str, typing.Any]]] = {
     "data.dim": (21, {}),
     "data.n_classes": (3, {}),
     "data.teacher_width": (16, {}),
+    "data.modulus": (59, {}),
+    "data.operation": ("div", {}),
+    "data.train_fraction": (0.3, {"data.name": "modular", "model.kind": "token_mlp"}),
     "model.kind": ("cnn", {}),
     "model.width": (101, {}),
     "model.depth": (2, {}),
@@ -71,6 +74,8 @@ ALTERNATIVES: dict[str, tuple[typing.Any, dict[str, typing.Any]]] = {
     "model.init_scale": (0.5, {}),
     "model.bias": (False, {}),
     "model.kernel_size": (3, {}),
+    "model.embed_dim": (64, {}),
+    "model.heads": (8, {}),
     "train.optimizer": ("adam", {}),
     "train.lr": (0.1, {}),
     "train.momentum": (0.5, {}),
@@ -85,6 +90,7 @@ ALTERNATIVES: dict[str, tuple[typing.Any, dict[str, typing.Any]]] = {
     "train.max_steps": (999, {}),
     "train.eval_every": (50, {}),
     "train.stop_zero_error_evals": (2, {}),
+    "train.l1": (1e-4, {}),
 }
 
 

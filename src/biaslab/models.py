@@ -14,6 +14,15 @@ its spec and seed and the caller's global RNG is never touched.
   generator of its own, seeded from the init generator after the weights are
   drawn, so a run with dropout is deterministic in its seed and a run without
   it draws exactly what it did before.
+- Token models read pairs of token ids (a, b) in Z_p (the `modular` dataset);
+  the vocabulary is the output classes (n_out = p), since operands and results
+  are both residues mod p. `token_mlp`: one shared Embedding(p, embed_dim),
+  the two embeddings concatenated, then the MLP above (Liu et al. 2022's
+  grokking MLP). `transformer`: Nanda et al. 2023's model, the sequence
+  "a b =" (the "=" token is id p), learned positional embeddings, `depth`
+  blocks of causal multi-head attention (no biases) and a ReLU MLP of `width`
+  units, residual connections, no LayerNorm, logits read at the "=" position.
+  Embeddings are drawn N(0, 1/embed_dim) (Nanda's init), times init_scale.
 """
 
 from __future__ import annotations
@@ -100,6 +109,80 @@ class CNN(nn.Module):
         return self.readout(x.flatten(1))
 
 
+class TokenMLP(nn.Module):
+    """Embed both operands with one table, concatenate, then an MLP: (batch, 2) ids -> (batch, n_out)."""
+
+    def __init__(self, vocab: int, embed_dim: int, width: int, depth: int, n_out: int, activation: str, bias: bool) -> None:
+        super().__init__()
+        self.embed = nn.utils.skip_init(nn.Embedding, vocab, embed_dim)
+        self.mlp = MLP(2 * embed_dim, width, depth, n_out, activation, bias)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # (batch, 2) int64 -> (batch, n_out)
+        return self.mlp(self.embed(tokens).flatten(1))  # (batch, 2 * embed_dim) into the MLP
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head attention where each position sees itself and earlier ones; no biases (Nanda et al. 2023)."""
+
+    def __init__(self, d_model: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.utils.skip_init(nn.Linear, d_model, 3 * d_model, bias=False)
+        self.out = nn.utils.skip_init(nn.Linear, d_model, d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (batch, seq, d_model) -> same
+        batch, seq, d_model = x.shape
+        q, k, v = (t.view(batch, seq, self.heads, -1).transpose(1, 2) for t in self.qkv(x).split(d_model, dim=-1))  # (batch, heads, seq, d_head)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # (batch, heads, seq, seq)
+        future = torch.ones(seq, seq, dtype=torch.bool, device=x.device).triu(1)
+        attention = scores.masked_fill(future, float("-inf")).softmax(dim=-1)
+        return self.out((attention @ v).transpose(1, 2).reshape(batch, seq, d_model))
+
+
+class Block(nn.Module):
+    """x + attention(x), then + MLP; no LayerNorm."""
+
+    def __init__(self, d_model: int, heads: int, d_mlp: int, activation: str, bias: bool) -> None:
+        super().__init__()
+        self.attention = CausalSelfAttention(d_model, heads)
+        self.mlp_in = nn.utils.skip_init(nn.Linear, d_model, d_mlp, bias=bias)
+        self.mlp_out = nn.utils.skip_init(nn.Linear, d_mlp, d_model, bias=bias)
+        self.activation = ACTIVATIONS[activation]()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (batch, seq, d_model) -> same
+        x = x + self.attention(x)
+        return x + self.mlp_out(self.activation(self.mlp_in(x)))
+
+
+class Transformer(nn.Module):
+    """Nanda et al. 2023's grokking transformer on "a b =": (batch, 2) ids -> (batch, n_out) logits at "="."""
+
+    def __init__(self, vocab: int, d_model: int, heads: int, d_mlp: int, depth: int, n_out: int, activation: str, bias: bool) -> None:
+        super().__init__()
+        self.equals = vocab  # the id of "=", after the operands' ids
+        self.embed = nn.utils.skip_init(nn.Embedding, vocab + 1, d_model)
+        self.position = nn.utils.skip_init(nn.Embedding, 3, d_model)
+        self.blocks = nn.ModuleList(Block(d_model, heads, d_mlp, activation, bias) for _ in range(depth))
+        self.unembed = nn.utils.skip_init(nn.Linear, d_model, n_out, bias=False)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # (batch, 2) int64 -> (batch, n_out)
+        equals = torch.full_like(tokens[:, :1], self.equals)
+        sequence = torch.cat([tokens, equals], dim=1)  # (batch, 3): a b =
+        x = self.embed(sequence) + self.position.weight  # (batch, 3, d_model)
+        for block in self.blocks:
+            x = block(x)
+        return self.unembed(x[:, -1])
+
+
+def token_embedding(model: nn.Module) -> torch.Tensor:
+    """The (vocab, embed_dim) table of a token model's operand embeddings ("=" left out), detached."""
+    if isinstance(model, TokenMLP):
+        return model.embed.weight.detach()
+    if isinstance(model, Transformer):
+        return model.embed.weight.detach()[: model.equals]
+    raise ValueError(f"token_embedding: {type(model).__name__} has no token embedding; use model.kind token_mlp or transformer")
+
+
 def _init_weight(weight: torch.Tensor, scheme: str, activation: str, g: torch.Generator) -> None:
     fan_out, fan_in = weight.shape[0], weight[0].numel()
     if scheme == "kaiming":  # He et al. 2015, normal, fan-in
@@ -125,9 +208,11 @@ def _init_bias(bias: torch.Tensor, fan_in: int, scheme: str, g: torch.Generator)
 
 @torch.no_grad()
 def initialize(model: nn.Module, spec: ModelSpec, g: torch.Generator) -> nn.Module:
-    """Initialize every Linear/Conv layer in registration order, then scale weights by init_scale."""
+    """Initialize every Linear/Conv layer and Embedding in registration order, then scale weights by init_scale."""
     for module in model.modules():
-        if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)):
+        if isinstance(module, nn.Embedding):  # N(0, 1/embedding_dim), as Nanda et al. 2023
+            module.weight.normal_(0.0, spec.init_scale / math.sqrt(module.embedding_dim), generator=g)
+        elif isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)):
             _init_weight(module.weight, spec.init, spec.activation, g)
             module.weight.mul_(spec.init_scale)
             if module.bias is not None:
@@ -139,6 +224,15 @@ Builder = Callable[[ModelSpec, tuple[int, ...], int], nn.Module]
 ARCHITECTURES: Registry[Builder] = Registry("model kind")
 ARCHITECTURES.add("mlp", lambda s, in_shape, n_out: MLP(math.prod(in_shape), s.width, s.depth, n_out, s.activation, s.bias, s.dropout))
 ARCHITECTURES.add("cnn", lambda s, in_shape, n_out: CNN(in_shape, s.width, s.depth, n_out, s.activation, s.bias, s.kernel_size, s.dropout))
+
+
+def _token_pairs(in_shape: tuple[int, ...]) -> None:
+    if tuple(in_shape) != (2,):
+        raise ValueError(f"model.kind: token models read pairs of token ids shaped (2,), got inputs shaped {in_shape}")
+
+
+ARCHITECTURES.add("token_mlp", lambda s, in_shape, n_out: _token_pairs(in_shape) or TokenMLP(n_out, s.embed_dim, s.width, s.depth, n_out, s.activation, s.bias))
+ARCHITECTURES.add("transformer", lambda s, in_shape, n_out: _token_pairs(in_shape) or Transformer(n_out, s.embed_dim, s.heads, s.width, s.depth, n_out, s.activation, s.bias))
 
 
 def build(

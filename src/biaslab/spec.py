@@ -16,7 +16,7 @@ import itertools
 import json
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class SpecError(ValueError):
@@ -27,8 +27,15 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
-DatasetName = Literal["mnist1d", "digits", "teacher", "mnist", "cifar10"]
+DatasetName = Literal["mnist1d", "digits", "teacher", "mnist", "cifar10", "modular"]
 InputCorruption = Literal["none", "shuffled_pixels", "random_pixels", "gaussian"]
+ModularOperation = Literal["add", "sub", "mul", "div"]
+TOKEN_MODELS = ("token_mlp", "transformer")  # models whose inputs are token ids (the modular dataset)
+
+
+def is_prime(n: int) -> bool:
+    """Trial division; moduli here are small (at most a few thousand)."""
+    return n >= 2 and all(n % k for k in range(2, int(n**0.5) + 1))
 
 
 class DataSpec(_Frozen):
@@ -47,20 +54,50 @@ class DataSpec(_Frozen):
     dim: int = Field(20, gt=0)  # teacher input dimension
     n_classes: int = Field(10, ge=2)  # teacher classes
     teacher_width: int = Field(32, gt=0)
+    # modular: every pair (a, b) of Z_p x Z_p (b != 0 for div) labelled c = a op b mod p, split by train_fraction
+    modulus: int = Field(97, ge=3, le=10007)  # p, a prime (so that every b != 0 has an inverse)
+    operation: ModularOperation = "add"  # add: a+b, sub: a-b, mul: a*b, div: a*b^(p-2) (b's modular inverse)
+    train_fraction: float | None = Field(None, gt=0.0, lt=1.0)  # modular only: share of all pairs trained on; None: 0.5
+
+    @field_validator("modulus")
+    @classmethod
+    def _modulus_is_prime(cls, value: int) -> int:
+        if not is_prime(value):
+            raise ValueError(f"the modulus must be a prime (Z_p a field, so division is defined), got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _split_fields_match_the_dataset(self) -> "DataSpec":
+        if self.name == "modular":
+            if self.n_train is not None or self.n_test is not None:
+                raise ValueError("data.n_train / data.n_test: the modular dataset splits its whole table by data.train_fraction; leave them unset")
+            if self.inputs != "none":
+                raise ValueError(f"data.inputs: the modular dataset's inputs are token ids; only 'none' is allowed, got {self.inputs!r}")
+        elif self.train_fraction is not None:
+            raise ValueError(f"data.train_fraction: only the modular dataset splits by fraction; {self.name} uses data.n_train / data.n_test")
+        return self
 
 
 class ModelSpec(_Frozen):
     """Architecture and initialization."""
 
-    kind: Literal["mlp", "cnn"] = "mlp"
-    width: int = Field(100, gt=0)  # hidden units per layer (MLP) or channels (CNN)
-    depth: int = Field(1, ge=1)  # hidden layers (MLP) or conv layers (CNN)
+    kind: Literal["mlp", "cnn", "token_mlp", "transformer"] = "mlp"
+    width: int = Field(100, gt=0)  # hidden units per layer (MLP, token_mlp), channels (CNN), or d_mlp (transformer)
+    depth: int = Field(1, ge=1)  # hidden layers (MLP, token_mlp), conv layers (CNN) or blocks (transformer)
     activation: Literal["relu", "tanh", "gelu"] = "relu"
     init: Literal["kaiming", "xavier", "normal", "torch"] = "kaiming"
     init_scale: float = Field(1.0, gt=0.0)  # multiplies every initial weight
     bias: bool = True
     kernel_size: int = Field(5, ge=1)  # CNN first-layer kernel; later layers use 3
     dropout: float = Field(0.0, ge=0.0, lt=1.0)  # drop probability after each hidden activation (training only); > 0 runs alone, not in a population
+    embed_dim: int = Field(128, gt=0)  # token models: embedding size per token (d_model of the transformer)
+    heads: int = Field(4, gt=0)  # transformer: attention heads, each of size embed_dim / heads
+
+    @model_validator(mode="after")
+    def _heads_divide_embed_dim(self) -> "ModelSpec":
+        if self.kind == "transformer" and self.embed_dim % self.heads:
+            raise ValueError(f"model.heads must divide model.embed_dim, got embed_dim={self.embed_dim}, heads={self.heads}")
+        return self
 
 
 class TrainSpec(_Frozen):
@@ -81,6 +118,7 @@ class TrainSpec(_Frozen):
     eval_every: int = Field(100, gt=0)  # steps between History rows
     stop_zero_error_evals: int | None = Field(None, gt=0)  # stop once train error is 0 for k evals in a row
     stop_loss: float | None = Field(None, ge=0.0)  # stop once the training loss is at most this
+    l1: float = Field(0.0, ge=0.0)  # adds l1 * sum_i |theta_i| (all parameters) to the training objective
     eval_spacing: Literal["linear", "log"] = "linear"  # linear: every eval_every steps; log: eval_points log-spaced steps
     eval_points: int = Field(60, ge=2)  # evaluations with eval_spacing=log
     augment: Literal["none", "random_crop"] = "none"  # training batches only; random_crop: zero-pad, crop back at a random offset
@@ -223,7 +261,7 @@ class EstimatorSpec(_Frozen):
 
 
 
-ProbeName = Literal["norms", "margin", "path_norm"]
+ProbeName = Literal["norms", "margin", "path_norm", "fourier"]  # fourier: token models only (the embedding's spectrum over Z_p)
 
 
 class RunSpec(_Frozen):
@@ -240,6 +278,17 @@ class RunSpec(_Frozen):
     save_weights: bool = False  # keep the trained weights in the store (safetensors), for `biaslab probe`
     device: str = "cpu"  # where the run trains: cpu, cuda, cuda:1, mps
     dtype: Literal["float32", "float64"] = "float32"
+
+    @model_validator(mode="after")
+    def _tokens_need_token_models(self) -> "RunSpec":
+        if self.problem is None and (self.data.name == "modular") != (self.model.kind in TOKEN_MODELS):
+            raise ValueError(
+                f"model.kind: the modular dataset's inputs are token ids, read by {' or '.join(TOKEN_MODELS)} only; "
+                f"got data.name={self.data.name!r} with model.kind={self.model.kind!r}"
+            )
+        if "fourier" in self.probes and self.model.kind not in TOKEN_MODELS:
+            raise ValueError(f"probes: 'fourier' measures a token embedding; it needs model.kind {' or '.join(TOKEN_MODELS)}, got {self.model.kind!r}")
+        return self
 
     @property
     def spec_id(self) -> str:

@@ -3,8 +3,10 @@
 Every source returns `(x_train, y_train, x_test, y_test)` as float32/int64 numpy
 arrays with inputs shaped (examples, channels, length) or (examples, channels,
 height, width), so the CNN sees the spatial structure and the MLP flattens it.
-All of them work offline: `mnist1d` and `teacher` are generated, `digits` ships
-with scikit-learn, `mnist` and `cifar10` read the standard files from a directory.
+All of them work offline: `mnist1d`, `teacher` and `modular` are generated,
+`digits` ships with scikit-learn, `mnist` and `cifar10` read the standard files
+from a directory. `modular` is the exception to the input shape: its inputs are
+token ids (int64, shape (examples, 2)), read by the token models.
 """
 
 from __future__ import annotations
@@ -15,7 +17,10 @@ from functools import lru_cache
 
 import numpy as np
 
+import torch
+
 from biaslab.registry import Registry
+from biaslab.runtime import generator
 from biaslab.spec import DataSpec
 
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
@@ -87,8 +92,49 @@ def teacher(spec: DataSpec) -> Arrays:
     return x[:n_train], y[:n_train], x[n_train:], y[n_train:]
 
 
+DEFAULT_TRAIN_FRACTION = 0.5  # modular, when data.train_fraction is unset
+
+
+def modular_table(p: int, operation: str) -> tuple[np.ndarray, np.ndarray]:
+    """Every equation a op b = c of Z_p: pairs (rows (a, b) in row-major order of a, then b) and results c.
+
+    Division is a * b^(-1) with the inverse b^(p-2) mod p (Fermat; p prime), so pairs
+    with b = 0 are left out: p * (p - 1) equations instead of p * p.
+    """
+    a, b = (grid.ravel() for grid in np.meshgrid(np.arange(p), np.arange(p), indexing="ij"))
+    if operation == "div":
+        a, b = a[b != 0], b[b != 0]
+    results = {
+        "add": lambda: (a + b) % p,
+        "sub": lambda: (a - b) % p,
+        "mul": lambda: (a * b) % p,
+        "div": lambda: (a * np.array([pow(int(v), p - 2, p) for v in b])) % p,
+    }
+    pairs = np.stack([a, b], axis=1).astype(np.int64)  # (equations, 2)
+    return pairs, results[operation]().astype(np.int64)
+
+
+@SOURCES.register("modular")
+def modular(spec: DataSpec) -> Arrays:
+    """a op b mod p (Power et al. 2022): a random train_fraction of the whole table for training, the rest for test.
+
+    The split is a permutation drawn from `generator(data.seed, "modular-split")`,
+    so it is the same for every model seed; round(fraction * equations) train.
+    """
+    pairs, results = modular_table(spec.modulus, spec.operation)
+    fraction = spec.train_fraction if spec.train_fraction is not None else DEFAULT_TRAIN_FRACTION
+    n_train = round(fraction * len(results))
+    if not 0 < n_train < len(results):
+        raise ValueError(f"data.train_fraction: {fraction} of {len(results)} equations leaves an empty train or test set")
+    order = torch.randperm(len(results), generator=generator(spec.seed, "modular-split")).numpy()
+    train, test = order[:n_train], order[n_train:]
+    return pairs[train], results[train], pairs[test], results[test]
+
+
 def n_classes(spec: DataSpec) -> int:
     """How many classes the dataset has (not inferred from labels: a small split may miss one)."""
+    if spec.name == "modular":
+        return spec.modulus
     return spec.n_classes if spec.name == "teacher" else TEN_CLASSES
 
 

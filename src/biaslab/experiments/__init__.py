@@ -9,6 +9,8 @@ from biaslab.experiments import (  # noqa: F401  (each module registers its expe
     diagonal_networks,
     double_descent,
     generalization_measures,
+    grokking,
+    grokking_phase_diagram,
     implicit_gradient_regularization,
     implicit_regularizer,
     lazy_vs_rich,

@@ -22,6 +22,9 @@ from biaslab.train import Fit, fit
 from biaslab.train.population import fit_population
 
 
+FOURIER_TOP_K = 5  # frequencies counted by the Fourier probe: Nanda et al. 2023 found 5 key frequencies at p = 113
+
+
 def probe_hook(spec: RunSpec, model: nn.Module, data: datasets.Dataset):
     """The on_eval callback that measures the probes the spec names."""
     init = probes.snapshot(model)
@@ -34,6 +37,8 @@ def probe_hook(spec: RunSpec, model: nn.Module, data: datasets.Dataset):
             row |= probes.path_norm(model)
         if "margin" in spec.probes:
             row |= probes.normalized_margin(model, data.x_train, data.y_train)
+        if "fourier" in spec.probes:
+            row |= probes.fourier_concentration(models.token_embedding(model), FOURIER_TOP_K)
         return row
 
     return on_eval

@@ -3,7 +3,8 @@
 `core` holds the cheap probes a training run calls at every evaluation (error,
 loss, norms, distance from init, path norm, margins). The other modules hold the
 probes of the report card: curvature of the loss, sharpness, weight spectra,
-calibration and generalization bounds. No probe imports `train` or `models`.
+calibration and generalization bounds; `fourier` the Fourier progress measure
+of a token embedding (grokking). No probe imports `train` or `models`.
 """
 
 from biaslab.probes.core import (
@@ -35,12 +36,15 @@ from biaslab.probes.bounds import (
     spectral_margin_distribution,
     spectral_normalized_margins,
 )
+from biaslab.probes.fourier import fourier_concentration, frequency_energy
 
 __all__ = [
     "LossFn",
     "Metrics",
     "distance_from",
     "error_and_loss",
+    "fourier_concentration",
+    "frequency_energy",
     "linear_chain",
     "margins",
     "measuring",

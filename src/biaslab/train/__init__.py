@@ -6,6 +6,11 @@ generator (no DataLoader); full batch when `batch_size` is None. Every
 learning rate, train/test error and loss, and whatever `on_eval` returns. The
 host reads values only at those points, never per step.
 
+Explicit penalties: AdamW's decoupled weight decay lives in the optimizer;
+`spec.l1 > 0` adds l1 * sum_i |theta_i| over every trained parameter to the
+objective that is differentiated at each step (the loss written to History stays
+the data loss alone). Both `fit` and `minimize` apply it, in their shared loop.
+
 Stopping: the step budget `max_steps`; optionally "stop once training error has
 been 0 for k evaluations in a row"; and divergence: a non-finite training loss
 at an evaluation ends the run with status "diverged".
@@ -169,8 +174,11 @@ def fit(
 def _descend(optimizer, schedule, step_loss, evaluate, should_stop, spec: TrainSpec, result: Fit) -> Fit:
     """The loop `fit` and `minimize` share: step, evaluate at `evaluation_steps`, stop when `should_stop` says why."""
     pending = evaluation_steps(spec)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
     for step in range(1, spec.max_steps + 1):
         loss = step_loss()
+        if spec.l1 > 0.0:
+            loss = loss + spec.l1 * l1_norm(params)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -183,6 +191,11 @@ def _descend(optimizer, schedule, step_loss, evaluate, should_stop, spec: TrainS
             break
     optimizer.zero_grad(set_to_none=True)  # leave no gradients behind
     return result
+
+
+def l1_norm(params: list[torch.Tensor]) -> torch.Tensor:
+    """sum_i |theta_i| over all entries of all tensors (differentiable; its gradient is sign(theta))."""
+    return torch.stack([p.abs().sum() for p in params]).sum()
 
 
 def evaluation_steps(spec: TrainSpec) -> list[int]:
