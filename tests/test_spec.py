@@ -59,6 +59,7 @@ ALTERNATIVES: dict[str, tuple[typing.Any, dict[str, typing.Any]]] = {
     "data.dim": (21, {}),
     "data.n_classes": (3, {}),
     "data.teacher_width": (16, {}),
+    "data.degree": (3, {}),
     "model.kind": ("cnn", {}),
     "model.width": (101, {}),
     "model.depth": (2, {}),
@@ -67,6 +68,9 @@ ALTERNATIVES: dict[str, tuple[typing.Any, dict[str, typing.Any]]] = {
     "model.init_scale": (0.5, {}),
     "model.bias": (False, {}),
     "model.kernel_size": (3, {}),
+    "model.gain": (1.9, {}),
+    "model.readout_gain": (1.0, {}),
+    "model.readout_bias": (False, {}),
     "train.optimizer": ("adam", {}),
     "train.lr": (0.1, {}),
     "train.momentum": (0.5, {}),
@@ -81,6 +85,7 @@ ALTERNATIVES: dict[str, tuple[typing.Any, dict[str, typing.Any]]] = {
     "train.max_steps": (999, {}),
     "train.eval_every": (50, {}),
     "train.stop_zero_error_evals": (2, {}),
+    "train.batch_sizes": ([32, None], {}),
 }
 
 

@@ -29,11 +29,14 @@ GAINS = {"relu": math.sqrt(2.0), "tanh": 5.0 / 3.0, "gelu": math.sqrt(2.0)}
 class MLP(nn.Module):
     """A fully connected network; `layers` are the Linear maps in the order they apply."""
 
-    def __init__(self, in_features: int, width: int, depth: int, n_out: int, activation: str, bias: bool) -> None:
+    def __init__(
+        self, in_features: int, width: int, depth: int, n_out: int, activation: str, bias: bool, readout_bias: bool = True
+    ) -> None:
         super().__init__()
         sizes = [in_features] + [width] * depth + [n_out]
+        biases = [bias] * depth + [bias and readout_bias]
         self.layers = nn.ModuleList(
-            nn.utils.skip_init(nn.Linear, fan_in, fan_out, bias=bias) for fan_in, fan_out in zip(sizes[:-1], sizes[1:])
+            nn.utils.skip_init(nn.Linear, fan_in, fan_out, bias=b) for fan_in, fan_out, b in zip(sizes[:-1], sizes[1:], biases)
         )
         self.activation = ACTIVATIONS[activation]()
 
@@ -48,7 +51,10 @@ class MLP(nn.Module):
 class CNN(nn.Module):
     """Strided convolutions then one linear read-out; 1-D for (C, L) inputs, 2-D for (C, H, W)."""
 
-    def __init__(self, in_shape: tuple[int, ...], width: int, depth: int, n_out: int, activation: str, bias: bool, kernel_size: int) -> None:
+    def __init__(
+        self, in_shape: tuple[int, ...], width: int, depth: int, n_out: int, activation: str, bias: bool, kernel_size: int,
+        readout_bias: bool = True,
+    ) -> None:  # fmt: skip
         super().__init__()
         if len(in_shape) not in (2, 3):
             raise ValueError(f"model.kind: cnn needs inputs shaped (channels, length) or (channels, height, width), got {in_shape}")
@@ -62,7 +68,7 @@ class CNN(nn.Module):
         spatial = list(in_shape[1:])
         for k in kernels:
             spatial = [(s + 2 * (k // 2) - k) // 2 + 1 for s in spatial]
-        self.readout = nn.utils.skip_init(nn.Linear, width * math.prod(spatial), n_out, bias=bias)
+        self.readout = nn.utils.skip_init(nn.Linear, width * math.prod(spatial), n_out, bias=bias and readout_bias)
         self.activation = ACTIVATIONS[activation]()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (batch, C, *spatial) -> (batch, n_out)
@@ -71,12 +77,14 @@ class CNN(nn.Module):
         return self.readout(x.flatten(1))
 
 
-def _init_weight(weight: torch.Tensor, scheme: str, activation: str, g: torch.Generator) -> None:
+def _init_weight(weight: torch.Tensor, scheme: str, activation: str, g: torch.Generator, gain: float | None = None) -> None:
+    """Draw `weight` in place; `gain` replaces the activation's gain for kaiming and xavier."""
     fan_out, fan_in = weight.shape[0], weight[0].numel()
+    gain = GAINS[activation] if gain is None else gain
     if scheme == "kaiming":  # He et al. 2015, normal, fan-in
-        std = GAINS[activation] / math.sqrt(fan_in)
+        std = gain / math.sqrt(fan_in)
     elif scheme == "xavier":  # Glorot & Bengio 2010, normal
-        std = GAINS[activation] * math.sqrt(2.0 / (fan_in + fan_out))
+        std = gain * math.sqrt(2.0 / (fan_in + fan_out))
     elif scheme == "normal":  # N(0, 1/fan_in): the "standard" parameterization of the theory papers
         std = 1.0 / math.sqrt(fan_in)
     else:  # "torch": PyTorch's default, U(-1/sqrt(fan_in), 1/sqrt(fan_in))
@@ -96,20 +104,25 @@ def _init_bias(bias: torch.Tensor, fan_in: int, scheme: str, g: torch.Generator)
 
 @torch.no_grad()
 def initialize(model: nn.Module, spec: ModelSpec, g: torch.Generator) -> nn.Module:
-    """Initialize every Linear/Conv layer in registration order, then scale weights by init_scale."""
-    for module in model.modules():
-        if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)):
-            _init_weight(module.weight, spec.init, spec.activation, g)
-            module.weight.mul_(spec.init_scale)
-            if module.bias is not None:
-                _init_bias(module.bias, module.weight[0].numel(), spec.init, g)
+    """Initialize every Linear/Conv layer in registration order, then scale weights by init_scale.
+
+    The last layer registered is the read-out: it takes `spec.readout_gain` (when set) instead of `spec.gain`.
+    """
+    layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))]
+    for index, module in enumerate(layers):
+        readout = index == len(layers) - 1
+        gain = spec.readout_gain if readout and spec.readout_gain is not None else spec.gain
+        _init_weight(module.weight, spec.init, spec.activation, g, gain)
+        module.weight.mul_(spec.init_scale)
+        if module.bias is not None:
+            _init_bias(module.bias, module.weight[0].numel(), spec.init, g)
     return model
 
 
 Builder = Callable[[ModelSpec, tuple[int, ...], int], nn.Module]
 ARCHITECTURES: Registry[Builder] = Registry("model kind")
-ARCHITECTURES.add("mlp", lambda s, in_shape, n_out: MLP(math.prod(in_shape), s.width, s.depth, n_out, s.activation, s.bias))
-ARCHITECTURES.add("cnn", lambda s, in_shape, n_out: CNN(in_shape, s.width, s.depth, n_out, s.activation, s.bias, s.kernel_size))
+ARCHITECTURES.add("mlp", lambda s, in_shape, n_out: MLP(math.prod(in_shape), s.width, s.depth, n_out, s.activation, s.bias, s.readout_bias))
+ARCHITECTURES.add("cnn", lambda s, in_shape, n_out: CNN(in_shape, s.width, s.depth, n_out, s.activation, s.bias, s.kernel_size, s.readout_bias))
 
 
 def build(

@@ -27,7 +27,8 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
-DatasetName = Literal["mnist1d", "digits", "teacher", "mnist", "cifar10"]
+DatasetName = Literal["mnist1d", "digits", "teacher", "mnist", "cifar10", "chebyshev"]
+REGRESSION_DATASETS = ("chebyshev",)  # real-valued targets: squared loss only, no 0-1 error
 InputCorruption = Literal["none", "shuffled_pixels", "random_pixels", "gaussian"]
 
 
@@ -47,6 +48,14 @@ class DataSpec(_Frozen):
     dim: int = Field(20, gt=0)  # teacher input dimension
     n_classes: int = Field(10, ge=2)  # teacher classes
     teacher_width: int = Field(32, gt=0)
+    # chebyshev: x evenly spaced on [-1, 1], y = T_degree(x) (Cohen et al. 2021's chebyshev-5-20 regression)
+    degree: int = Field(5, ge=0)  # degree of the Chebyshev polynomial of the first kind
+
+    @model_validator(mode="after")
+    def _regression_has_no_labels(self) -> "DataSpec":
+        if self.name in REGRESSION_DATASETS and self.label_noise > 0:
+            raise ValueError(f"data.label_noise: {self.name} is a regression dataset with no labels to corrupt; set it to 0")
+        return self
 
 
 class ModelSpec(_Frozen):
@@ -60,6 +69,15 @@ class ModelSpec(_Frozen):
     init_scale: float = Field(1.0, gt=0.0)  # multiplies every initial weight
     bias: bool = True
     kernel_size: int = Field(5, ge=1)  # CNN first-layer kernel; later layers use 3
+    gain: float | None = Field(None, gt=0.0)  # kaiming/xavier gain of the hidden layers; None: the activation's (sqrt 2, 5/3)
+    readout_gain: float | None = Field(None, gt=0.0)  # kaiming/xavier gain of the output layer; None: as the hidden layers
+    readout_bias: bool = True  # a bias on the output layer (when `bias`); Cohen et al.'s regression net has none
+
+    @model_validator(mode="after")
+    def _gains_need_a_scaled_init(self) -> "ModelSpec":
+        if (self.gain is not None or self.readout_gain is not None) and self.init not in ("kaiming", "xavier"):
+            raise ValueError(f"model.gain and model.readout_gain apply to init 'kaiming' or 'xavier' only, got init {self.init!r}")
+        return self
 
 
 class TrainSpec(_Frozen):
@@ -82,6 +100,9 @@ class TrainSpec(_Frozen):
     stop_loss: float | None = Field(None, ge=0.0)  # stop once the training loss is at most this
     eval_spacing: Literal["linear", "log"] = "linear"  # linear: every eval_every steps; log: eval_points log-spaced steps
     eval_points: int = Field(60, ge=2)  # evaluations with eval_spacing=log
+    # batch sizes that an experiment compares from one init (batch-size-sharpness); empty: only batch_size.
+    # null in the list means full batch. `fit` itself always uses batch_size.
+    batch_sizes: tuple[Annotated[int, Field(gt=0)] | None, ...] = ()
 
     @model_validator(mode="after")
     def _gd_is_full_batch(self) -> "TrainSpec":
@@ -150,6 +171,12 @@ class RunSpec(_Frozen):
     save_weights: bool = False  # keep the trained weights in the store (safetensors), for `biaslab probe`
     device: str = "cpu"  # where the run trains: cpu, cuda, cuda:1, mps
     dtype: Literal["float32", "float64"] = "float32"
+
+    @model_validator(mode="after")
+    def _regression_needs_squared_loss(self) -> "RunSpec":
+        if self.data.name in REGRESSION_DATASETS and self.train.loss != "mse":
+            raise ValueError(f"train.loss: {self.data.name} has real-valued targets; allowed: 'mse' (got {self.train.loss!r})")
+        return self
 
     @property
     def spec_id(self) -> str:
@@ -292,10 +319,16 @@ def _set_inside(option: Any, subpath: str, value: Any, path: str) -> Any:
 
 
 class Sweep(_Frozen):
-    """A base spec and a grid: every combination of the grid's values is one run."""
+    """A base spec and a grid: every combination of the grid's values is one run.
+
+    `cases` (optional) are settings that go together, each a dict of dotted paths to values (e.g. a dataset with
+    the model and step sizes that suit it); each case is crossed with the grid. No path may be both a case field
+    and a grid axis.
+    """
 
     base: RunSpec
     grid: dict[str, tuple[Any, ...]] = {}
+    cases: tuple[dict[str, Any], ...] = ()
 
     @model_validator(mode="after")
     def _grid_paths_exist(self) -> "Sweep":
@@ -303,22 +336,42 @@ class Sweep(_Frozen):
             check_path(path)
             if len(values) == 0:
                 raise ValueError(f"grid axis {path} has no values")
+        for case in self.cases:
+            for path in case:
+                check_path(path)
+                if path in self.grid:
+                    raise ValueError(f"{path}: both a case field and a grid axis; use one")
         return self
 
     def expand(self) -> list[RunSpec]:
-        """All runs, in grid order (the last axis varies fastest)."""
+        """All runs, case by case, each in grid order (the last axis varies fastest)."""
         paths = list(self.grid)
-        combos = itertools.product(*(self.grid[p] for p in paths))
-        return [with_values(self.base, dict(zip(paths, combo))) for combo in combos]
+        return [
+            with_values(self.base, case | dict(zip(paths, combo)))
+            for case in (self.cases or ({},))
+            for combo in itertools.product(*(self.grid[p] for p in paths))
+        ]
 
     def override(self, values: dict[str, Any]) -> "Sweep":
         """Apply --set values: a path on the grid replaces that axis (a list sets several values)."""
         grid = dict(self.grid)
+        cases = tuple(dict(case) for case in self.cases)
         fixed = {}
         for path, value in values.items():
             check_path(path)
             axis = next((a for a in grid if path.startswith(a + ".")), None)
-            if path in grid:
+            if any(path in case for case in cases):  # a case field: the value replaces it in every case
+                if isinstance(value, list):
+                    raise SpecError(f"{path}: set per case in this sweep; give one value, not a list")
+                for case in cases:
+                    case[path] = value
+                fixed[path] = value
+            elif any(path.startswith(key + ".") for case in cases for key in case):  # inside a whole section a case sets
+                for case in cases:
+                    for key in [k for k in case if path.startswith(k + ".")]:
+                        case[key] = _set_inside(case[key], path[len(key) + 1 :], value, path)
+                fixed[path] = value
+            elif path in grid:
                 if isinstance(value, list) and not value:
                     raise SpecError(f"{path}: a grid axis needs at least one value, got []")
                 grid[path] = tuple(value) if isinstance(value, list) else (value,)
@@ -326,6 +379,6 @@ class Sweep(_Frozen):
                 grid[axis] = tuple(_set_inside(option, path[len(axis) + 1 :], value, path) for option in grid[axis])
             else:
                 fixed[path] = value
-        sweep = Sweep(base=with_values(self.base, fixed), grid=grid)
+        sweep = Sweep(base=with_values(self.base, fixed), grid=grid, cases=cases)
         sweep.expand()  # validate every combination now, not mid-sweep
         return sweep
