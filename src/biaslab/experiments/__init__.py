@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from biaslab.experiments.base import CATALOG, Experiment
 from biaslab.experiments.supervised import run_supervised, run_supervised_population
-from biaslab.experiments import diagonal_networks, generalization_measures, matrix_factorization, max_margin, min_norm, small_init_relu, width_sweep  # noqa: F401  (each registers itself)
+from biaslab.experiments import batch_size_sharpness, diagonal_networks, edge_of_stability, generalization_measures, matrix_factorization, max_margin, min_norm, small_init_relu, width_sweep  # noqa: F401  (each registers itself)
 from biaslab.spec import RunSpec
 from biaslab.store import RunRecord
 
