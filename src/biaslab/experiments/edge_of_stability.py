@@ -11,10 +11,11 @@ time scales. A small enough eta never reaches its 2/eta within the budget.
 Each run is one step size on one task. At every evaluation (every
 `train.eval_every` steps) the trainer records the training loss and the hook
 here records the sharpness: Lanczos on the full training set, warm-started from
-the previous top eigenvector (a few Hessian-vector products per check); every
-`COLD_EVERY`-th check also solves from a random start and keeps the larger of
-the two, so a warm start cannot stay stuck on an eigenvector that has stopped
-being the top one (the largest warm/cold disagreement is recorded).
+the previous top eigenvector mixed with an equal-norm random direction (a few
+Hessian-vector products per check; from the old vector alone Lanczos can stay on
+an eigenvector that another has overtaken); every `COLD_EVERY`-th check also
+solves from a random start and keeps the larger of the two (the largest
+warm/cold disagreement is recorded).
 
 Figure (as their Fig. 1): per task, the training loss on top and the sharpness
 below, one color per eta, each with its 2/eta as a dashed line.
@@ -39,8 +40,8 @@ read-out, zero hidden bias and no output bias, squared loss), with step sizes
 (standardized) and keeps their fc-tanh net (two hidden tanh layers of 200,
 PyTorch's default init) and their loss 1/2 ||f(x) - onehot(y)||^2 averaged
 over examples; step sizes 0.02-0.1 for 5000 steps instead of running to a
-loss threshold. Sharpness is checked every 100 (Chebyshev) or 50 (MNIST-1D)
-steps instead of every 50 or 100 with their SciPy Lanczos. `paper` uses
+loss threshold. Sharpness is checked every 100 steps (their `eig_freq` was
+50-100, with SciPy's Lanczos from a random start each time). `paper` uses
 CIFAR-10-5k (set data.root) with fc-tanh and four step sizes as in their Fig. 1.
 """
 
@@ -67,7 +68,7 @@ from biaslab.store import RunRecord
 from biaslab.train import LOSSES, fit
 
 NAME = "edge-of-stability"
-COLD_EVERY = 10  # every 10th sharpness check also solves from a random start
+COLD_EVERY = 5  # every 5th sharpness check also solves from a random start
 LANCZOS_TOL = 1e-3  # relative residual of the top Ritz pair
 REACH = 0.95  # sharpness >= REACH * 2/eta: the run has reached the edge
 SHARPENING = 1.5  # progressive sharpening: sharpness at onset >= 1.5x its initial value
@@ -89,8 +90,18 @@ def sharpness_hook(model: nn.Module, loss_fn, batches, seed: int, cold_every: in
     state: dict = {"vector": None, "checks": 0}
     draws = generator(seed, "eos-lanczos")
 
+    def warm_start() -> torch.Tensor | None:
+        """The last top eigenvector plus an equal-norm random direction: a new eigenvalue that overtakes the old
+        top one is then in the Krylov space from the first product (measured on the Chebyshev net: a start from
+        the old vector alone stayed on it, 25% low, for 1500 steps)."""
+        last = state["vector"]
+        if last is None:
+            return None
+        noise = torch.randn(last.shape, generator=draws, dtype=last.dtype).to(last.device)
+        return last / last.norm() + noise / noise.norm()
+
     def on_eval(model: nn.Module, step: int) -> dict[str, float]:
-        warm = curvature.top_eigenvalues(model, loss_fn, batches, tol=LANCZOS_TOL, start=state["vector"], generator=draws)
+        warm = curvature.top_eigenvalues(model, loss_fn, batches, tol=LANCZOS_TOL, start=warm_start(), generator=draws)
         best, row = warm, {}
         if state["vector"] is not None and state["checks"] % cold_every == 0:
             cold = curvature.top_eigenvalues(model, loss_fn, batches, tol=LANCZOS_TOL, generator=draws)
@@ -144,7 +155,7 @@ def tiny() -> Sweep:
 def quick() -> Sweep:
     """Chebyshev (4 step sizes, 20k steps) and MNIST-1D 1000 examples with fc-tanh (3 step sizes, 5000 steps)."""
     mnist1d = DataSpec(name="mnist1d", n_train=1000, n_test=500)
-    return _sweep(_task(CHEBYSHEV, REGRESSION_NET, 20000, 100, (0.05, 0.1, 0.2, 0.4)) + _task(mnist1d, FC_TANH, 5000, 50, (0.02, 0.05, 0.1)))
+    return _sweep(_task(CHEBYSHEV, REGRESSION_NET, 20000, 100, (0.05, 0.1, 0.2, 0.4)) + _task(mnist1d, FC_TANH, 5000, 100, (0.02, 0.05, 0.1)))
 
 
 def paper() -> Sweep:
@@ -297,6 +308,12 @@ def claim(records: list[RunRecord]) -> Verdict:
     numbers["max_warm_cold_gap"] = float(max(gaps)) if gaps else math.nan
     diverged = [f"{r.spec['data']['name']} eta={r.spec['train']['lr']:g}" for r in records if r.status == "diverged"]
     notes = (f"diverged (left out): {', '.join(diverged)}",) if diverged else ()
+    if gaps:
+        off = sum(g > 0.01 for g in gaps)
+        notes += (
+            f"warm-started Lanczos vs a cold solve at {len(gaps)} checks: {off} differ by more than 1% (largest {max(gaps):.1%}); "
+            f"the larger value is kept, so a stale warm start lasts at most {COLD_EVERY} checks",
+        )
     rule = (
         f"PASS needs, per task, sharpness at onset >= {SHARPENING}x initial, late-phase median within 1 +- {BAND_MEDIAN} "
         f"and >= {BAND_SHARE:.0%} of late checks within 1 +- {BAND_WIDTH} of 2/eta, the loss below its onset value "
