@@ -151,3 +151,18 @@ def test_claim_test_accuracy_difference_does_not_decide_the_verdict():
 def test_claim_without_finished_runs_fails():
     assert not claim([]).passed
     assert set(MEASURES) == {"hessian_top", "sharpness_keskar", "sharpness_adaptive"}
+
+
+def test_a_run_stores_a_path_whose_endpoints_are_the_two_solutions_training_losses():
+    experiment = CATALOG.get("batch-size-sharpness")
+    spec = with_values(experiment.sweep("tiny").expand()[0], {"train.max_steps": 40, "train.eval_every": 20})
+    record = experiment.run(spec)
+    assert record.status == "ok", record.error
+    alphas = record.arrays["interp_alpha"]
+    start, end = alphas.index(0.0), alphas.index(1.0)
+    for other in ("b100", "full"):
+        path = record.arrays[f"interp.{other}.train_loss"]
+        assert path[start] == pytest.approx(record.final["b30.train_loss"], rel=1e-5)
+        assert path[end] == pytest.approx(record.final[f"{other}.train_loss"], rel=1e-5)
+    assert record.final["b30.steps"] == 40 and record.final["b100.steps"] == 12 and record.final["full.steps"] == 4  # 4 epochs each
+    assert all(f"{size}.{m}" in record.final for size in ("b30", "b100", "full") for m in MEASURES)

@@ -241,3 +241,17 @@ def test_edge_numbers_of_a_run_that_never_reaches():
 def test_claim_without_runs_fails_with_a_reason():
     verdict = claim([_record("chebyshev", 0.1, {}, status="diverged")])
     assert not verdict.passed and verdict.reason
+
+
+def test_a_run_records_the_sharpness_at_every_evaluation_and_only_gd_is_accepted():
+    from biaslab.experiments import CATALOG
+
+    experiment = CATALOG.get("edge-of-stability")
+    spec = with_values(experiment.sweep("tiny").expand()[-1], {"train.max_steps": 200, "train.eval_every": 50})
+    record = experiment.run(spec)
+    assert record.status == "ok", record.error
+    assert record.curves["step"] == [0.0, 50.0, 100.0, 150.0, 200.0]
+    assert all(value > 0 for value in record.curves["hessian_top"]) and record.final["two_over_eta"] == pytest.approx(2 / spec.train.lr)
+    assert all(math.isnan(value) for value in record.curves["train_error"])  # regression: no 0-1 error
+    with pytest.raises(SpecError, match=r"train\.optimizer"):
+        experiment.check(with_values(spec, {"train.optimizer": "sgd", "train.batch_size": 10}))
