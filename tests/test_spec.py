@@ -66,6 +66,7 @@ ALTERNATIVES: dict[str, tuple[typing.Any, dict[str, typing.Any]]] = {
     "data.modulus": (59, {}),
     "data.operation": ("div", {}),
     "data.train_fraction": (0.3, {"data.name": "modular", "model.kind": "token_mlp"}),
+    "data.degree": (3, {}),
     "model.kind": ("cnn", {}),
     "model.width": (101, {}),
     "model.depth": (2, {}),
@@ -76,6 +77,9 @@ ALTERNATIVES: dict[str, tuple[typing.Any, dict[str, typing.Any]]] = {
     "model.kernel_size": (3, {}),
     "model.embed_dim": (64, {}),
     "model.heads": (8, {}),
+    "model.gain": (1.9, {}),
+    "model.readout_gain": (1.0, {}),
+    "model.readout_bias": (False, {}),
     "train.optimizer": ("adam", {}),
     "train.lr": (0.1, {}),
     "train.momentum": (0.5, {}),
@@ -91,6 +95,7 @@ ALTERNATIVES: dict[str, tuple[typing.Any, dict[str, typing.Any]]] = {
     "train.eval_every": (50, {}),
     "train.stop_zero_error_evals": (2, {}),
     "train.l1": (1e-4, {}),
+    "train.batch_sizes": ([32, None], {}),
 }
 
 

@@ -63,11 +63,15 @@ class SeededDropout(nn.Dropout):
 class MLP(nn.Module):
     """A fully connected network; `layers` are the Linear maps in the order they apply."""
 
-    def __init__(self, in_features: int, width: int, depth: int, n_out: int, activation: str, bias: bool, dropout: float = 0.0) -> None:
+    def __init__(
+        self, in_features: int, width: int, depth: int, n_out: int, activation: str, bias: bool, dropout: float = 0.0,
+        readout_bias: bool = True,
+    ) -> None:  # fmt: skip
         super().__init__()
         sizes = [in_features] + [width] * depth + [n_out]
+        biases = [bias] * depth + [bias and readout_bias]
         self.layers = nn.ModuleList(
-            nn.utils.skip_init(nn.Linear, fan_in, fan_out, bias=bias) for fan_in, fan_out in zip(sizes[:-1], sizes[1:])
+            nn.utils.skip_init(nn.Linear, fan_in, fan_out, bias=b) for fan_in, fan_out, b in zip(sizes[:-1], sizes[1:], biases)
         )
         self.activation = ACTIVATIONS[activation]()
         self.dropout = SeededDropout(dropout) if dropout > 0 else nn.Identity()
@@ -84,8 +88,9 @@ class CNN(nn.Module):
     """Strided convolutions then one linear read-out; 1-D for (C, L) inputs, 2-D for (C, H, W)."""
 
     def __init__(
-        self, in_shape: tuple[int, ...], width: int, depth: int, n_out: int, activation: str, bias: bool, kernel_size: int, dropout: float = 0.0
-    ) -> None:
+        self, in_shape: tuple[int, ...], width: int, depth: int, n_out: int, activation: str, bias: bool, kernel_size: int,
+        dropout: float = 0.0, readout_bias: bool = True,
+    ) -> None:  # fmt: skip
         super().__init__()
         if len(in_shape) not in (2, 3):
             raise ValueError(f"model.kind: cnn needs inputs shaped (channels, length) or (channels, height, width), got {in_shape}")
@@ -99,7 +104,7 @@ class CNN(nn.Module):
         spatial = list(in_shape[1:])
         for k in kernels:
             spatial = [(s + 2 * (k // 2) - k) // 2 + 1 for s in spatial]
-        self.readout = nn.utils.skip_init(nn.Linear, width * math.prod(spatial), n_out, bias=bias)
+        self.readout = nn.utils.skip_init(nn.Linear, width * math.prod(spatial), n_out, bias=bias and readout_bias)
         self.activation = ACTIVATIONS[activation]()
         self.dropout = SeededDropout(dropout) if dropout > 0 else nn.Identity()
 
@@ -183,12 +188,14 @@ def token_embedding(model: nn.Module) -> torch.Tensor:
     raise ValueError(f"token_embedding: {type(model).__name__} has no token embedding; use model.kind token_mlp or transformer")
 
 
-def _init_weight(weight: torch.Tensor, scheme: str, activation: str, g: torch.Generator) -> None:
+def _init_weight(weight: torch.Tensor, scheme: str, activation: str, g: torch.Generator, gain: float | None = None) -> None:
+    """Draw `weight` in place; `gain` replaces the activation's gain for kaiming and xavier."""
     fan_out, fan_in = weight.shape[0], weight[0].numel()
+    gain = GAINS[activation] if gain is None else gain
     if scheme == "kaiming":  # He et al. 2015, normal, fan-in
-        std = GAINS[activation] / math.sqrt(fan_in)
+        std = gain / math.sqrt(fan_in)
     elif scheme == "xavier":  # Glorot & Bengio 2010, normal
-        std = GAINS[activation] * math.sqrt(2.0 / (fan_in + fan_out))
+        std = gain * math.sqrt(2.0 / (fan_in + fan_out))
     elif scheme == "normal":  # N(0, 1/fan_in): the "standard" parameterization of the theory papers
         std = 1.0 / math.sqrt(fan_in)
     else:  # "torch": PyTorch's default, U(-1/sqrt(fan_in), 1/sqrt(fan_in))
@@ -208,12 +215,20 @@ def _init_bias(bias: torch.Tensor, fan_in: int, scheme: str, g: torch.Generator)
 
 @torch.no_grad()
 def initialize(model: nn.Module, spec: ModelSpec, g: torch.Generator) -> nn.Module:
-    """Initialize every Linear/Conv layer and Embedding in registration order, then scale weights by init_scale."""
+    """Initialize every Embedding and Linear/Conv layer in registration order, then scale weights by init_scale.
+
+    Embeddings are drawn N(0, 1/embedding_dim) (Nanda et al. 2023). The last
+    Linear/Conv layer registered is the read-out: it takes `spec.readout_gain`
+    (when set) instead of `spec.gain`.
+    """
+    layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))]
+    readout = layers[-1] if layers else None
     for module in model.modules():
-        if isinstance(module, nn.Embedding):  # N(0, 1/embedding_dim), as Nanda et al. 2023
+        if isinstance(module, nn.Embedding):
             module.weight.normal_(0.0, spec.init_scale / math.sqrt(module.embedding_dim), generator=g)
         elif isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)):
-            _init_weight(module.weight, spec.init, spec.activation, g)
+            gain = spec.readout_gain if module is readout and spec.readout_gain is not None else spec.gain
+            _init_weight(module.weight, spec.init, spec.activation, g, gain)
             module.weight.mul_(spec.init_scale)
             if module.bias is not None:
                 _init_bias(module.bias, module.weight[0].numel(), spec.init, g)
@@ -222,8 +237,8 @@ def initialize(model: nn.Module, spec: ModelSpec, g: torch.Generator) -> nn.Modu
 
 Builder = Callable[[ModelSpec, tuple[int, ...], int], nn.Module]
 ARCHITECTURES: Registry[Builder] = Registry("model kind")
-ARCHITECTURES.add("mlp", lambda s, in_shape, n_out: MLP(math.prod(in_shape), s.width, s.depth, n_out, s.activation, s.bias, s.dropout))
-ARCHITECTURES.add("cnn", lambda s, in_shape, n_out: CNN(in_shape, s.width, s.depth, n_out, s.activation, s.bias, s.kernel_size, s.dropout))
+ARCHITECTURES.add("mlp", lambda s, in_shape, n_out: MLP(math.prod(in_shape), s.width, s.depth, n_out, s.activation, s.bias, s.dropout, s.readout_bias))
+ARCHITECTURES.add("cnn", lambda s, in_shape, n_out: CNN(in_shape, s.width, s.depth, n_out, s.activation, s.bias, s.kernel_size, s.dropout, s.readout_bias))
 
 
 def _token_pairs(in_shape: tuple[int, ...]) -> None:

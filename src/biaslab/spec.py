@@ -27,7 +27,8 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
-DatasetName = Literal["mnist1d", "digits", "teacher", "mnist", "cifar10", "modular"]
+DatasetName = Literal["mnist1d", "digits", "teacher", "mnist", "cifar10", "modular", "chebyshev"]
+REGRESSION_DATASETS = ("chebyshev",)  # real-valued targets: squared loss only, no 0-1 error
 InputCorruption = Literal["none", "shuffled_pixels", "random_pixels", "gaussian"]
 ModularOperation = Literal["add", "sub", "mul", "div"]
 TOKEN_MODELS = ("token_mlp", "transformer")  # models whose inputs are token ids (the modular dataset)
@@ -77,6 +78,15 @@ class DataSpec(_Frozen):
             raise ValueError(f"data.train_fraction: only the modular dataset splits by fraction; {self.name} uses data.n_train / data.n_test")
         return self
 
+    # chebyshev: x evenly spaced on [-1, 1], y = T_degree(x) (Cohen et al. 2021's chebyshev-5-20 regression)
+    degree: int = Field(5, ge=0)  # degree of the Chebyshev polynomial of the first kind
+
+    @model_validator(mode="after")
+    def _regression_has_no_labels(self) -> "DataSpec":
+        if self.name in REGRESSION_DATASETS and self.label_noise > 0:
+            raise ValueError(f"data.label_noise: {self.name} is a regression dataset with no labels to corrupt; set it to 0")
+        return self
+
 
 class ModelSpec(_Frozen):
     """Architecture and initialization."""
@@ -97,6 +107,16 @@ class ModelSpec(_Frozen):
     def _heads_divide_embed_dim(self) -> "ModelSpec":
         if self.kind == "transformer" and self.embed_dim % self.heads:
             raise ValueError(f"model.heads must divide model.embed_dim, got embed_dim={self.embed_dim}, heads={self.heads}")
+        return self
+
+    gain: float | None = Field(None, gt=0.0)  # kaiming/xavier gain of the hidden layers; None: the activation's (sqrt 2, 5/3)
+    readout_gain: float | None = Field(None, gt=0.0)  # kaiming/xavier gain of the output layer; None: as the hidden layers
+    readout_bias: bool = True  # a bias on the output layer (when `bias`); Cohen et al.'s regression net has none
+
+    @model_validator(mode="after")
+    def _gains_need_a_scaled_init(self) -> "ModelSpec":
+        if (self.gain is not None or self.readout_gain is not None) and self.init not in ("kaiming", "xavier"):
+            raise ValueError(f"model.gain and model.readout_gain apply to init 'kaiming' or 'xavier' only, got init {self.init!r}")
         return self
 
 
@@ -123,6 +143,9 @@ class TrainSpec(_Frozen):
     eval_points: int = Field(60, ge=2)  # evaluations with eval_spacing=log
     augment: Literal["none", "random_crop"] = "none"  # training batches only; random_crop: zero-pad, crop back at a random offset
     crop_padding: int = Field(4, ge=1)  # random_crop: pixels of zero padding on each side of every spatial axis
+    # batch sizes that an experiment compares from one init (batch-size-sharpness); empty: only batch_size.
+    # null in the list means full batch. `fit` itself always uses batch_size.
+    batch_sizes: tuple[Annotated[int, Field(gt=0)] | None, ...] = ()
 
     @model_validator(mode="after")
     def _gd_is_full_batch(self) -> "TrainSpec":
@@ -288,6 +311,12 @@ class RunSpec(_Frozen):
             )
         if "fourier" in self.probes and self.model.kind not in TOKEN_MODELS:
             raise ValueError(f"probes: 'fourier' measures a token embedding; it needs model.kind {' or '.join(TOKEN_MODELS)}, got {self.model.kind!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _regression_needs_squared_loss(self) -> "RunSpec":
+        if self.data.name in REGRESSION_DATASETS and self.train.loss != "mse":
+            raise ValueError(f"train.loss: {self.data.name} has real-valued targets; allowed: 'mse' (got {self.train.loss!r})")
         return self
 
     @property

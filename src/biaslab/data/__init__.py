@@ -28,10 +28,10 @@ class Dataset:
     """Training and test tensors with what a model needs to know about them."""
 
     x_train: torch.Tensor  # (n_train, *in_shape)
-    y_train: torch.Tensor  # (n_train,) int64, after label corruption
+    y_train: torch.Tensor  # (n_train,) int64 labels after label corruption; regression: (n_train, outputs) float
     x_test: torch.Tensor  # (n_test, *in_shape)
-    y_test: torch.Tensor  # (n_test,) int64, never corrupted
-    n_classes: int
+    y_test: torch.Tensor  # (n_test,) int64, never corrupted; regression: (n_test, outputs) float
+    n_classes: int  # classes, or real outputs per example for regression
     noisy: torch.Tensor  # (n_train,) bool: labels that the corruption redrew
     name: str
 
@@ -44,7 +44,10 @@ def load(spec: DataSpec, device: torch.device | str = "cpu", dtype: torch.dtype 
     """Build the dataset a spec describes, on `device`, deterministic in `spec.seed`."""
     x_train, y_train, x_test, y_test = (torch.as_tensor(np.ascontiguousarray(a)) for a in SOURCES.get(spec.name)(spec))
     n_classes = class_count(spec)
-    y_train, noisy = corruptions.noisy_labels(y_train, spec.label_noise, n_classes, generator(spec.seed, "labels"))
+    if y_train.is_floating_point():  # regression targets: nothing to redraw (DataSpec forbids label_noise here)
+        noisy = torch.zeros(y_train.shape[0], dtype=torch.bool)
+    else:
+        y_train, noisy = corruptions.noisy_labels(y_train, spec.label_noise, n_classes, generator(spec.seed, "labels"))
     x_train, x_test = _corrupt_inputs(x_train, x_test, spec)
     if spec.standardize and x_train.is_floating_point():  # token ids (modular) are categories, not features
         mean, std = x_train.mean(dim=0), x_train.std(dim=0).clamp_min(STD_FLOOR)

@@ -1,7 +1,7 @@
 """The built-in datasets, each a function (DataSpec, seed) -> numpy arrays.
 
 Every source returns `(x_train, y_train, x_test, y_test)` as float32/int64 numpy
-arrays with inputs shaped (examples, channels, length) or (examples, channels,
+arrays (float32 targets shaped (examples, outputs) for the regression source `chebyshev`) with inputs shaped (examples, channels, length) or (examples, channels,
 height, width), so the CNN sees the spatial structure and the MLP flattens it.
 All of them work offline: `mnist1d`, `teacher` and `modular` are generated,
 `digits` ships with scikit-learn, `mnist` and `cifar10` read the standard files
@@ -21,7 +21,7 @@ import torch
 
 from biaslab.registry import Registry
 from biaslab.runtime import generator
-from biaslab.spec import DataSpec
+from biaslab.spec import REGRESSION_DATASETS, DataSpec
 
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 Source = Callable[[DataSpec], Arrays]
@@ -131,8 +131,28 @@ def modular(spec: DataSpec) -> Arrays:
     return pairs[train], results[train], pairs[test], results[test]
 
 
+@SOURCES.register("chebyshev")
+def chebyshev(spec: DataSpec) -> Arrays:
+    """Regression on [-1, 1]: n_train evenly spaced x (20 by default) labelled y = T_degree(x), the Chebyshev
+    polynomial of the first kind (Cohen et al. 2021's chebyshev-5-20); test: n_test evenly spaced x (100 by default).
+
+    Inputs are shaped (examples, 1) and targets (examples, 1) float32: one real output per example.
+    """
+    coefficients = np.zeros(spec.degree + 1)
+    coefficients[-1] = 1.0  # the series sum c_k T_k with only c_degree = 1
+
+    def labelled(n: int) -> tuple[np.ndarray, np.ndarray]:
+        x = np.linspace(-1.0, 1.0, n)
+        return x[:, None].astype(np.float32), np.polynomial.chebyshev.chebval(x, coefficients)[:, None].astype(np.float32)
+
+    return (*labelled(spec.n_train or 20), *labelled(spec.n_test or 100))
+
+
 def n_classes(spec: DataSpec) -> int:
-    """How many classes the dataset has (not inferred from labels: a small split may miss one)."""
+    """How many classes the dataset has (not inferred from labels: a small split may miss one); for a regression
+    dataset, how many real outputs each example has."""
+    if spec.name in REGRESSION_DATASETS:
+        return 1
     if spec.name == "modular":
         return spec.modulus
     return spec.n_classes if spec.name == "teacher" else TEN_CLASSES

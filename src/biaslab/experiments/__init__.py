@@ -5,9 +5,11 @@ from __future__ import annotations
 from biaslab.experiments.base import CATALOG, Experiment
 from biaslab.experiments.supervised import run_supervised, run_supervised_population
 from biaslab.experiments import (  # noqa: F401  (each module registers its experiment)
+    batch_size_sharpness,
     compressibility,
     diagonal_networks,
     double_descent,
+    edge_of_stability,
     generalization_measures,
     grokking,
     grokking_phase_diagram,

@@ -6,7 +6,7 @@ leaves parameters and `.grad` untouched. Probes take a model, a loss function
 and tensors; they know nothing of how the model was built or trained.
 
 Definitions:
-- error: fraction of examples whose argmax prediction differs from the label.
+- error: fraction of examples whose argmax prediction differs from the label (NaN for real-valued targets).
 - norm_frobenius: sqrt of the sum of squares of all parameters; per layer too.
 - norm_spectral_product: product over weight matrices of their largest singular
   value (conv kernels are flattened to (out, in * k): an upper-bound proxy, not
@@ -49,10 +49,17 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> torch.
 
 
 def error_and_loss(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, prefix: str) -> Metrics:
-    """{prefix}_error and {prefix}_loss on (x, y), as one host sync."""
+    """{prefix}_error and {prefix}_loss on (x, y), as one host sync.
+
+    Real-valued targets (regression) have no 0-1 error: {prefix}_error is NaN there.
+    """
     with measuring(model):
         out = predict(model, x)
-        values = torch.stack([(out.argmax(dim=1) != y).to(out.dtype).mean(), loss_fn(out, y).to(out.dtype)]).tolist()
+        if y.is_floating_point():
+            error = torch.full((), float("nan"), dtype=out.dtype, device=out.device)
+        else:
+            error = (out.argmax(dim=1) != y).to(out.dtype).mean()
+        values = torch.stack([error, loss_fn(out, y).to(out.dtype)]).tolist()
     return {f"{prefix}_error": values[0], f"{prefix}_loss": values[1]}
 
 

@@ -46,8 +46,14 @@ def cross_entropy(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def squared_error(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """0.5 * ||f(x) - onehot(y)||^2 averaged over examples (Cohen et al. 2021's MSE)."""
-    target = torch.zeros_like(out).scatter(1, y[:, None], 1.0)  # one-hot; F.one_hot cannot run under vmap
+    """0.5 * ||f(x) - target||^2 averaged over examples (Cohen et al. 2021's MSE).
+
+    The target is onehot(y) for integer labels y (batch,), and y itself for real-valued targets (batch, outputs).
+    """
+    if y.is_floating_point():
+        target = y.reshape(out.shape)
+    else:
+        target = torch.zeros_like(out).scatter(1, y[:, None], 1.0)  # one-hot; F.one_hot cannot run under vmap
     return 0.5 * (out - target).square().sum(dim=1).mean()
 
 
