@@ -11,7 +11,8 @@ from biaslab import models
 from biaslab.experiments import CATALOG
 from biaslab.experiments.batch_size_sharpness import MEASURES, claim, label, measure, rescaled, schedule_for
 from biaslab.probes import error_and_loss
-from biaslab.probes.interpolation import linear_path, parameters_of
+from biaslab.probes.core import snapshot
+from biaslab.probes.landscape import line
 from biaslab.runtime import generator
 from biaslab.spec import DataSpec, ModelSpec, RunSpec, SpecError, TrainSpec, with_values
 from biaslab.store import RunRecord
@@ -33,30 +34,30 @@ def _two_models():
 def test_interpolation_endpoints_are_the_two_solutions_losses():
     data, a, b = _two_models()
     loss_fn = LOSSES["cross_entropy"]
-    path = linear_path(a, parameters_of(a), parameters_of(b), [0.0, 1.0], loss_fn, data.x_train, data.y_train)
+    path = line(a, loss_fn, data.x_train, data.y_train, snapshot(a), snapshot(b), [0.0, 1.0])
     at_a = error_and_loss(a, loss_fn, data.x_train, data.y_train, "t")
     at_b = error_and_loss(b, loss_fn, data.x_train, data.y_train, "t")
-    assert path["loss"] == [pytest.approx(at_a["t_loss"], rel=1e-6), pytest.approx(at_b["t_loss"], rel=1e-6)]
-    assert path["error"] == [at_a["t_error"], at_b["t_error"]]
+    assert path.loss.tolist() == [pytest.approx(at_a["t_loss"], rel=1e-6), pytest.approx(at_b["t_loss"], rel=1e-6)]
+    assert path.error.tolist() == [pytest.approx(at_a["t_error"]), pytest.approx(at_b["t_error"])]
 
 
 def test_interpolation_midpoint_is_the_averaged_network_and_the_model_is_untouched():
     data, a, b = _two_models()
-    before = parameters_of(a)
+    before = snapshot(a)
     loss_fn = LOSSES["cross_entropy"]
-    path = linear_path(a, parameters_of(a), parameters_of(b), [0.5], loss_fn, data.x_train, data.y_train)
+    path = line(a, loss_fn, data.x_train, data.y_train, snapshot(a), snapshot(b), [0.5])
     average = models.build(SPEC, data.in_shape, 10, generator(0, "init"))
     with torch.no_grad():
         for p, q in zip(average.parameters(), b.parameters()):
             p.copy_(0.5 * p + 0.5 * q)
-    assert path["loss"][0] == pytest.approx(loss_fn(average(data.x_train), data.y_train).item(), rel=1e-5)
+    assert path.loss[0] == pytest.approx(loss_fn(average(data.x_train), data.y_train).item(), rel=1e-5)
     assert all(torch.equal(before[name], p) for name, p in a.named_parameters())
 
 
 def test_interpolation_needs_one_architecture():
     data, a, _ = _two_models()
     with pytest.raises(ValueError, match="same parameter names"):
-        linear_path(a, parameters_of(a), {"x": torch.zeros(1)}, [0.0], LOSSES["cross_entropy"], data.x_train, data.y_train)
+        line(a, LOSSES["cross_entropy"], data.x_train, data.y_train, snapshot(a), {"x": torch.zeros(1)}, [0.0])
 
 
 # ---------------------------------------------------------------- schedules, rescaling, measures

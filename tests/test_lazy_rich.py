@@ -11,7 +11,8 @@ from torch.func import functional_call
 from biaslab import models
 from biaslab.experiments import CATALOG
 from biaslab.experiments.lazy_vs_rich import NAME
-from biaslab.probes.ntk import empirical_ntk, kernel_alignment, linearized_outputs, parameters_of, relative_change
+from biaslab.probes.core import snapshot
+from biaslab.probes.ntk import empirical_ntk, kernel_alignment, linearized_outputs, relative_change
 from biaslab.runtime import generator
 from biaslab.spec import LazyScaling, ModelSpec, RunSpec, SpecError, with_values
 from biaslab.store import RunRecord
@@ -31,7 +32,7 @@ def test_ntk_of_a_linear_model_is_the_gram_matrix():
     for bias in (False, True):
         model = _linear(bias)
         expected = 3 * (x @ x.T + (1.0 if bias else 0.0))  # sum over 3 outputs of <e_c x^T, e_c x'^T> (+ bias: 1)
-        assert torch.allclose(empirical_ntk(model, parameters_of(model), x), expected, rtol=1e-12)
+        assert torch.allclose(empirical_ntk(model, snapshot(model), x), expected, rtol=1e-12)
 
 
 def test_ntk_of_an_mlp_matches_a_loop_of_autograd_gradients(tiny_mlp, batch):
@@ -46,7 +47,7 @@ def test_ntk_of_an_mlp_matches_a_loop_of_autograd_gradients(tiny_mlp, batch):
         rows.append(torch.stack(per_output))  # (outputs, P)
     J = torch.stack(rows)  # (n, outputs, P)
     expected = torch.einsum("ncp,mcp->nm", J, J)
-    assert torch.allclose(empirical_ntk(tiny_mlp, parameters_of(tiny_mlp), x), expected, rtol=1e-10)
+    assert torch.allclose(empirical_ntk(tiny_mlp, snapshot(tiny_mlp), x), expected, rtol=1e-10)
 
 
 def test_kernel_alignment_is_one_for_proportional_kernels_and_zero_for_orthogonal_ones():
@@ -59,12 +60,12 @@ def test_linearization_is_exact_for_a_linear_model_and_second_order_close_for_a_
     x = batch[0]
     g = torch.Generator().manual_seed(2)
     model = _linear(True)
-    p0 = parameters_of(model)
+    p0 = snapshot(model)
     p = {k: v + 0.3 * torch.randn(v.shape, generator=g, dtype=v.dtype) for k, v in p0.items()}
     change = functional_call(model, p, (x,)) - functional_call(model, p0, (x,))
     assert torch.allclose(linearized_outputs(model, p0, p, x), change, rtol=1e-12)
     mlp = models.initialize(models.MLP(5, 4, 2, 3, "tanh", bias=True).double(), ModelSpec(activation="tanh"), generator(0, "init"))
-    p0 = parameters_of(mlp)
+    p0 = snapshot(mlp)
     direction = {k: torch.randn(v.shape, generator=g, dtype=v.dtype) for k, v in p0.items()}
     errors = []
     for eps in (1e-2, 1e-3):
@@ -77,7 +78,7 @@ def test_linearization_is_exact_for_a_linear_model_and_second_order_close_for_a_
 def test_linearized_outputs_are_differentiable_in_the_parameters():
     model = _linear(False)
     x = torch.randn(4, 5, dtype=torch.float64)
-    p0 = parameters_of(model)
+    p0 = snapshot(model)
     p = {k: v.clone().requires_grad_(True) for k, v in p0.items()}
     linearized_outputs(model, p0, p, x).sum().backward()
     assert torch.allclose(p["weight"].grad, x.sum(dim=0).expand(3, -1))  # d/dW sum_n,c (W x_n)_c = sum_n x_n per row

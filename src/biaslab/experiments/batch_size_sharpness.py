@@ -69,7 +69,8 @@ from biaslab.claims import Verdict
 from biaslab.experiments.base import CATALOG, Experiment, guarded
 from biaslab.plot import new_figure
 from biaslab.probes import curvature, sharpness
-from biaslab.probes.interpolation import linear_path, parameters_of
+from biaslab.probes import landscape
+from biaslab.probes.core import snapshot
 from biaslab.runtime import generator, provenance, resolve_device, resolve_dtype
 from biaslab.spec import DataSpec, ModelSpec, RunSpec, SpecError, Sweep, TrainSpec
 from biaslab.store import RunRecord
@@ -153,14 +154,14 @@ def run(spec: RunSpec) -> RunRecord:
                 extra |= {f"{name}.{k}": v for k, v in measure(model, loss_fn, train_batches, spec.seed).items()}
         small = label(spec.train.batch_sizes[0])
         if all(f.status == "ok" for f in fits.values()):
-            start = parameters_of(solutions[small])
+            start = snapshot(solutions[small])
             for name, model in solutions.items():
                 if name == small:
                     continue
-                end = parameters_of(model)
+                end = snapshot(model)
                 for split, (x, y) in {"train": (data.x_train, data.y_train), "test": (data.x_test, data.y_test)}.items():
-                    path = linear_path(model, start, end, ALPHAS, loss_fn, x, y)
-                    arrays[f"interp.{name}.{split}_loss"], arrays[f"interp.{name}.{split}_error"] = path["loss"], path["error"]
+                    path = landscape.line(model, loss_fn, x, y, start, end, ALPHAS)
+                    arrays[f"interp.{name}.{split}_loss"], arrays[f"interp.{name}.{split}_error"] = path.loss.tolist(), path.error.tolist()
             if spec.model.activation == "relu" and spec.model.kind == "mlp":
                 twin = rescaled(solutions[small], RESCALE)
                 extra[f"{small}.rescaled_hessian_top"] = measure(twin, loss_fn, train_batches, spec.seed)["hessian_top"]

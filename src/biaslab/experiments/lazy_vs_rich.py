@@ -54,7 +54,8 @@ from biaslab.claims import Verdict, spearman
 from biaslab.experiments.base import CATALOG, Experiment, guarded
 from biaslab.plot import mean_band, new_figure
 from biaslab.probes.curvature import top_eigenvalues
-from biaslab.probes.ntk import empirical_ntk, kernel_alignment, linearized_outputs, parameters_of, relative_change
+from biaslab.probes.core import snapshot
+from biaslab.probes.ntk import empirical_ntk, kernel_alignment, linearized_outputs, relative_change
 from biaslab.runtime import generator, provenance, resolve_device, resolve_dtype
 from biaslab.spec import DataSpec, LazyScaling, ModelSpec, RunSpec, SpecError, Sweep, TrainSpec
 from biaslab.store import RunRecord, records_table
@@ -93,7 +94,7 @@ def run(spec: RunSpec) -> RunRecord:
         model = models.build(spec.model, data.in_shape, data.n_classes, generator(spec.seed, "init"), device, dtype)
         top = top_eigenvalues(model, squared_error, [(data.x_train, data.y_train)], kind="ggn", tol=1e-3, generator=generator(spec.seed, "lanczos")).values[0]
         train = spec.train.model_copy(update={"lr": spec.train.lr / top})  # train.lr in units of 1 / lambda_max(GGN at init)
-        params0 = parameters_of(model)
+        params0 = snapshot(model)
         outputs = lambda params, x: functional_call(model, params, (x,))  # noqa: E731
         with torch.no_grad():
             start_train, start_test = outputs(params0, data.x_train), outputs(params0, data.x_test)

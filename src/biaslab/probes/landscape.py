@@ -207,6 +207,8 @@ def line(
     end: Mapping[str, torch.Tensor], ts: Sequence[float], batch_size: int = 4096,
 ) -> Slice:  # fmt: skip
     """Loss and error at (1 - t) start + t end: Goodfellow et al. 2015's linear path (t=0 start, t=1 end)."""
+    if set(start) != set(end):
+        raise ValueError("start and end: need the same parameter names (one architecture)")
     direction = {name: end[name] - start[name] for name in start}
     return slice_1d(model, loss_fn, x, y, direction, ts, center=start, batch_size=batch_size)
 

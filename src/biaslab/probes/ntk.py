@@ -20,11 +20,6 @@ from torch.func import functional_call, jacrev, jvp
 Params = dict[str, torch.Tensor]
 
 
-def parameters_of(model: nn.Module) -> Params:
-    """A detached copy of the model's parameters, by name."""
-    return {name: p.detach().clone() for name, p in model.named_parameters()}
-
-
 def empirical_ntk(model: nn.Module, params: Params, x: torch.Tensor) -> torch.Tensor:
     """(n, n) tangent kernel of the model's outputs at `params`, summed over output coordinates."""
     detached = {name: p.detach() for name, p in params.items()}
