@@ -64,12 +64,11 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from biaslab import data as datasets
-from biaslab import models
 from biaslab.claims import Verdict
+from biaslab.experiments.supervised import fresh_model
 from biaslab.experiments.base import CATALOG, Experiment, guarded
 from biaslab.plot import new_figure
-from biaslab.probes import curvature, sharpness
-from biaslab.probes import landscape
+from biaslab.probes import curvature, landscape, sharpness
 from biaslab.probes.core import snapshot
 from biaslab.runtime import generator, provenance, resolve_device, resolve_dtype
 from biaslab.spec import DataSpec, ModelSpec, RunSpec, SpecError, Sweep, TrainSpec
@@ -143,7 +142,7 @@ def run(spec: RunSpec) -> RunRecord:
         solutions, fits = {}, {}
         for batch_size in spec.train.batch_sizes:
             name = label(batch_size)
-            model = models.build(spec.model, data.in_shape, data.n_classes, generator(spec.seed, "init"), device, dtype)
+            model = fresh_model(spec, data)
             result = fit(model, data, schedule_for(spec.train, batch_size, n), generator(spec.seed, f"batches-{name}"))
             fits[name], solutions[name] = result, model
             final = result.final

@@ -59,13 +59,13 @@ from torch import nn
 from torch.nn.utils import prune
 
 from biaslab import data as datasets
-from biaslab import models
 from biaslab.claims import Verdict, spearman
+from biaslab.experiments.supervised import fresh_model, setup
 from biaslab.experiments.base import CATALOG, Experiment, guarded
 from biaslab.plot import legend_once, new_figure
 from biaslab.probes import compression, landscape
 from biaslab.probes.bounds import compression_bound
-from biaslab.runtime import generator, provenance, resolve_device, resolve_dtype
+from biaslab.runtime import generator
 from biaslab.spec import DataSpec, ModelSpec, RunSpec, Sweep, TrainSpec
 from biaslab.store import RunRecord
 from biaslab.train import LOSSES, Fit, fit
@@ -109,8 +109,7 @@ def make_permanent(model: nn.Module, masks: compression.Masks) -> nn.Module:
 
 def train_masked(spec: RunSpec, data: datasets.Dataset, init: dict[str, torch.Tensor], masks: compression.Masks) -> tuple[nn.Module, Fit]:
     """Train the architecture from `init` with `masks` fixed (masked weights get no gradient, stay 0)."""
-    device, dtype = resolve_device(spec.device), resolve_dtype(spec.dtype)
-    model = models.build(spec.model, data.in_shape, data.n_classes, generator(spec.seed, "init"), device, dtype)
+    model = fresh_model(spec, data)
     rewind(model, init, masks)
     result = fit(model, data, spec.train, generator(spec.seed, "batches"))
     return make_permanent(model, masks), result
@@ -191,12 +190,9 @@ def run(spec: RunSpec) -> RunRecord:
     """Train dense; prune and quantize it one-shot; find lottery tickets and their random controls."""
 
     def body():
-        device, dtype = resolve_device(spec.device), resolve_dtype(spec.dtype)
-        data = datasets.load(spec.data, device, dtype)
-        model = models.build(spec.model, data.in_shape, data.n_classes, generator(spec.seed, "init"), device, dtype)
+        data, model, env = setup(spec)
         init = landscape.parameters(model)
         result = fit(model, data, spec.train, generator(spec.seed, "batches"))
-        env = provenance(device) | {"seed": spec.seed}
         if result.status != "ok":
             return result, env, {}
         final, arrays = _compress(model, LOSSES[spec.train.loss], data)

@@ -56,13 +56,12 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from biaslab import data as datasets
-from biaslab import models
 from biaslab.claims import Verdict
+from biaslab.experiments.supervised import setup
 from biaslab.experiments.base import CATALOG, Experiment, guarded, require
 from biaslab.plot import new_figure
 from biaslab.probes import curvature
-from biaslab.runtime import generator, provenance, resolve_device, resolve_dtype
+from biaslab.runtime import generator
 from biaslab.spec import DataSpec, ModelSpec, RunSpec, Sweep, TrainSpec, with_values
 from biaslab.store import RunRecord
 from biaslab.train import LOSSES, fit
@@ -117,13 +116,11 @@ def run(spec: RunSpec) -> RunRecord:
     """Full-batch GD on the spec's data and model, with the sharpness tracked at every evaluation."""
 
     def body():
-        device, dtype = resolve_device(spec.device), resolve_dtype(spec.dtype)
-        data = datasets.load(spec.data, device, dtype)
-        model = models.build(spec.model, data.in_shape, data.n_classes, generator(spec.seed, "init"), device, dtype)
+        data, model, env = setup(spec)
         hook = sharpness_hook(model, LOSSES[spec.train.loss], [(data.x_train, data.y_train)], spec.seed)
         result = fit(model, data, spec.train, generator(spec.seed, "batches"), hook)
         n_params = float(sum(p.numel() for p in model.parameters()))
-        return result, provenance(device) | {"seed": spec.seed}, {"n_params": n_params, "two_over_eta": 2.0 / spec.train.lr}
+        return result, env, {"n_params": n_params, "two_over_eta": 2.0 / spec.train.lr}
 
     return guarded(spec, body)
 

@@ -43,10 +43,11 @@ from matplotlib.ticker import NullFormatter
 from biaslab import data as datasets
 from biaslab import models, probes
 from biaslab.claims import Verdict, granulated_kendall, kendall
+from biaslab.experiments.supervised import setup
 from biaslab.experiments.base import CATALOG, Experiment, guarded
 from biaslab.plot import new_figure
 from biaslab.probes import curvature, sharpness
-from biaslab.runtime import generator, provenance, resolve_device, resolve_dtype
+from biaslab.runtime import generator
 from biaslab.spec import DataSpec, ModelSpec, RunSpec, Sweep, TrainSpec
 from biaslab.store import RunRecord
 from biaslab.train import LOSSES, fit
@@ -94,13 +95,11 @@ def run(spec: RunSpec) -> RunRecord:
     """Train to cross-entropy 0.01 (or the budget), then compute every measure."""
 
     def body():
-        device, dtype = resolve_device(spec.device), resolve_dtype(spec.dtype)
-        data = datasets.load(spec.data, device, dtype)
-        model = models.build(spec.model, data.in_shape, data.n_classes, generator(spec.seed, "init"), device, dtype)
+        data, model, env = setup(spec)
         init = probes.snapshot(model)
         result = fit(model, data, spec.train, generator(spec.seed, "batches"))
         measured = final_measures(model, data, spec.train.loss, init, spec.seed) if result.status == "ok" else {}
-        return result, provenance(device) | {"seed": spec.seed}, measured
+        return result, env, measured
 
     return guarded(spec, body)
 

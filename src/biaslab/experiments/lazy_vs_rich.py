@@ -48,15 +48,14 @@ import torch
 from matplotlib.figure import Figure
 from torch.func import functional_call
 
-from biaslab import data as datasets
-from biaslab import models
 from biaslab.claims import Verdict, spearman
+from biaslab.experiments.supervised import setup
 from biaslab.experiments.base import CATALOG, Experiment, guarded
 from biaslab.plot import mean_band, new_figure
 from biaslab.probes.curvature import top_eigenvalues
 from biaslab.probes.core import snapshot
 from biaslab.probes.ntk import empirical_ntk, kernel_alignment, linearized_outputs, relative_change
-from biaslab.runtime import generator, provenance, resolve_device, resolve_dtype
+from biaslab.runtime import generator
 from biaslab.spec import DataSpec, LazyScaling, ModelSpec, RunSpec, SpecError, Sweep, TrainSpec
 from biaslab.store import RunRecord, records_table
 from biaslab.train import minimize, squared_error
@@ -88,10 +87,8 @@ def paper() -> Sweep:
 
 def run(spec: RunSpec) -> RunRecord:
     def body():
-        device, dtype = resolve_device(spec.device), resolve_dtype(spec.dtype)
         alpha, problem = spec.problem.alpha, spec.problem
-        data = datasets.load(spec.data, device, dtype)
-        model = models.build(spec.model, data.in_shape, data.n_classes, generator(spec.seed, "init"), device, dtype)
+        data, model, env = setup(spec)
         top = top_eigenvalues(model, squared_error, [(data.x_train, data.y_train)], kind="ggn", tol=1e-3, generator=generator(spec.seed, "lanczos")).values[0]
         train = spec.train.model_copy(update={"lr": spec.train.lr / top})  # train.lr in units of 1 / lambda_max(GGN at init)
         params0 = snapshot(model)
@@ -135,7 +132,7 @@ def run(spec: RunSpec) -> RunRecord:
                 "train_loss_linearized": linear_fit.final["train_loss"],
                 "rel_weight_change_linearized": linear_fit.final["rel_weight_change"],
             }
-        return fit, provenance(device) | {"seed": spec.seed}, extra
+        return fit, env, extra
 
     return guarded(spec, body)
 

@@ -52,12 +52,12 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from biaslab import data as datasets
-from biaslab import models
 from biaslab.claims import Verdict
+from biaslab.experiments.supervised import setup
 from biaslab.experiments.base import CATALOG, Experiment, guarded
 from biaslab.plot import landscape_contour, legend_once, new_figure
 from biaslab.probes import landscape
-from biaslab.runtime import generator, provenance, resolve_device, resolve_dtype
+from biaslab.runtime import generator
 from biaslab.spec import DataSpec, ModelSpec, RunSpec, Sweep, TrainSpec
 from biaslab.store import RunRecord
 from biaslab.train import LOSSES, fit
@@ -136,9 +136,7 @@ def run(spec: RunSpec) -> RunRecord:
     """Train with snapshots at every evaluation, then take every landscape view of the solution."""
 
     def body():
-        device, dtype = resolve_device(spec.device), resolve_dtype(spec.dtype)
-        data = datasets.load(spec.data, device, dtype)
-        model = models.build(spec.model, data.in_shape, data.n_classes, generator(spec.seed, "init"), device, dtype)
+        data, model, env = setup(spec)
         init = landscape.parameters(model)
         snapshots: list[dict] = []
 
@@ -148,9 +146,9 @@ def run(spec: RunSpec) -> RunRecord:
 
         result = fit(model, data, spec.train, generator(spec.seed, "batches"), keep)
         if result.status != "ok":
-            return result, provenance(device) | {"seed": spec.seed}, {}
+            return result, env, {}
         final, arrays = _landscape(model, LOSSES[spec.train.loss], data, init, snapshots, spec.seed)
-        return result, provenance(device) | {"seed": spec.seed}, final, arrays
+        return result, env, final, arrays
 
     return guarded(spec, body)
 

@@ -44,11 +44,16 @@ def probe_hook(spec: RunSpec, model: nn.Module, data: datasets.Dataset):
     return on_eval
 
 
-def _setup(spec: RunSpec) -> tuple[datasets.Dataset, nn.Module, dict]:
+def setup(spec: RunSpec) -> tuple[datasets.Dataset, nn.Module, dict]:
+    """The spec's data, its model freshly initialized from the seed, and the run's provenance: every runner starts here."""
     device, dtype = resolve_device(spec.device), resolve_dtype(spec.dtype)
     data = datasets.load(spec.data, device, dtype)
-    model = models.build(spec.model, data.in_shape, data.n_classes, generator(spec.seed, "init"), device, dtype)
-    return data, model, provenance(device) | {"seed": spec.seed}
+    return data, fresh_model(spec, data), provenance(device) | {"seed": spec.seed}
+
+
+def fresh_model(spec: RunSpec, data: datasets.Dataset) -> nn.Module:
+    """The spec's model at its seed's initialization, on the data's device (the same weights every call)."""
+    return models.build(spec.model, data.in_shape, data.n_classes, generator(spec.seed, "init"), data.x_train.device, resolve_dtype(spec.dtype))
 
 
 def _n_params(model: nn.Module) -> dict[str, float]:
@@ -61,7 +66,7 @@ def run_supervised(spec: RunSpec) -> RunRecord:
     trained: list[nn.Module] = []
 
     def body():
-        data, model, env = _setup(spec)
+        data, model, env = setup(spec)
         trained.append(model)
         result = fit(model, data, spec.train, generator(spec.seed, "batches"), probe_hook(spec, model, data))
         return result, env, _n_params(model)
@@ -85,7 +90,7 @@ def run_supervised_population(specs: list[RunSpec]) -> list[RunRecord]:
     """
     started = time.perf_counter()
     try:
-        setups = [_setup(spec) for spec in specs]
+        setups = [setup(spec) for spec in specs]
         hooks = [probe_hook(spec, model, data) for spec, (data, model, _) in zip(specs, setups)]
         results = fit_population(
             [model for _, model, _ in setups],
