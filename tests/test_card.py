@@ -62,6 +62,7 @@ def test_measure_fills_every_section_and_leaves_the_model_unchanged(stored):
     assert set(result.sections) == set(card.SECTIONS), result.notes
     assert result.sections["curvature"]["hessian_top"] >= result.sections["curvature"]["hessian_eig2"]
     assert result.sections["curvature"]["hessian_trace_se"] > 0
+    assert result.sections["sharpness"]["pacbayes_mag_flatness_rescaling_invariant"] == 1.0
     assert any("not invariant" in note for note in result.notes)
 
 

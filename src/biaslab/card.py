@@ -247,6 +247,8 @@ def sharpness_section(subject: Subject, options: CardOptions, card: Card) -> dic
         sharpness.adaptive(model, loss_fn, batches, options.adaptive_rho, options.sharpness_steps),
         sharpness.average(model, loss_fn, batches, options.average_sigma, options.sharpness_samples, False, generator(options.seed, "card-avg")),
         sharpness.average(model, loss_fn, batches, options.average_sigma, options.sharpness_samples, True, generator(options.seed, "card-avg-rel")),
+        sharpness.pacbayes_flatness(model, batches, samples=options.sharpness_samples, generator=generator(options.seed, "card-flat")),
+        sharpness.pacbayes_flatness(model, batches, relative=True, samples=options.sharpness_samples, generator=generator(options.seed, "card-flat-rel")),
     ]
     row: dict[str, float] = {}
     for result in results:
