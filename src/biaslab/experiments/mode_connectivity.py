@@ -27,8 +27,8 @@ matching brings MLPs on MNIST to near-zero barrier); (4) the matched barrier shr
 correlation of width and matched barrier < 0 and the widest width's barrier below the narrowest's (Ainsworth
 et al. Fig. 5: wider models are linearly mode connected after alignment). PASS needs all four.
 
-Reduced from the papers: MLPs with 2 hidden layers (Ainsworth used 3 x 512 on MNIST) of widths 32-512 on
-MNIST-1D (4000 train, 1000 test) at `quick`, trained by SGD with momentum for 40 epochs (Ainsworth: Adam;
+Reduced from the papers: MLPs with 2 hidden layers (Ainsworth used 3 x 512 on MNIST) of widths 16-256 on
+MNIST-1D (4000 train, 1000 test) at `quick`, trained by SGD with momentum (batch 128) for 30 epochs (Ainsworth: Adam;
 Garipov: 200-600 epochs of SGD on CIFAR for the endpoints and curves); 2 seeds. `paper`: CNNs without batch norm
 on CIFAR-10 (set data.root). Supported architectures: biaslab's MLP and CNN (channels permuted); other model
 kinds are refused before the sweep starts, and batch normalization is refused (its statistics would have to be
@@ -139,9 +139,9 @@ def tiny() -> Sweep:
 
 
 def quick() -> Sweep:
-    """MNIST-1D 4000/1000, 2-hidden-layer MLPs of widths 32-512, batch 64 for 40 epochs, 2 seeds: 10 runs of 3 nets and a curve."""
+    """MNIST-1D 4000/1000, 2-hidden-layer MLPs of widths 16-256, batch 128 for 30 epochs, 2 seeds: 10 runs of 3 nets and a curve."""
     data = DataSpec(name="mnist1d", n_train=4000, n_test=1000, standardize=False)
-    return _sweep(data, ModelSpec(kind="mlp", depth=2), _sgd(64, 40, 4000), (32, 64, 128, 256, 512), (0, 1))
+    return _sweep(data, ModelSpec(kind="mlp", depth=2), _sgd(128, 30, 4000), (16, 32, 64, 128, 256), (0, 1))
 
 
 def paper() -> Sweep:
