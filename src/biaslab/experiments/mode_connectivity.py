@@ -217,6 +217,9 @@ def _barrier_figure(done: list[RunRecord]) -> Figure:
         ax.scatter([_width(r) for r in done], [r.final[f"barrier_loss.{path}"] for r in done], color=f"C{i}", s=8, alpha=0.5)
     ax.axhline(NAIVE_MIN_BARRIER, color="gray", linestyle=":", linewidth=1)
     ax.set(xscale="log", xlabel="hidden units H", ylabel="train-loss barrier (max - mean of ends)", title="barrier against width")
+    widths = sorted({_width(r) for r in done})
+    ax.set_xticks(widths, [str(w) for w in widths])
+    ax.tick_params(axis="x", which="minor", labelbottom=False)
     legend_once(ax)
     return fig
 
