@@ -137,6 +137,16 @@ def test_weight_matching_recovers_a_known_permutation_of_a_trained_mlp_exactly()
     assert connectivity.barrier(unaligned.loss) > 0.01  # without matching, the same network permuted is a barrier away
 
 
+def test_weight_matching_recovers_a_known_permutation_of_cnn_channels():
+    model = models.build(ModelSpec(kind="cnn", width=8, depth=3, kernel_size=5), (1, 40), 10, generator(0, "init"), dtype=torch.float64)
+    params = landscape.parameters(model)
+    graph = connectivity.permutation_graph(model)
+    perms = _random_perms(graph, 11)
+    matching = connectivity.weight_matching(model, params, connectivity.permute(params, perms, graph), torch.Generator().manual_seed(0))
+    assert all(torch.equal(found, torch.argsort(applied)) for found, applied in zip(matching.perms, perms))
+    assert all(torch.equal(matching.aligned[n], params[n]) for n in params)
+
+
 def test_weight_matching_of_two_independent_networks_raises_their_similarity_and_keeps_the_function():
     a, b = _trained_mlp(0), _trained_mlp(1)
     pa, pb = landscape.parameters(a), landscape.parameters(b)
