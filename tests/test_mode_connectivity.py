@@ -201,6 +201,7 @@ def test_claim_passes_when_the_barrier_is_clear_both_methods_halve_it_and_matchi
     assert verdict.passed, verdict.reason
     assert verdict.numbers["spearman_width_vs_matched_barrier"] == pytest.approx(-1.0)
     assert verdict.numbers["barrier_loss.linear.H16"] == pytest.approx(1.005)  # seed mean of 1.0 and 1.01
+    assert any("Spearman(width, matched barrier) among them = -1" in note for note in verdict.notes)  # all endpoints fitted
 
 
 def test_claim_fails_when_the_naive_barrier_is_not_clear():
