@@ -20,6 +20,7 @@ from biaslab.experiments import (  # noqa: F401  (each module registers its expe
     matrix_factorization,
     max_margin,
     min_norm,
+    mode_connectivity,
     random_labels,
     small_init_relu,
     width_sweep,
