@@ -20,6 +20,8 @@ from biaslab.experiments import (  # noqa: F401  (each module registers its expe
     min_norm,
     random_labels,
     small_init_relu,
+    soft_inductive_bias,
+    trees_vs_nets,
     width_sweep,
 )
 from biaslab.spec import RunSpec
