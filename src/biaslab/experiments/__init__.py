@@ -13,6 +13,7 @@ from biaslab.experiments import (  # noqa: F401  (each module registers its expe
     grokking_phase_diagram,
     implicit_gradient_regularization,
     implicit_regularizer,
+    kernels_vs_convolutions,
     lazy_vs_rich,
     loss_landscape,
     matrix_factorization,
