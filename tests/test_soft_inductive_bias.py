@@ -10,7 +10,7 @@ import pytest
 from biaslab.data.problems import polynomial_data, polynomial_target
 from biaslab.estimators import PolynomialRegressor, make_estimator, order_weights
 from biaslab.experiments import CATALOG
-from biaslab.experiments.soft_inductive_bias import MODELS, NAME, model_name, run
+from biaslab.experiments.soft_inductive_bias import MODELS, NAME, VARIANTS, model_name, run
 from biaslab.spec import EstimatorSpec, ModelSpec, Polynomial, RunSpec, SpecError, TrainSpec, with_values
 from biaslab.store import RunRecord
 
@@ -73,6 +73,23 @@ def test_one_run_measures_the_error_to_the_target():
 
 def test_model_names():
     assert [model_name(m) for m in MODELS.values()] == list(MODELS)
+    assert [model_name(m) for m in VARIANTS.values()] == list(VARIANTS)
+
+
+def test_the_variant_is_noted_but_never_changes_the_verdict():
+    bad_variant = {(t, "soft bias, exponential prior"): [9.0, 9.0, 9.0] for t in ("simple", "complex")}
+    records = _records(GOOD) + [r for r in _variant_records(bad_variant)]
+    verdict = experiment.claim(records)
+    assert verdict.passed and any("exponential prior (not in the verdict)" in note for note in verdict.notes)
+
+
+def _variant_records(errors, sizes=(10, 30, 100)):
+    out = []
+    for (target, model), values in errors.items():
+        for n, value in zip(sizes, values):
+            spec = RunSpec(experiment=NAME, problem=Polynomial(target=target, n=n), estimator=VARIANTS[model])
+            out.append(RunRecord(spec=spec.model_dump(mode="json"), spec_id=spec.spec_id, status="ok", final={"test_mse": value}))
+    return out
 
 
 # ---------------------------------------------------------------- the claim on made-up records
