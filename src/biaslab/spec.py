@@ -268,10 +268,25 @@ class Polynomial(_Frozen):
     n_test: int = Field(1000, ge=10)
 
 
+class PowerLawFeatures(_Frozen):
+    """Maloney, Roberts & Sully 2022's solvable model: latent x ~ N(0, diag(lambda)), lambda_i = i^-(1 + alpha),
+    i = 1..latent; a linear teacher y = beta.x + noise eps with beta ~ N(0, I); the learner regresses on
+    estimator.n_features random projections of x (all of x when n_features = latent). Each run averages `draws`
+    training sets and reports the exact excess test loss (beta - beta_hat)^T diag(lambda) (beta - beta_hat).
+    """
+
+    kind: Literal["power_law_features"] = "power_law_features"
+    n: int = Field(100, ge=1)  # training examples
+    latent: int = Field(1000, ge=2)  # latent dimension M (take it >= 10 x the largest n or n_features)
+    alpha: float = Field(1.0, gt=0.0)  # spectrum exponent: lambda_i = i^-(1 + alpha); predicted loss ~ n^-alpha, N^-alpha
+    noise: float = Field(0.0, ge=0.0)  # label noise standard deviation
+    draws: int = Field(10, ge=1)  # independent training sets (and teachers) per run
+
+
 Problem = Annotated[
     Union[
         LeastSquares, Separable, SparseRegression, MatrixCompletion, GaussianFeatures, BackwardError, LazyScaling, ImplicitRegularizer,
-        Tabular, Polynomial,
+        Tabular, Polynomial, PowerLawFeatures,
     ], Field(discriminator="kind")
 ]
 EstimatorKind = Literal["min_norm", "random_features", "random_forest", "boosting", "kernel_ridge", "neural_net", "polynomial"]

@@ -20,6 +20,7 @@ from biaslab.experiments import (  # noqa: F401  (each module registers its expe
     max_margin,
     min_norm,
     random_labels,
+    scaling_laws,
     small_init_relu,
     soft_inductive_bias,
     trees_vs_nets,
