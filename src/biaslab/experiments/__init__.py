@@ -5,6 +5,7 @@ from __future__ import annotations
 from biaslab.experiments.base import CATALOG, Experiment
 from biaslab.experiments.supervised import run_supervised, run_supervised_population
 from biaslab.experiments import (  # noqa: F401  (each module registers its experiment)
+    calibration,
     compressibility,
     diagonal_networks,
     double_descent,
