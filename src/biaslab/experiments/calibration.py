@@ -192,6 +192,8 @@ class Calibration(Experiment):
                 interp = table.groupby("width")[f"{key}_interp"].mean()
                 ax.plot(interp.index, interp.values, "s--", label="at interpolation")
             ax.set(xscale="log", xlabel="hidden units H", ylabel=f"test {key.upper()}", title=f"test {key.upper()} against width")
+            ax.set_xticks(widths, [str(w) for w in widths], minor=False)
+            ax.minorticks_off()
             legend_once(ax)
         figures = {"calibration": fig}
         for width in {widths[0], widths[-1]} if widths else ():
