@@ -35,7 +35,6 @@ import math
 
 import numpy as np
 import pandas as pd
-import torch
 from matplotlib.figure import Figure
 
 from biaslab import data as datasets

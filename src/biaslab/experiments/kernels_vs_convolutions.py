@@ -49,7 +49,7 @@ from biaslab.claims import Verdict
 from biaslab.experiments.base import CATALOG, Experiment, require
 from biaslab.experiments.double_descent import MNIST1D_BANDWIDTH, run_classifier
 from biaslab.plot import legend_once, new_figure
-from biaslab.spec import DataSpec, EstimatorSpec, ModelSpec, RunSpec, SpecError, Sweep, TrainSpec
+from biaslab.spec import DataSpec, EstimatorSpec, RunSpec, SpecError, Sweep, TrainSpec
 from biaslab.store import RunRecord
 
 NAME = "kernels-vs-convolutions"

@@ -40,8 +40,6 @@ choices made here are the targets, the orders, the prior and the sizes.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pandas as pd
 import torch
@@ -54,7 +52,7 @@ from biaslab.experiments.base import CATALOG, Experiment, guarded, require
 from biaslab.plot import legend_once, new_figure
 from biaslab.runtime import provenance
 from biaslab.spec import EstimatorSpec, Polynomial, RunSpec, SpecError, Sweep
-from biaslab.store import RunRecord, records_table
+from biaslab.store import RunRecord
 from biaslab.train import Fit
 
 NAME = "soft-inductive-bias"

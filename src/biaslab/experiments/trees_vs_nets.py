@@ -54,7 +54,7 @@ from biaslab.experiments.base import CATALOG, Experiment, guarded, require
 from biaslab.plot import legend_once, new_figure
 from biaslab.runtime import provenance
 from biaslab.spec import EstimatorSpec, ModelSpec, RunSpec, SpecError, Sweep, Tabular, TrainSpec
-from biaslab.store import RunRecord, records_table
+from biaslab.store import RunRecord
 from biaslab.train import Fit
 
 NAME = "trees-vs-nets"
