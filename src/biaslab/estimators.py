@@ -16,6 +16,9 @@ scikit-learn estimator (parameters only in `__init__`, `fit(X, y)` returns
   fits); its `decision_function` is the regression output.
 - `NeuralNetClassifier(model, train, random_state)`: biaslab's MLP or CNN
   (`models.build`) trained by `train.fit`; `history_` keeps the training curves.
+- `PolynomialRegressor(degree, ridge, order_penalty)`: 1-D regression on the
+  Legendre basis P_0..P_K with a ridge penalty whose weight grows with the order
+  (Wilson 2025's soft inductive bias: a flexible space, a preference for low order).
 - `make_estimator(spec, ...)`: the estimator an `EstimatorSpec` names.
 
 Determinism: every random draw comes from `random_state` (an int gives the same
@@ -119,6 +122,55 @@ class RandomFourierRegressor(_MultiOutputRegressor):
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=np.float64)
         return self.linear_.predict(self.features(X))
+
+
+def order_weights(degree: int, order_penalty: str) -> np.ndarray:
+    """Relative ridge weight of each Legendre order k = 0..degree: 1, (k + 1)^2 or e^k. -> (degree + 1,)"""
+    k = np.arange(degree + 1, dtype=np.float64)
+    if order_penalty == "none":
+        return np.ones_like(k)
+    if order_penalty == "quadratic":
+        return (k + 1.0) ** 2
+    if order_penalty == "exponential":
+        return np.exp(k)
+    raise ValueError(f"order_penalty: allowed 'none', 'quadratic', 'exponential'; got {order_penalty!r}")
+
+
+class PolynomialRegressor(RegressorMixin, BaseEstimator):
+    """y ~ sum_k c_k P_k(x) on x in [-1, 1] (Legendre polynomials, well conditioned there), fitted by
+
+    argmin_c ||y - Phi c||^2 + ridge * sum_k w_k c_k^2,   w_k from `order_weights`,
+
+    i.e. the MAP estimate under c_k ~ N(0, noise^2 / (ridge w_k)): higher orders are shrunk more. At ridge 0 it is
+    least squares, the minimum-norm interpolant when degree + 1 >= n.
+    """
+
+    def __init__(self, degree: int = 3, ridge: float = 0.0, order_penalty: str = "none") -> None:
+        self.degree = degree
+        self.ridge = ridge
+        self.order_penalty = order_penalty
+
+    def basis(self, X) -> np.ndarray:
+        """Phi: (n, 1) or (n,) inputs -> (n, degree + 1) values of P_0..P_degree."""
+        x = np.asarray(X, dtype=np.float64).reshape(len(X), -1)[:, 0]
+        return np.polynomial.legendre.legvander(x, self.degree)
+
+    def fit(self, X, y) -> "PolynomialRegressor":
+        if self.ridge < 0 or self.degree < 0:
+            raise ValueError(f"ridge and degree must be >= 0, got {self.ridge}, {self.degree}")
+        X, y = validate_data(self, np.asarray(X, dtype=np.float64).reshape(len(X), -1), y, y_numeric=True, dtype=np.float64)
+        Phi = self.basis(X)  # (n, K + 1)
+        if self.ridge == 0.0:
+            self.coef_ = np.linalg.lstsq(Phi, y, rcond=None)[0]
+        else:  # scaled coordinates b = sqrt(w) c turn the weighted ridge into plain ridge on Phi / sqrt(w)
+            scale = np.sqrt(order_weights(self.degree, self.order_penalty))  # (K + 1,)
+            self.coef_ = least_squares(Phi / scale, y[:, None], float(self.ridge))[:, 0] / scale
+        return self
+
+    def predict(self, X) -> np.ndarray:
+        check_is_fitted(self)
+        X = validate_data(self, np.asarray(X, dtype=np.float64).reshape(len(X), -1), reset=False, dtype=np.float64)
+        return self.basis(X) @ self.coef_
 
 
 class SquaredLossClassifier(ClassifierMixin, BaseEstimator):
@@ -236,7 +288,10 @@ def risk_and_error(classes: np.ndarray, scores: np.ndarray, y) -> tuple[float, f
 
 
 def make_estimator(spec: EstimatorSpec, model: ModelSpec, train: TrainSpec, seed: int, device: str = "cpu", dtype: str = "float32") -> BaseEstimator:
-    """The classifier an EstimatorSpec names (min_norm is a regressor: see MinNormRegressor for regression)."""
+    """The classifier an EstimatorSpec names (min_norm is a regressor: see MinNormRegressor for regression;
+    polynomial returns the 1-D PolynomialRegressor)."""
+    if spec.kind == "polynomial":
+        return PolynomialRegressor(spec.degree, spec.ridge, spec.order_penalty)
     if spec.kind == "min_norm":
         return SquaredLossClassifier(MinNormRegressor(spec.ridge))
     if spec.kind == "random_features":

@@ -257,12 +257,62 @@ class ImplicitRegularizer(_Frozen):
     width: int = Field(32, gt=0)  # hidden units (procedure 'mlp_early_stopping')
 
 
+class Tabular(_Frozen):
+    """Synthetic tabular classification built to isolate one reason trees beat nets (Grinsztajn et al. 2022).
+
+    x ~ U[-1, 1]^n_features. checkerboard: label = (floor(cells (x_0 + 1) / 2) + floor(cells (x_1 + 1) / 2)) mod 2,
+    an irregular, axis-aligned target on two features (the rest carry nothing). smooth: label = 1[f(x) > 0] with
+    f(x) = u.x + sin(pi v.x), u and v random unit vectors over all n_features (smooth and oblique). rotation
+    'random' multiplies the inputs by a random orthogonal matrix (drawn from the seed) after labelling;
+    `uninformative` appends that many further U[-1, 1] features that do not enter the label.
+    """
+
+    kind: Literal["tabular"] = "tabular"
+    target: Literal["checkerboard", "smooth"] = "checkerboard"
+    rotation: Literal["none", "random"] = "none"  # random: x -> Q x, Q Haar-distributed orthogonal over all features
+    n_features: int = Field(10, ge=2)  # features before the uninformative ones (checkerboard: labels use the first two)
+    uninformative: int = Field(0, ge=0)  # extra features independent of the label
+    cells: int = Field(4, ge=2)  # checkerboard cells per axis
+    n_train: int = Field(2000, ge=10)
+    n_test: int = Field(2000, ge=10)
+
+
+class Polynomial(_Frozen):
+    """1-D regression for Wilson 2025's polynomial example: x ~ U[-1, 1], y = f(x) + noise * eps.
+
+    simple: f(x) = x^3 - x / 2 (low order); complex: f(x) = |x| + sin(3 pi x) / 2 (non-smooth, high frequency).
+    The test error is the mean of (prediction - f)^2 over `n_test` evenly spaced points of [-1, 1].
+    """
+
+    kind: Literal["polynomial"] = "polynomial"
+    target: Literal["simple", "complex"] = "simple"
+    n: int = Field(20, ge=2)  # training points
+    noise: float = Field(0.1, ge=0.0)  # standard deviation of the label noise
+    n_test: int = Field(1000, ge=10)
+
+
+class PowerLawFeatures(_Frozen):
+    """Maloney, Roberts & Sully 2022's solvable model: latent x ~ N(0, diag(lambda)), lambda_i = i^-(1 + alpha),
+    i = 1..latent; a linear teacher y = beta.x + noise eps with beta ~ N(0, I); the learner regresses on
+    estimator.n_features random projections of x (all of x when n_features = latent). Each run averages `draws`
+    training sets and reports the exact excess test loss (beta - beta_hat)^T diag(lambda) (beta - beta_hat).
+    """
+
+    kind: Literal["power_law_features"] = "power_law_features"
+    n: int = Field(100, ge=1)  # training examples
+    latent: int = Field(1000, ge=2)  # latent dimension M (take it >= 10 x the largest n or n_features)
+    alpha: float = Field(1.0, gt=0.0)  # spectrum exponent: lambda_i = i^-(1 + alpha); predicted loss ~ n^-alpha, N^-alpha
+    noise: float = Field(0.0, ge=0.0)  # label noise standard deviation
+    draws: int = Field(10, ge=1)  # independent training sets (and teachers) per run
+
+
 Problem = Annotated[
     Union[
-        LeastSquares, Separable, SparseRegression, MatrixCompletion, GaussianFeatures, BackwardError, LazyScaling, ImplicitRegularizer
+        LeastSquares, Separable, SparseRegression, MatrixCompletion, GaussianFeatures, BackwardError, LazyScaling, ImplicitRegularizer,
+        Tabular, Polynomial, PowerLawFeatures,
     ], Field(discriminator="kind")
 ]
-EstimatorKind = Literal["min_norm", "random_features", "random_forest", "boosting", "kernel_ridge", "neural_net"]
+EstimatorKind = Literal["min_norm", "random_features", "random_forest", "boosting", "kernel_ridge", "neural_net", "polynomial"]
 
 
 class EstimatorSpec(_Frozen):
@@ -270,7 +320,8 @@ class EstimatorSpec(_Frozen):
 
     Only the fields of the chosen kind are read: min_norm (n_features, ridge, ridge_rule), random_features
     (n_features, bandwidth, ridge), random_forest (max_leaf_nodes, n_trees), boosting (max_leaf_nodes,
-    n_trees = iterations), kernel_ridge (bandwidth, ridge), neural_net (the run's model and train sections).
+    n_trees = iterations), kernel_ridge (bandwidth, ridge), neural_net (the run's model and train sections),
+    polynomial (degree, ridge, order_penalty: a Legendre expansion fitted by weighted ridge).
     """
 
     kind: EstimatorKind = "min_norm"
@@ -281,6 +332,15 @@ class EstimatorSpec(_Frozen):
     max_leaf_nodes: int | None = Field(None, ge=2)  # leaves per tree; None: grown until pure
     n_trees: int = Field(1, ge=1)  # random_forest trees; boosting iterations
     axis: Literal["model_size", "train_size"] = "model_size"  # the curve the run belongs to: model-wise or sample-wise
+    degree: int = Field(3, ge=0, le=200)  # polynomial: highest Legendre order K (K + 1 coefficients)
+    order_penalty: Literal["none", "quadratic", "exponential"] = "none"  # polynomial: ridge weight of order k is
+    # ridge * 1 (none), ridge * (k + 1)^2 (quadratic) or ridge * e^k (exponential); ridge 0: least squares / min-norm
+
+    @model_validator(mode="after")
+    def _order_penalty_needs_polynomial(self) -> "EstimatorSpec":
+        if self.order_penalty != "none" and self.kind != "polynomial":
+            raise ValueError(f"estimator.order_penalty: only estimator.kind 'polynomial' reads it, got kind {self.kind!r}")
+        return self
 
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from biaslab.spec import LeastSquares, MatrixCompletion, Separable, SparseRegression
+from biaslab.spec import LeastSquares, MatrixCompletion, Polynomial, Separable, SparseRegression, Tabular
 
 
 @dataclass(frozen=True)
@@ -102,3 +102,63 @@ def matrix_completion(problem: MatrixCompletion, seed: int) -> Completion:
     W *= problem.n / np.linalg.norm(W)
     flat = rng.choice(problem.n**2, size=problem.observed, replace=False)
     return Completion(W, flat // problem.n, flat % problem.n)
+
+
+@dataclass(frozen=True)
+class TabularData:
+    x_train: np.ndarray  # (n_train, n_features + uninformative)
+    y_train: np.ndarray  # (n_train,) in {0, 1}
+    x_test: np.ndarray  # (n_test, n_features + uninformative)
+    y_test: np.ndarray  # (n_test,)
+    rotation: np.ndarray | None  # (features, features) orthogonal Q applied as x -> x Q^T, or None
+
+
+def checkerboard_labels(x: np.ndarray, cells: int) -> np.ndarray:
+    """(floor(cells (x_0 + 1) / 2) + floor(cells (x_1 + 1) / 2)) mod 2 for x in [-1, 1]: (n, d) -> (n,) in {0, 1}."""
+    index = np.clip(np.floor(cells * (x[:, :2] + 1.0) / 2.0), 0, cells - 1).astype(np.int64)  # (n, 2) cell per axis
+    return index.sum(axis=1) % 2
+
+
+def smooth_labels(x: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """1[u.x + sin(pi v.x) > 0]: a smooth, oblique boundary over every feature. (n, d) -> (n,)."""
+    return (x @ u + np.sin(np.pi * (x @ v)) > 0).astype(np.int64)
+
+
+def haar_orthogonal(d: int, rng: np.random.Generator) -> np.ndarray:
+    """A Haar-distributed d x d orthogonal matrix: QR of a Gaussian matrix with R's diagonal signs moved into Q."""
+    q, r = np.linalg.qr(rng.standard_normal((d, d)))
+    return q * np.sign(np.diag(r))[None, :]
+
+
+def tabular(problem: Tabular, seed: int) -> TabularData:
+    """Train and test sets of one synthetic tabular task (see `Tabular`); every draw comes from `seed`."""
+    rng = np.random.default_rng(seed)
+    d = problem.n_features
+    n = problem.n_train + problem.n_test
+    x = rng.uniform(-1.0, 1.0, (n, d))
+    if problem.target == "checkerboard":
+        y = checkerboard_labels(x, problem.cells)
+    else:
+        u, v = (w / np.linalg.norm(w) for w in rng.standard_normal((2, d)))
+        y = smooth_labels(x, u, v)
+    x = np.concatenate([x, rng.uniform(-1.0, 1.0, (n, problem.uninformative))], axis=1)
+    rotation = None
+    if problem.rotation == "random":
+        rotation = haar_orthogonal(x.shape[1], rng)
+        x = x @ rotation.T
+    k = problem.n_train
+    return TabularData(x[:k], y[:k], x[k:], y[k:], rotation)
+
+
+def polynomial_target(problem: Polynomial, x: np.ndarray) -> np.ndarray:
+    """The noiseless target f(x) of a `Polynomial` problem."""
+    if problem.target == "simple":
+        return x**3 - 0.5 * x
+    return np.abs(x) + 0.5 * np.sin(3.0 * np.pi * x)
+
+
+def polynomial_data(problem: Polynomial, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """n training points: x ~ U[-1, 1], y = f(x) + noise * N(0, 1). -> x (n,), y (n,)."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1.0, 1.0, problem.n)
+    return x, polynomial_target(problem, x) + problem.noise * rng.standard_normal(problem.n)

@@ -6,6 +6,7 @@ from biaslab.experiments.base import CATALOG, Experiment
 from biaslab.experiments.supervised import run_supervised, run_supervised_population
 from biaslab.experiments import (  # noqa: F401  (each module registers its experiment)
     batch_size_sharpness,
+    calibration,
     compressibility,
     diagonal_networks,
     double_descent,
@@ -15,6 +16,7 @@ from biaslab.experiments import (  # noqa: F401  (each module registers its expe
     grokking_phase_diagram,
     implicit_gradient_regularization,
     implicit_regularizer,
+    kernels_vs_convolutions,
     lazy_vs_rich,
     loss_landscape,
     matrix_factorization,
@@ -22,7 +24,10 @@ from biaslab.experiments import (  # noqa: F401  (each module registers its expe
     min_norm,
     mode_connectivity,
     random_labels,
+    scaling_laws,
     small_init_relu,
+    soft_inductive_bias,
+    trees_vs_nets,
     width_sweep,
 )
 from biaslab.spec import RunSpec
