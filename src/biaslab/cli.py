@@ -84,9 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     from biaslab.experiments import CATALOG
 
+    width = max(len(name) for name in CATALOG)
     for name in CATALOG:
         experiment = CATALOG.get(name)
-        print(f"{name:<16} {experiment.title}  [{experiment.reference}]  presets: {', '.join(experiment.presets)}")
+        print(f"{name:<{width}}  {experiment.title}  [{experiment.reference}]  presets: {', '.join(experiment.presets)}")
     return 0
 
 
