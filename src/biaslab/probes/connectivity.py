@@ -31,7 +31,7 @@ from torch import nn
 from torch.func import functional_call
 
 from biaslab.probes.core import LossFn
-from biaslab.probes.landscape import NORMALIZATION_LAYERS, Params, Slice, loss_and_error
+from biaslab.probes.landscape import Params, Slice, loss_and_error, refuse_batch_norm
 
 SUPPORTED = (
     "biaslab's MLP (model.kind mlp: a `layers` ModuleList of Linear maps) and CNN (model.kind cnn: a `convs` ModuleList "
@@ -133,12 +133,7 @@ class PermutationGraph:
 
 def permutation_graph(model: nn.Module) -> PermutationGraph:
     """The permutation structure of a biaslab MLP or CNN; ValueError for any other architecture or for batch norm."""
-    norms = [name for name, module in model.named_modules() if isinstance(module, NORMALIZATION_LAYERS)]
-    if norms:
-        raise ValueError(
-            f"model: permutation alignment and interpolation do not recompute normalization statistics; found batch norm in "
-            f"{', '.join(norms)}. Supported: {SUPPORTED}"
-        )
+    refuse_batch_norm(model, "permutation alignment and interpolation", f"supported: {SUPPORTED}")
     chain = _layer_chain(model)
     if chain is None:
         raise ValueError(f"model: weight matching follows the layer graph of {SUPPORTED}; got {type(model).__name__}")

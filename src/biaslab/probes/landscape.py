@@ -53,14 +53,11 @@ def parameters(model: nn.Module) -> Params:
     return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
 
 
-def refuse_batch_norm(model: nn.Module) -> None:
+def refuse_batch_norm(model: nn.Module, what: str = "landscape slices", advice: str = "remove it or fold it into the preceding layer") -> None:
     """ValueError for a model with batch normalization: its running statistics belong to the unperturbed weights."""
     found = [name for name, module in model.named_modules() if isinstance(module, NORMALIZATION_LAYERS)]
     if found:
-        raise ValueError(
-            f"model: landscape slices do not recompute batch-norm statistics at perturbed weights; "
-            f"found batch norm in {', '.join(found)} (remove it or fold it into the preceding layer)"
-        )
+        raise ValueError(f"model: {what} do not recompute batch-norm statistics at other weights; found batch norm in {', '.join(found)} ({advice})")
 
 
 # ---------------------------------------------------------------- directions
