@@ -107,3 +107,11 @@ def test_max_margin_diagnostics_on_an_exact_trajectory():
     d = gd_diagnostics(record)
     assert d["growth_ratio"] == pytest.approx(1.0) and d["loss_slope"] == pytest.approx(-1.0)
     assert d["angle_end_deg"] < d["angle_decade_before_deg"]
+
+
+def test_require_reads_a_field_of_an_unset_section_as_none():
+    from biaslab.experiments.base import require
+    from biaslab.spec import RunSpec, SpecError
+
+    with pytest.raises(SpecError, match=r"problem.kind: custom supports 'tabular' only, got None"):
+        require(RunSpec(), {"problem.kind": ("tabular",)})

@@ -100,11 +100,14 @@ def state_arrays(model: nn.Module) -> dict[str, np.ndarray]:
 
 
 def require(spec: RunSpec, allowed: dict[str, tuple]) -> None:
-    """SpecError unless each dotted field of `spec` has one of its allowed values (for runners with a fixed method)."""
+    """SpecError unless each dotted field of `spec` has one of its allowed values (for runners with a fixed method).
+
+    A field inside an unset section (no `problem`, say) reads as None.
+    """
     values = spec.model_dump(mode="json")
     for path, options in allowed.items():
         value = values
         for part in path.split("."):
-            value = value[part]
+            value = value.get(part) if isinstance(value, dict) else None
         if value not in options and not (isinstance(value, list) and tuple(value) in options):
             raise SpecError(f"{path}: {spec.experiment} supports {', '.join(map(repr, options))} only, got {value!r}")

@@ -214,8 +214,7 @@ class ImplicitGradientRegularization(Experiment):
     runner = staticmethod(run)
 
     def check(self, spec: RunSpec) -> None:
-        if not isinstance(spec.problem, BackwardError):
-            raise SpecError(f"problem.kind: {NAME} needs 'backward_error', got {getattr(spec.problem, 'kind', None)!r}")
+        require(spec, {"problem.kind": ("backward_error",)})
         if spec.train.optimizer != "gd" or spec.dtype != "float64":
             raise SpecError(f"train.optimizer/dtype: {NAME} runs full-batch 'gd' in 'float64' only")
         require(spec, {"device": ("cpu",), "train.momentum": (0.0,), "train.weight_decay": (0.0,), "train.schedule": ("constant",)})

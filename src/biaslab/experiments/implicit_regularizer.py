@@ -59,7 +59,7 @@ from biaslab.experiments.base import CATALOG, Experiment, guarded, require
 from biaslab.plot import new_figure
 from biaslab.probes.curvature import top_eigenvalues
 from biaslab.runtime import generator, provenance
-from biaslab.spec import ImplicitRegularizer, ModelSpec, RunSpec, SpecError, Sweep, TrainSpec
+from biaslab.spec import ImplicitRegularizer, ModelSpec, RunSpec, Sweep, TrainSpec
 from biaslab.store import RunRecord, records_table
 from biaslab.train import Fit, minimize
 
@@ -265,8 +265,7 @@ class EstimateImplicitRegularizer(Experiment):
     runner = staticmethod(run)
 
     def check(self, spec: RunSpec) -> None:
-        if not isinstance(spec.problem, ImplicitRegularizer):
-            raise SpecError(f"problem.kind: {NAME} needs 'implicit_regularizer', got {getattr(spec.problem, 'kind', None)!r}")
+        require(spec, {"problem.kind": ("implicit_regularizer",)})
         require(spec, {"device": ("cpu",), "dtype": ("float64",), "train.optimizer": ("gd",), "train.momentum": (0.0,), "train.weight_decay": (0.0,), "train.schedule": ("constant",)})
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:

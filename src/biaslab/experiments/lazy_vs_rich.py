@@ -50,7 +50,7 @@ from torch.func import functional_call
 
 from biaslab.claims import Verdict, spearman
 from biaslab.experiments.supervised import setup
-from biaslab.experiments.base import CATALOG, Experiment, guarded
+from biaslab.experiments.base import CATALOG, Experiment, guarded, require
 from biaslab.plot import mean_band, new_figure
 from biaslab.probes.curvature import top_eigenvalues
 from biaslab.probes.core import snapshot
@@ -150,8 +150,7 @@ class LazyVsRich(Experiment):
     runner = staticmethod(run)
 
     def check(self, spec: RunSpec) -> None:
-        if not isinstance(spec.problem, LazyScaling):
-            raise SpecError(f"problem.kind: {NAME} needs 'lazy_scaling', got {getattr(spec.problem, 'kind', None)!r}")
+        require(spec, {"problem.kind": ("lazy_scaling",)})
         if spec.train.optimizer != "gd" or spec.train.loss != "mse":
             raise SpecError(f"train.optimizer/loss: {NAME} runs full-batch 'gd' on the 'mse' loss only (Chizat et al.'s scaled squared loss)")
 

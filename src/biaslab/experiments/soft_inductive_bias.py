@@ -208,8 +208,7 @@ class SoftInductiveBias(Experiment):
     runner = staticmethod(run)
 
     def check(self, spec: RunSpec) -> None:
-        if spec.problem is None or spec.problem.kind != "polynomial":
-            raise SpecError(f"problem.kind: {NAME} runs on problem.kind='polynomial', got {spec.problem.kind if spec.problem else None!r}")
+        require(spec, {"problem.kind": ("polynomial",)})
         if spec.estimator is None:
             raise SpecError(f"estimator: {NAME} needs estimator.kind='polynomial'")
         require(spec, {"estimator.kind": ("polynomial",), "device": ("cpu",)})

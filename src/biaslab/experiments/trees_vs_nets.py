@@ -234,8 +234,7 @@ class TreesVsNets(Experiment):
     runner = staticmethod(run)
 
     def check(self, spec: RunSpec) -> None:
-        if spec.problem is None or spec.problem.kind != "tabular":
-            raise SpecError(f"problem.kind: {NAME} runs on problem.kind='tabular', got {spec.problem.kind if spec.problem else None!r}")
+        require(spec, {"problem.kind": ("tabular",)})
         if spec.estimator is None:
             raise SpecError(f"estimator: {NAME} needs an estimator section; estimator.kind one of {', '.join(MODELS)}")
         require(spec, {"estimator.kind": MODELS})
