@@ -132,8 +132,9 @@ def test_a_pickled_object_is_refused(user_module, tmp_path):
     [
         (["probe"], "either a RUN_ID"),
         (["probe", "abcd", "--model", "m:f"], "either a RUN_ID"),
-        (["probe", "--model", "my_models:small"], "also give --weights"),
-        (["probe", "--model", "my_models", "--weights", "w.pt", "--data", "name=digits"], "package.module:function"),
+        (["probe", "--model", "my_models:small"], "give the data to probe on"),
+        (["probe", "--model", "my_models:small", "--data", "name=digits"], "also give --weights"),
+        (["probe", "--model", "my_models", "--weights", "w.pt", "--data", "name=digits"], "should be 'module:function'"),
         (["probe", "--model", "my_models:nope", "--weights", "w.pt", "--data", "name=digits"], "cannot find"),
         (["probe", "--model", "my_models:not_a_module", "--weights", "w.pt", "--data", "name=digits"], "not an nn.Module"),
         (["probe", "--model", "my_models:small", "--weights", "missing.pt", "--data", "name=digits"], "no such file"),
@@ -152,7 +153,7 @@ def test_bad_probe_input_is_one_clear_line(user_module, tmp_path, monkeypatch, c
 
 def test_weights_that_do_not_fit_the_model(user_module, tmp_path):
     torch.save({"1.weight": torch.zeros(3, 3)}, tmp_path / "w.pt")
-    with pytest.raises(SpecError, match="do not fit the model"):
+    with pytest.raises(SpecError, match="does not fit the model"):
         card.subject_from_module("my_models:small", tmp_path / "w.pt", DataSpec(name="digits"))
 
 
@@ -164,10 +165,27 @@ def test_a_run_without_kept_weights_says_how_to_keep_them(tmp_path):
         card.subject_from_run(store, record.spec_id)
 
 
-def test_a_probe_that_fails_is_noted_and_the_cli_says_so(user_module, tmp_path, capsys):
-    """digits as flat vectors do not fit a model built for 32 inputs: every section fails, exit 1, notes say why."""
+def test_data_that_does_not_fit_the_model_is_one_line(user_module, tmp_path, capsys):
+    """The teacher's 8 inputs do not fit a model built for 64: refused before any probe runs."""
     torch.save(user_module.small().state_dict(), tmp_path / "w.pt")
     args = ["probe", "--model", "my_models:small", "--weights", str(tmp_path / "w.pt"), "--data", "name=teacher", "--data", "dim=8",
             "--out", str(tmp_path / "c")]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "cannot take inputs of shape (8,)" in err and err.count("\n") == 1
+
+
+def test_a_section_that_fails_is_noted_and_the_cli_says_so(user_module, tmp_path, capsys, monkeypatch):
+    from biaslab.card import sections
+
+    def broken(subject, options, result):
+        raise RuntimeError("spectra broke")
+
+    monkeypatch.setitem(sections.SECTIONS, "spectra", broken)
+    torch.save(user_module.small().state_dict(), tmp_path / "w.pt")
+    args = ["probe", "--model", "my_models:small", "--weights", str(tmp_path / "w.pt"), "--data", "name=digits", "--budget", "small",
+            "--sections", "fit,spectra,calibration", "--out", str(tmp_path / "c")]  # fmt: skip
     assert main(args) == 1
-    assert "fit: failed (RuntimeError" in capsys.readouterr().err
+    assert "spectra: failed (RuntimeError: spectra broke)" in capsys.readouterr().err
+    saved = json.loads((tmp_path / "c" / "card.json").read_text())
+    assert set(saved["sections"]) == {"fit", "calibration"}

@@ -1,6 +1,6 @@
 """biaslab: make the implicit regularization of deep learning measurable.
 
-The public API is small: specs, the catalog, a sweep runner, the store and the report.
+The public API is small: specs, the store, and `probe` (the report card of your own model on your own data).
 Everything else is importable from its module but not promised to stay.
 """
 
@@ -16,4 +16,13 @@ try:
 except metadata.PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0+unknown"
 
-__all__ = ["DataSpec", "ModelSpec", "RunSpec", "RunRecord", "SpecError", "Store", "Sweep", "TrainSpec", "__version__"]
+__all__ = ["Card", "DataSpec", "ModelSpec", "RunSpec", "RunRecord", "SpecError", "Store", "Sweep", "TrainSpec", "__version__", "probe"]
+
+
+def __getattr__(name: str):
+    """`biaslab.probe` and `biaslab.Card` import torch, so they load on first use, keeping `import biaslab` light."""
+    if name in ("probe", "Card"):
+        from biaslab import card
+
+        return getattr(card, name)
+    raise AttributeError(f"module 'biaslab' has no attribute {name!r}")

@@ -17,6 +17,7 @@ from biaslab.spec import SpecError, parse_override
 from biaslab.store import DEFAULT_PATH, RunNotFound, Store
 
 BAD_INPUT = 2
+CARD_SECTIONS = ("fit", "norms", "margins", "curvature", "sharpness", "spectra", "calibration", "bounds")  # biaslab.card.SECTIONS, without importing torch for --help
 
 
 class InputError(Exception):
@@ -56,13 +57,24 @@ def _parser() -> argparse.ArgumentParser:
     probe = commands.add_parser("probe", help="the generalization report card of a trained model: probes, error bars, bounds")
     probe.add_argument("run_id", nargs="?", help="a stored run whose weights were kept (--set save_weights=true)")
     probe.add_argument("--store", type=Path, default=DEFAULT_PATH)
-    probe.add_argument("--model", default=None, metavar="MODULE:FUNCTION", help="your model instead of a run: a function returning it")
+    probe.add_argument("--model", default=None, metavar="MODULE:FUNCTION", help="your model: a function returning it (module or file.py, found from the current directory), or a torch.export program (.pt2)")
+    probe.add_argument("--model-arg", action="append", default=[], metavar="NAME=VALUE", help="keyword argument for the model function, e.g. width=128")
     probe.add_argument("--weights", type=Path, default=None, help="with --model: its state_dict (.safetensors, or .pt read weights-only)")
-    probe.add_argument("--data", action="append", default=[], metavar="KEY=VALUE", help="with --model: dataset fields, e.g. name=digits")
+    probe.add_argument("--init", type=Path, default=None, help="with --model: the state_dict at initialization (enables distance from init and the PAC-Bayes bound)")
+    probe.add_argument("--trust-exported", action="store_true", help="read a .pt2 torch.export program (torch unpickles it: only for files you made)")
+    probe.add_argument("--data-file", type=Path, default=None, help="your split: .npz, .safetensors or .pt with x_train, y_train, x_test, y_test")
+    probe.add_argument("--data-factory", default=None, metavar="MODULE:FUNCTION", help="your split from a function returning x_train, y_train, x_test, y_test")
+    probe.add_argument("--data-arg", action="append", default=[], metavar="NAME=VALUE", help="keyword argument for the data function")
+    probe.add_argument("--data", action="append", default=[], metavar="KEY=VALUE", help="a biaslab dataset instead (its own split; the card says so), e.g. name=digits")
+    probe.add_argument("--expect-train-error", type=float, default=None, help="the training error you measured; the card warns when its own differs")
     probe.add_argument("--loss", default="cross_entropy", help="with --model: cross_entropy (default) or mse")
-    probe.add_argument("--out", type=Path, default=None, help="directory for card.json, card.html, figures (default: STORE/cards/RUN)")
-    probe.add_argument("--examples", type=int, default=4096, help="training examples the curvature, sharpness and bounds use")
-    probe.add_argument("--seed", type=int, default=0, help="for the random probe vectors and perturbations")
+    probe.add_argument("--sections", default=None, help=f"comma-separated sections to run (default all: {', '.join(CARD_SECTIONS)})")
+    probe.add_argument("--skip", default="", help="comma-separated sections to leave out")
+    probe.add_argument("--time-budget", default=None, help="e.g. 90s or 10m: scale the probe counts to fit (error bars say what it cost)")
+    probe.add_argument("--estimate", action="store_true", help="print the estimated seconds per section and stop")
+    probe.add_argument("--out", type=Path, default=None, help="directory for card.json, card.html, figures (default: STORE/cards/RUN or ./biaslab-card)")
+    probe.add_argument("--examples", type=int, default=None, help="training examples (a random subset) for curvature and sharpness")
+    probe.add_argument("--seed", type=int, default=0, help="for the example subset, random probe vectors and perturbations")
     probe.add_argument("--budget", default="full", help="full (default: numbers to report) or small (a first look in seconds)")
     probe.add_argument("--device", default="cpu")
 
@@ -172,38 +184,114 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_probe(args: argparse.Namespace) -> int:
     from biaslab import card
-    from biaslab.spec import RunSpec, with_values
 
-    if (args.run_id is None) == (args.model is None):
-        raise InputError("probe: give either a RUN_ID from the store or --model MODULE:FUNCTION with --weights and --data")
-    if args.examples < 1:
-        raise InputError(f"--examples: must be at least 1, got {args.examples}")
     if args.budget not in card.BUDGETS:
         raise InputError(f"--budget: {args.budget!r} is not one of {', '.join(card.BUDGETS)}")
-    if args.model is not None:
-        if args.weights is None or not args.data:
-            raise InputError("--model: also give --weights FILE and --data name=... (the dataset to probe on)")
-        data = with_values(RunSpec(), dict(parse_override(f"data.{item}") for item in args.data)).data
-        subject = card.subject_from_module(args.model, args.weights, data, args.loss, args.device)
-        out = args.out or Path("biaslab-card")
-    else:
-        store = _store(args.store, must_exist=True)
-        subject = card.subject_from_run(store, args.run_id, args.device)
-        out = args.out or store.path / "cards" / subject.source["run"]
+    if args.examples is not None and args.examples < 1:
+        raise InputError(f"--examples: must be at least 1, got {args.examples}")
+    if args.time_budget is not None:
+        card.parse_duration(args.time_budget)  # a bad duration is refused before any work
+    sections = card.choose_sections(_names(args.sections) if args.sections else None, _names(args.skip))
+    extra = {"examples": args.examples} if args.examples is not None else {}
+    options = card.card_options(args.budget, seed=args.seed, **extra)
+    subject = _probe_subject(args)
+    try:
+        predicted = card.estimate(subject, options, sections)
+        print("estimated seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in predicted.items()) + f"; total {sum(predicted.values()):.0f}", file=sys.stderr)
+    except Exception as error:  # a model whose gradient or Hessian products fail: the sections will say so too
+        print(f"estimate unavailable ({type(error).__name__}: {str(error)[:160]})", file=sys.stderr)
+    if args.estimate:
+        return 0
 
     def progress(name: str, index: int, total: int) -> None:
         print(f"[{index + 1}/{total}] {name} ...", file=sys.stderr, flush=True)
 
-    options = card.CardOptions(examples=args.examples, seed=args.seed, **card.BUDGETS[args.budget])
-    result = card.measure(subject, options, progress)
+    result = card.run_card(subject, options, sections, args.time_budget, progress)
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     fit = result.sections.get("fit", {})
     if fit:
         print(f"train error {fit['train_error']:.4f}  test error {fit['test_error']:.4f}  gap {fit['gap_error']:.4f}")
     failed = [note for note in result.notes if ": failed (" in note]
     for note in failed:
         print(f"probe {note}", file=sys.stderr)
+    out = args.out or (Path("biaslab-card") if args.run_id is None else args.store / "cards" / subject.source["run"])
     print(f"card: {card.write_card(result, out)}")
     return 1 if failed else 0
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _probe_subject(args: argparse.Namespace):
+    """The subject a probe command names: a stored run, or the user's model on their data (or a named dataset)."""
+    from biaslab import card
+    from biaslab.card import subjects
+    from biaslab.spec import RunSpec, with_values
+
+    if (args.run_id is None) == (args.model is None):
+        raise InputError("probe: give either a RUN_ID from the store or --model MODULE:FUNCTION with --weights and your data (--data-file)")
+    if args.run_id is not None:
+        user_only = {"--weights": args.weights, "--init": args.init, "--data-file": args.data_file, "--data-factory": args.data_factory}
+        given = [flag for flag, value in user_only.items() if value is not None] + (["--data"] if args.data else []) + (["--model-arg"] if args.model_arg else [])
+        if given:
+            raise InputError(f"{given[0]}: only with --model; a stored run is probed on its own data with its own weights")
+        subject = card.subject_from_run(_store(args.store, must_exist=True), args.run_id, args.device)
+        if args.expect_train_error is not None:
+            subject.expected_train_error = args.expect_train_error
+        return subject
+    sources = [flag for flag, given in (("--data-file", args.data_file), ("--data-factory", args.data_factory), ("--data", args.data)) if given]
+    if len(sources) != 1:
+        raise InputError("--model: give the data to probe on: --data-file FILE (your split), --data-factory MODULE:FUNCTION, or --data name=... (a biaslab dataset)")
+    if args.data_arg and not args.data_factory:
+        raise InputError("--data-arg: only with --data-factory")
+    model, source = _user_model(args)
+    if args.data:
+        spec = with_values(RunSpec(), dict(parse_override(f"data.{item}") for item in args.data)).data
+        subject = subjects.subject_on_named_data(model, spec, args.loss, args.device, source | {"data": spec.model_dump(mode="json")})
+        subject.expected_train_error = args.expect_train_error
+        return subject
+    if args.data_file is not None:
+        arrays = subjects.read_data_file(args.data_file)
+        train, test = (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"])
+        where = {"data_file": str(args.data_file)}
+    else:
+        split = subjects.data_from_factory(args.data_factory, subjects.factory_arguments(args.data_arg))
+        train, test = split["train"], split["test"]
+        where = {"data_factory": args.data_factory, "data_args": subjects.factory_arguments(args.data_arg)}
+    init = None
+    if args.init is not None:
+        init = card.load_state_file(args.init)
+        subjects.load_state(_fresh_copy(model), init, str(args.init))  # the init must fit the model too
+        source["init"] = str(args.init)
+    return subjects.user_subject(
+        model, train, test, loss=args.loss, init=init, device=args.device, source=source | where,
+        data_note=f"your data from {next(iter(where.values()))}", expected_train_error=args.expect_train_error,
+    )  # fmt: skip
+
+
+def _user_model(args: argparse.Namespace):
+    """The user's model with its weights loaded, and a description of where both came from."""
+    from biaslab import card
+    from biaslab.card import subjects
+
+    kwargs = subjects.factory_arguments(args.model_arg)
+    if args.model.endswith(".pt2"):
+        if args.weights is not None or kwargs:
+            raise InputError("--model: a .pt2 program carries its own weights; leave out --weights and --model-arg")
+        return subjects.load_exported(Path(args.model), args.trust_exported), {"exported": args.model}
+    if args.weights is None:
+        raise InputError("--model: also give --weights FILE (the trained state_dict: .safetensors or .pt)")
+    model = subjects.model_from_factory(args.model, kwargs)
+    subjects.load_state(model, card.load_state_file(args.weights), str(args.weights))
+    return model, {"model": args.model, "model_args": kwargs, "weights": str(args.weights)}
+
+
+def _fresh_copy(model):
+    import copy
+
+    return copy.deepcopy(model)
 
 
 def cmd_show(args: argparse.Namespace) -> int:
