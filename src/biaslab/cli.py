@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,12 +32,22 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="biaslab", description="Measure the implicit regularization of deep learning.")
+    parser.add_argument("--version", action="version", version=_version_text())
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    commands.add_parser("list", help="the catalog of experiments")
+    listing = commands.add_parser("list", help="the catalog of experiments")
+    listing.add_argument("--long", action="store_true", help="full titles, references and presets")
+
+    config = commands.add_parser("config", help="print an experiment's resolved sweep as YAML, or with --fields every settable field")
+    config.add_argument("experiment")
+    config.add_argument("--preset", default=None, help="tiny, quick (default) or paper")
+    config.add_argument("--config", dest="config_file", type=Path, default=None, metavar="FILE.yaml", help="overrides from a YAML file (before --set)")
+    config.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="e.g. train.lr=0.05")
+    config.add_argument("--fields", action="store_true", help="every settable field with its type, value, default and allowed values")
 
     run = commands.add_parser("run", help="run an experiment's sweep, print its verdict, write the report")
     run.add_argument("experiment")
     run.add_argument("--preset", default=None, help="tiny, quick (default) or paper")
+    run.add_argument("--config", dest="config_file", type=Path, default=None, metavar="FILE.yaml", help="overrides from a YAML file (before --set)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="e.g. train.lr=0.05")
     run.add_argument("--store", type=Path, default=DEFAULT_PATH)
     run.add_argument("--executor", default="auto", help="auto (default), inprocess, processes or population")
@@ -87,10 +98,22 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
-        return {"list": cmd_list, "run": cmd_run, "report": cmd_report, "export": cmd_export, "show": cmd_show, "probe": cmd_probe}[args.command](args)
+        return {"list": cmd_list, "config": cmd_config, "run": cmd_run, "report": cmd_report, "export": cmd_export, "show": cmd_show, "probe": cmd_probe}[args.command](args)
     except (InputError, SpecError, RunNotFound) as error:
         print(f"biaslab: error: {error}", file=sys.stderr)
         return BAD_INPUT
+    except BrokenPipeError:  # `biaslab config X --fields | head`: the reader left; not an error of ours
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (Python flushes stdout at exit; give it somewhere to go)
+        return 0
+
+
+def _version_text() -> str:
+    from biaslab import __version__
+
+    return f"biaslab {__version__}"
+
+
+LIST_WIDTH = 100  # `biaslab list` fits a terminal of this many columns; --long prints everything
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -99,7 +122,91 @@ def cmd_list(args: argparse.Namespace) -> int:
     width = max(len(name) for name in CATALOG)
     for name in CATALOG:
         experiment = CATALOG.get(name)
-        print(f"{name:<{width}}  {experiment.title}  [{experiment.reference}]  presets: {', '.join(experiment.presets)}")
+        if args.long:
+            print(f"{name:<{width}}  {experiment.title}  [{experiment.reference}]  presets: {', '.join(experiment.presets)}")
+        else:
+            print(_clip(f"{name:<{width}}  {experiment.title}", LIST_WIDTH))
+    if not args.long:
+        print(_clip("(biaslab list --long: references and presets; biaslab config NAME --fields: what you can set)", LIST_WIDTH))
+    return 0
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3].rstrip() + "..."
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    """--config FILE.yaml first, then each --set on top: one dict of dotted paths, validated by the sweep."""
+    values = _config_file(args.config_file) if args.config_file is not None else {}
+    return values | dict(parse_override(item) for item in args.overrides)
+
+
+def _config_file(path: Path) -> dict:
+    """A YAML mapping of dotted paths (`train.lr: 0.05`) or nested sections (`train: {lr: 0.05}`), flattened."""
+    import yaml
+
+    if not path.is_file():
+        raise InputError(f"--config: no such file {path}")
+    try:
+        content = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        first = str(error).strip().splitlines()[0]
+        raise InputError(f"--config: {path} is not valid YAML ({first})") from None
+    if content is None:
+        return {}
+    if not isinstance(content, dict):
+        raise InputError(f"--config: {path} must hold a mapping of field paths to values, got a {type(content).__name__}")
+    flat: dict = {}
+
+    def walk(node: dict, prefix: str) -> None:
+        for key, value in node.items():
+            if not isinstance(key, str):
+                raise InputError(f"--config: {path}: key {key!r} is not a field name")
+            if isinstance(value, dict) and not _takes_a_whole_section(prefix + key):
+                walk(value, f"{prefix}{key}.")
+            else:
+                flat[prefix + key] = value
+
+    walk(content, "")
+    return flat
+
+
+def _takes_a_whole_section(path: str) -> bool:
+    """`problem` and `estimator` are set whole (their `kind` decides the fields); `train`, `data`, `model` by field."""
+    return path in ("problem", "estimator")
+
+
+def _experiment(name: str):
+    from biaslab.experiments import CATALOG
+    from biaslab.registry import UnknownName
+
+    try:
+        return CATALOG.get(name)
+    except UnknownName as error:
+        raise InputError(str(error)) from None
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    import yaml
+
+    from biaslab.spec import settable_fields
+
+    experiment = _experiment(args.experiment)
+    preset = args.preset if args.preset is not None else experiment.default_preset
+    sweep = experiment.sweep(preset).override(_overrides(args))
+    if args.fields:
+        swept = sweep.swept_paths()
+        for row in settable_fields(sweep.base):
+            value = "swept: " + ", ".join(map(json.dumps, sweep.grid[row["path"]])) if row["path"] in sweep.grid else json.dumps(row["value"])
+            marker = " (swept)" if row["path"] in swept else ""
+            allowed = f"  [{row['allowed']}]" if row["allowed"] else ""
+            print(f"{row['path']:<28} {row['type']:<14} = {value}{marker}{allowed}")
+        return 0
+    resolved = {"experiment": experiment.name, "preset": preset, "runs": len(sweep.expand()),
+                "base": sweep.base.model_dump(mode="json"), "grid": {k: list(v) for k, v in sweep.grid.items()}}  # fmt: skip
+    if sweep.also:
+        resolved["also"] = [{"base": part.base.model_dump(mode="json"), "grid": {k: list(v) for k, v in part.grid.items()}} for part in sweep.also]
+    print(yaml.safe_dump(resolved, sort_keys=False, default_flow_style=False, width=100), end="")
     return 0
 
 
@@ -110,14 +217,9 @@ def _store(path: Path, must_exist: bool) -> Store:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from biaslab.experiments import CATALOG
-    from biaslab.registry import UnknownName
     from biaslab.sweep import BACKENDS, EXECUTORS, preflight
 
-    try:
-        experiment = CATALOG.get(args.experiment)
-    except UnknownName as error:
-        raise InputError(str(error)) from None
+    experiment = _experiment(args.experiment)
     if args.executor not in EXECUTORS:
         raise InputError(f"--executor: {args.executor!r} is not one of {', '.join(EXECUTORS)}")
     if args.backend not in BACKENDS:
@@ -126,7 +228,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise InputError("--address: only with --backend ray")
     if args.workers is not None and args.workers < 1:
         raise InputError(f"--workers: must be at least 1, got {args.workers}")
-    overrides = dict(parse_override(item) for item in args.overrides)
+    overrides = _overrides(args)
     preset = args.preset or experiment.default_preset
     sweep = experiment.sweep(preset).override(overrides)
     try:

@@ -601,3 +601,62 @@ class Sweep(_Frozen):
         sweep = Sweep(base=with_values(self.base, fixed), grid=grid)
         sweep.expand()  # validate every combination now, not mid-sweep
         return sweep
+
+
+def settable_fields(spec: RunSpec) -> list[dict[str, Any]]:
+    """Every field `--set` can reach in this spec: dotted path, type, current value, default and what is allowed.
+
+    Sections that are unset in this spec (no `problem`, say) are listed by their own path only.
+    """
+    rows: list[dict[str, Any]] = []
+
+    def walk(model: BaseModel, prefix: str) -> None:
+        for name, field in type(model).model_fields.items():
+            path, value = f"{prefix}{name}", getattr(model, name)
+            if isinstance(value, BaseModel):
+                walk(value, f"{path}.")
+                continue
+            rows.append({"path": path, "type": _type_name(field.annotation), "value": _plain(value),
+                         "default": _plain(field.default), "allowed": _allowed(field)})  # fmt: skip
+
+    walk(spec, "")
+    return rows
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _type_name(annotation: Any) -> str:
+    args = getattr(annotation, "__args__", ())
+    origin = getattr(annotation, "__origin__", None)
+    if origin is Literal:
+        return "choice"
+    if origin is tuple:
+        return "list of " + " | ".join(dict.fromkeys(_type_name(a) for a in args if a is not Ellipsis))
+    sections = _models_in(annotation)
+    if sections:
+        kinds = [m.model_fields["kind"].default for m in sections if "kind" in m.model_fields] if len(sections) > 1 else []
+        return "section" + (f" (kind: {', '.join(kinds)})" if kinds else "") + (" | null" if type(None) in args else "")
+    if isinstance(annotation, type):
+        return annotation.__name__
+    names = [_type_name(a) for a in args if a is not type(None) and a is not Ellipsis]
+    text = " | ".join(dict.fromkeys(names)) if names else str(annotation)
+    return text + (" | null" if type(None) in args else "")
+
+
+def _allowed(field: Any) -> str:
+    """'one of a, b', a numeric range, or '' for free values."""
+    choices = [a for a in getattr(field.annotation, "__args__", ()) if isinstance(a, str)]
+    for member in getattr(field.annotation, "__args__", ()):
+        choices += [a for a in getattr(member, "__args__", ()) if isinstance(a, str)]
+    if choices:
+        return "one of " + ", ".join(dict.fromkeys(choices))
+    bounds = []
+    for item in field.metadata:
+        for attribute, symbol in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
+            if getattr(item, attribute, None) is not None:
+                bounds.append(f"{symbol} {getattr(item, attribute)}")
+    return ", ".join(bounds)
