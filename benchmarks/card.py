@@ -24,8 +24,11 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch
 from matplotlib.figure import Figure
@@ -33,6 +36,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import biaslab
+from hardware import matmul_peak
 from biaslab.card import sections, subjects
 from biaslab.probes import curvature
 
@@ -94,21 +98,6 @@ def problem(name: str, device: torch.device):
     return model, (x[:n_train], y[:n_train]), (x[n_train:], y[n_train:])
 
 
-def matmul_peak(device: torch.device, n: int = 2048) -> float:
-    """GFLOP/s of an n^3 fp32 matmul, best of 5: the machine's practical peak for dense work."""
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    best = float("inf")
-    for _ in range(6):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        started = time.perf_counter()
-        a @ b
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - started)
-    return 2 * n**3 / best / 1e9
-
-
 def flops_of(work) -> int:
     with FlopCounterMode(display=False) as counter:
         work()
@@ -159,7 +148,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
     device = torch.device(args.device)
-    peak = matmul_peak(device)
+    peak = matmul_peak(device=args.device)
     print(f"device {device}, {torch.get_num_threads()} threads; matmul peak {peak:.1f} GFLOP/s (fp32, 2048^3)")
     results = {name: measure_model(name, device, peak) for name in args.models.split(",")}
     args.out.mkdir(parents=True, exist_ok=True)

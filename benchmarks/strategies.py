@@ -10,7 +10,8 @@ auto against the best forced executor.
 Part 2: throughput of a population of MNIST-1D MLPs (width --width, default 128)
 against its size M, as member-steps per second, for population vs a loop of
 single runs on the chosen device (on CUDA, also the achieved FLOP/s of the
-largest population as a fraction of --peak-tflops). Writes JSON and a PNG to --out.
+population's achieved FLOP/s as a fraction of the device's measured matmul peak, one thread on a CPU as the
+sweep workers use). Writes JSON and a PNG to --out.
 """
 
 from __future__ import annotations
@@ -19,9 +20,12 @@ import argparse
 import copy
 import json
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch
 from matplotlib.figure import Figure
@@ -35,6 +39,7 @@ from biaslab.store import Store
 from biaslab.sweep import run_sweep
 from biaslab.train import fit
 from biaslab.train.population import fit_population
+from hardware import matmul_peak, mlp_training_flops
 
 EXECUTORS = (("auto", None), ("inprocess", None), ("processes", 2), ("processes", 1), ("population", None))
 
@@ -57,8 +62,8 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def population_throughput(device: torch.device, width: int, sizes: list[int], steps: int) -> list[dict]:
-    """Member-steps per second, population vs loop, for each population size."""
+def population_throughput(device: torch.device, width: int, sizes: list[int], steps: int, peak_gflops: float) -> list[dict]:
+    """Member-steps per second, population vs loop, for each population size, and the FLOP rate against the peak."""
     spec = TrainSpec(optimizer="sgd", lr=0.05, momentum=0.9, batch_size=100, max_steps=steps, eval_every=steps)
     data = datasets.load(DataSpec(name="mnist1d", standardize=False), device)
     rows = []
@@ -76,10 +81,12 @@ def population_throughput(device: torch.device, width: int, sizes: list[int], st
             fit(loop_nets[m], data, spec, generator(m, "batches"))
         _sync(device)
         loop = (time.perf_counter() - started) * members / loop_members
-        params = sum(p.numel() for p in nets[0].parameters())
-        flops = 6 * params * 100 * steps * members  # forward + backward of a small MLP: about 6 flops per parameter per example
-        rows.append({"members": members, "population_s": population, "loop_s": loop, "speedup": loop / population, "tflops_population": flops / population / 1e12})
-        print(f"M={members:<4} population {population:7.2f} s  loop {loop:7.2f} s  speedup {loop / population:5.2f}x", flush=True)
+        flops = members * mlp_training_flops(40, width, 10, steps, 100, evaluations=2, eval_examples=5000)["train"]
+        rows.append({"members": members, "population_s": population, "loop_s": loop, "speedup": loop / population,
+                     "tflops_population": flops / population / 1e12, "fraction_of_peak_population": flops / population / 1e9 / peak_gflops,
+                     "fraction_of_peak_loop": flops / loop / 1e9 / peak_gflops})  # fmt: skip
+        print(f"M={members:<4} population {population:7.2f} s  loop {loop:7.2f} s  speedup {loop / population:5.2f}x  "
+              f"{flops / 1e9:8.1f} GFLOP: population {rows[-1]['fraction_of_peak_population']:6.1%}, loop {rows[-1]['fraction_of_peak_loop']:6.1%} of peak", flush=True)
     return rows
 
 
@@ -106,15 +113,17 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=128)
     parser.add_argument("--sizes", default="1,2,4,8,16,32,64")
     parser.add_argument("--steps", type=int, default=400)
-    parser.add_argument("--peak-tflops", type=float, default=None, help="the device's peak, for the fraction achieved")
     parser.add_argument("--skip-executors", action="store_true")
     args = parser.parse_args()
     device = torch.device(args.device)
     executors = {} if args.skip_executors or device.type != "cpu" else time_executors(args.preset)
     if device.type == "cpu":
         torch.set_num_threads(1)  # as sweep workers do
-    throughput = population_throughput(device, args.width, [int(s) for s in args.sizes.split(",")], args.steps)
+    peak = matmul_peak(device=args.device)
+    print(f"{device} peak (fp32 2048^3 matmul, {torch.get_num_threads()} thread(s)): {peak:.1f} GFLOP/s; training FLOPs = 6 x weights x batch per step")
+    throughput = population_throughput(device, args.width, [int(s) for s in args.sizes.split(",")], args.steps, peak)
     result = {
+        "peak_gflops": peak,
         "machine": {"device": str(device), "name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(), "torch": torch.__version__},
         "executors_s": executors,
         "throughput": throughput,
@@ -126,8 +135,6 @@ def main() -> None:
         result["best_forced"] = best
         result["processes2_speedup_over_1"] = executors["processesx1"] / executors["processesx2"]
         print(f"auto / best forced ({best}): {result['auto_over_best_forced']:.3f}; processes 2 vs 1: {result['processes2_speedup_over_1']:.2f}x")
-    if args.peak_tflops:
-        result["fraction_of_peak"] = throughput[-1]["tflops_population"] / args.peak_tflops
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"strategies_{device.type}"
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2))

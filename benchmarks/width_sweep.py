@@ -49,6 +49,7 @@ sys.path.insert(0, str(HERE))
 
 import torch  # noqa: E402
 
+from hardware import matmul_peak, mlp_training_flops  # noqa: E402
 from plain_width_sweep import PlainConfig, prepare_data, run_plain_sweep, train_one  # noqa: E402
 
 EXPERIMENT = "width-sweep"
@@ -291,6 +292,18 @@ def figure(result: dict, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def phase_flops(runs: list[dict], settings: dict) -> dict[str, float]:
+    """Training and evaluation FLOPs of the runs as they went (their own step counts), for MNIST-1D's 40 -> H -> 10."""
+    train, data = settings["train"], settings["data"]
+    examples = (data["n_train"] or 4000) + (data["n_test"] or 1000)
+    totals = {"train": 0.0, "eval": 0.0}
+    for run in runs:
+        evaluations = run["steps"] // train["eval_every"] + 1
+        flops = mlp_training_flops(40, run["width"], 10, run["steps"], train["batch_size"], evaluations, examples)
+        totals = {k: totals[k] + flops[k] for k in totals}
+    return totals
+
+
 def print_report(result: dict) -> None:
     phases = result["phases"]
     print(f"\nwidth-sweep --preset {result['preset']}: {result['n_runs']} runs, {result['machine']['cores_available']} cores, "
@@ -311,6 +324,14 @@ def print_report(result: dict) -> None:
         print(f"{g['label_noise']:5.2f} {g['width']:5d} {' '.join(cells)} {tail}")
     for name, d in result["per_run"].items():
         print(f"per run {name}: max |test error diff| {d['max_abs_test_error_diff']:.4f}, mean {d['mean_abs_test_error_diff']:.4f} over {d['runs']} runs")
+    peak = result["peak_gflops"]
+    print(f"\nmachine peak (fp32 2048^3 matmul): {peak['one_thread']:.1f} GFLOP/s on one thread, {peak['all_threads']:.1f} on "
+          f"{result['machine']['torch_threads']} threads")
+    for name, phase in phases.items():
+        flops = phase["flops"]
+        achieved = (flops["train"] + flops["eval"]) / phase["wall_s"] / 1e9
+        print(f"{name}: {flops['train'] / 1e12:.3f} TFLOP training + {flops['eval'] / 1e12:.3f} TFLOP evaluation in {phase['wall_s']:.1f} s "
+              f"= {achieved:.1f} GFLOP/s = {achieved / max(peak["all_threads"], peak["one_thread"]):.1%} of the machine's peak")
     verdict = result["verdict"]
     print(f"\nspeed-up plain/biaslab-auto {verdict['ratio_plain_over_auto']:.2f}x, plain/biaslab-inprocess "
           f"{verdict['ratio_plain_over_inprocess']:.2f}x; errors within noise: {verdict['errors_within_noise']} "
@@ -380,6 +401,9 @@ def main(argv: list[str] | None = None) -> dict:
         best["attempts"] = [{k: p[k] for k in ("wall_s", "own_cpu_s", "foreign_cpu_s", "load_before", "busy_cores_before")} for p in attempts]
         phases[name] = best
 
+    for phase in phases.values():
+        phase["flops"] = phase_flops(phase["runs"], result["settings"])
+    result["peak_gflops"] = {"one_thread": matmul_peak(1), "all_threads": matmul_peak()}
     result["summary"] = summarize(phases, n_test=sweep.base.data.n_test)
     result["per_run"] = {
         "biaslab_auto_vs_plain": per_run_differences(phases, "biaslab_auto", "plain"),
