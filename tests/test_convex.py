@@ -94,3 +94,18 @@ def test_soudry_data_has_the_published_max_margin_separator():
 def test_too_many_observations_is_a_clear_error():
     with pytest.raises(ValueError, match="problem.observed"):
         matrix_completion(MatrixCompletion(n=3, observed=10), 0)
+
+
+def test_large_nuclear_norm_problems_go_to_scs_which_agrees_with_clarabel():
+    """SCS (first order) replaces Clarabel above 30 x 30, where the interior-point KKT system needs gigabytes."""
+    from biaslab.convex import nuclear_norm_solver
+
+    assert nuclear_norm_solver((30, 30)) == "CLARABEL" and nuclear_norm_solver((31, 30)) == "SCS"
+    g = np.random.default_rng(0)
+    W = g.standard_normal((20, 2)) @ g.standard_normal((2, 20))
+    index = g.choice(400, 150, replace=False)
+    rows, cols = index // 20, index % 20
+    exact = min_nuclear_norm_completion((20, 20), rows, cols, W[rows, cols], solver="CLARABEL")
+    first_order = min_nuclear_norm_completion((20, 20), rows, cols, W[rows, cols], solver="SCS")
+    assert np.linalg.norm(first_order - exact) / np.linalg.norm(exact) < 1e-4
+    assert np.abs(first_order[rows, cols] - W[rows, cols]).max() < 1e-5
