@@ -101,3 +101,40 @@ def test_ray_backend_without_ray_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setattr(builtins, "__import__", lambda name, *a, **k: (_ for _ in ()).throw(ImportError()) if name == "ray" else real_import(name, *a, **k))
     with pytest.raises(ValueError, match="biaslab\\[ray\\]"):
         run_sweep(_sweep(), Store(tmp_path), backend="ray")
+
+
+class _RayThatNeverStarts:
+    """Stands in for the ray module on a machine too busy for its head to come up."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def init(self, **options):
+        self.calls += 1
+        raise Exception("The current node timed out during startup.")
+
+    def shutdown(self):
+        pass
+
+
+def test_a_ray_head_that_does_not_start_is_one_clear_error():
+    from biaslab.sweep import BackendUnavailable, _start_ray
+
+    fake = _RayThatNeverStarts()
+    with pytest.raises(BackendUnavailable, match=r"could not start a local Ray head in 1 attempt\(s\) within 0 s \(The current node timed out"):
+        _start_ray(fake, None, timeout=0.0)
+    assert fake.calls == 1
+
+
+def test_the_cli_says_so_in_one_line_and_exits_2(monkeypatch, tmp_path, capsys):
+    from biaslab import sweep
+    from biaslab.cli import main
+
+    def never(ray_module, address, timeout=None):
+        raise sweep.BackendUnavailable("backend ray: could not start a local Ray head in 2 attempt(s) within 120 s (x); use --backend local")
+
+    monkeypatch.setattr(sweep, "_start_ray", never)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    assert main(["run", "min-norm", "--preset", "tiny", "--backend", "ray", "--store", str(tmp_path), "--no-report"]) == 2
+    err = capsys.readouterr().err  # the progress bar's first line, then the error: no traceback
+    assert err.splitlines()[-1].startswith("biaslab: error: backend ray:") and "use --backend local" in err and "Traceback" not in err

@@ -235,8 +235,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         preflight(sweep)
     except (OSError, ValueError) as error:
         raise InputError(str(error)) from None
+    from biaslab.sweep import BackendUnavailable
+
     store = Store(args.store)
-    outcome = _run_with_progress(sweep, store, preset, overrides, args)
+    try:
+        outcome = _run_with_progress(sweep, store, preset, overrides, args)
+    except BackendUnavailable as error:
+        raise InputError(str(error)) from None
     failed = [r for r in outcome.records if r.status == "failed"]
     diverged = sum(r.status == "diverged" for r in outcome.records)
     print(f"{experiment.name} ({preset}): {outcome.ran} runs now, {outcome.skipped} already in {args.store}"

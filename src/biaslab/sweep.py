@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -52,6 +53,11 @@ OnRecord = Callable[[RunRecord], None]
 Job = list[RunSpec]  # one run, or the members of one population
 BACKENDS: tuple[str, ...] = ("local", "ray")
 RAY_RETRIES = 3  # Ray re-runs a task whose worker process died this often
+RAY_START_TIMEOUT = float(os.environ.get("BIASLAB_RAY_START_TIMEOUT", "120"))  # seconds to keep trying to start or reach Ray
+
+
+class BackendUnavailable(ValueError):
+    """The chosen backend cannot be started or reached; the message says why and what to use instead."""
 POOL_RETRIES = 2  # a worker that dies takes its pool down; retry the unfinished jobs this often
 CPU_POPULATION_MAX_WIDTH = 64
 SMALL_SWEEP_STEPS = 20_000  # below this many steps in all, auto stays in-process (tiny width-sweep: 0.5 s vs 4-5 s with workers)
@@ -234,16 +240,37 @@ def biaslab_job(job: Job) -> list[RunRecord]:
     return run_population(job)
 
 
+def _start_ray(ray, address: str | None, timeout: float | None = None) -> None:
+    """ray.init, tried again until `timeout` (BIASLAB_RAY_START_TIMEOUT, default 120 s) when a busy machine makes
+    the head miss Ray's own 30 s start-up wait; then one line saying what failed and what to use instead."""
+    timeout = RAY_START_TIMEOUT if timeout is None else timeout
+    options = {"include_dashboard": False, "log_to_driver": False}
+    deadline, attempts = time.monotonic() + timeout, 0
+    while True:
+        attempts += 1
+        try:
+            ray.init(address=address, **options) if address else ray.init(_node_ip_address="127.0.0.1", **options)
+            return
+        except Exception as error:  # Ray raises bare Exception, ConnectionError, RuntimeError... on a failed start
+            ray.shutdown()
+            if time.monotonic() >= deadline:
+                where = f"reach the Ray cluster at {address}" if address else "start a local Ray head"
+                first = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
+                raise BackendUnavailable(
+                    f"backend ray: could not {where} in {attempts} attempt(s) within {timeout:.0f} s ({first}); "
+                    "use --backend local, or raise BIASLAB_RAY_START_TIMEOUT"
+                ) from None
+
+
 def run_on_ray(jobs: list[Job], save: Callable[[RunRecord], None], address: str | None = None) -> None:
     """Run jobs as Ray tasks; write each record here as its task finishes. Starts (and stops) a local Ray if none is up."""
     try:
         import ray
     except ImportError:
-        raise ValueError("backend: ray is not installed; install the extra: pip install 'biaslab[ray]'") from None
+        raise BackendUnavailable("backend: ray is not installed; install the extra: pip install 'biaslab[ray]', or use --backend local") from None
     started_here = not ray.is_initialized()
     if started_here:
-        options = {"include_dashboard": False, "log_to_driver": False}
-        ray.init(address=address, **options) if address else ray.init(_node_ip_address="127.0.0.1", **options)
+        _start_ray(ray, address)
     try:
         task = ray.remote(num_cpus=1, max_retries=RAY_RETRIES)(biaslab_job)
         pending = {task.remote(job): job for job in jobs}
