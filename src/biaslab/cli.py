@@ -117,15 +117,14 @@ LIST_WIDTH = 100  # `biaslab list` fits a terminal of this many columns; --long 
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from biaslab.experiments import CATALOG
+    from biaslab.catalog import INDEX  # plain data: listing imports no experiment, torch or scipy
 
-    width = max(len(name) for name in CATALOG)
-    for name in CATALOG:
-        experiment = CATALOG.get(name)
+    width = max(len(name) for name in INDEX)
+    for name, (title, reference, presets) in INDEX.items():
         if args.long:
-            print(f"{name:<{width}}  {experiment.title}  [{experiment.reference}]  presets: {', '.join(experiment.presets)}")
+            print(f"{name:<{width}}  {title}  [{reference}]  presets: {', '.join(presets)}")
         else:
-            print(_clip(f"{name:<{width}}  {experiment.title}", LIST_WIDTH))
+            print(_clip(f"{name:<{width}}  {title}", LIST_WIDTH))
     if not args.long:
         print(_clip("(biaslab list --long: references and presets; biaslab config NAME --fields: what you can set)", LIST_WIDTH))
     return 0
