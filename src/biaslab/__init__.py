@@ -1,6 +1,7 @@
 """biaslab: make the implicit regularization of deep learning measurable.
 
-The public API is small: specs, the store, and `probe` (the report card of your own model on your own data).
+The public API is small: `catalog()`, `run(name, preset, overrides, store)` (an experiment's sweep, verdict and
+figures), `probe(model, train, test)` (the report card of your own model on your own data), the specs and `Store`.
 Everything else is importable from its module but not promised to stay.
 """
 
@@ -16,13 +17,17 @@ try:
 except metadata.PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0+unknown"
 
-__all__ = ["Card", "DataSpec", "ModelSpec", "RunSpec", "RunRecord", "SpecError", "Store", "Sweep", "TrainSpec", "__version__", "probe"]
+__all__ = ["Card", "ExperimentResult", "catalog", "run", "DataSpec", "ModelSpec", "RunSpec", "RunRecord", "SpecError", "Store", "Sweep", "TrainSpec", "__version__", "probe"]
 
 
 def __getattr__(name: str):
-    """`biaslab.probe` and `biaslab.Card` import torch, so they load on first use, keeping `import biaslab` light."""
+    """The entry points that import torch load on first use, keeping `import biaslab` light."""
     if name in ("probe", "Card"):
         from biaslab import card
 
         return getattr(card, name)
+    if name in ("run", "catalog", "ExperimentResult"):
+        from biaslab import api
+
+        return getattr(api, name)
     raise AttributeError(f"module 'biaslab' has no attribute {name!r}")

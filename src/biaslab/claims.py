@@ -32,6 +32,19 @@ class Verdict:
         lines = [f"{self.label}: {self.claim}", f"  {self.reason}", f"  numbers: {numbers}"]
         return "\n".join(lines + [f"  note: {n}" for n in self.notes])
 
+    def _repr_html_(self) -> str:
+        """The verdict in a notebook: label, claim, reason, the numbers as a table, the notes."""
+        import html
+
+        colour = "#2e7d32" if self.passed else "#c62828"
+        rows = "".join(f"<tr><td>{html.escape(k)}</td><td style='text-align:right'>{html.escape(_fmt(v))}</td></tr>" for k, v in self.numbers.items())
+        notes = "".join(f"<li>{html.escape(n)}</li>" for n in self.notes)
+        return (
+            f"<div style='border-left:4px solid {colour};padding:0.3em 0.8em'><b style='color:{colour}'>{self.label}</b>: "
+            f"{html.escape(self.claim)}<br><span style='color:#555'>{html.escape(self.reason)}</span>"
+            f"<table>{rows}</table>" + (f"<ul>{notes}</ul>" if notes else "") + "</div>"
+        )
+
 
 def _fmt(value: float) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
