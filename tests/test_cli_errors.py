@@ -79,8 +79,9 @@ def test_list_prints_the_catalog(capsys) -> None:
     rc, out, err = cli(capsys, "list")
     assert rc == 0
     assert "width-sweep" in out
-    assert "tiny, quick, paper" in out
     assert err == ""
+    rc, out, err = cli(capsys, "list", "--long")
+    assert rc == 0 and "tiny, quick, paper" in out
 
 
 # ----------------------------------------------------------------------------- run: bad experiment, preset, options

@@ -96,6 +96,7 @@ ALTERNATIVES: dict[str, tuple[typing.Any, dict[str, typing.Any]]] = {
     "train.stop_zero_error_evals": (2, {}),
     "train.l1": (1e-4, {}),
     "train.batch_sizes": ([32, None], {}),
+    "train.rho": (0.1, {"train.optimizer": "sam"}),
 }
 
 

@@ -123,7 +123,7 @@ class ModelSpec(_Frozen):
 class TrainSpec(_Frozen):
     """Optimizer, schedule, loss and stopping rule."""
 
-    optimizer: Literal["gd", "sgd", "adam", "adamw"] = "sgd"
+    optimizer: Literal["gd", "sgd", "adam", "adamw", "sam", "asam"] = "sgd"  # sam/asam: sharpness-aware steps on SGD (momentum, nesterov, weight decay)
     lr: float = Field(0.05, gt=0.0)
     momentum: float = Field(0.0, ge=0.0, lt=1.0)
     nesterov: bool = False
@@ -143,9 +143,18 @@ class TrainSpec(_Frozen):
     eval_points: int = Field(60, ge=2)  # evaluations with eval_spacing=log
     augment: Literal["none", "random_crop"] = "none"  # training batches only; random_crop: zero-pad, crop back at a random offset
     crop_padding: int = Field(4, ge=1)  # random_crop: pixels of zero padding on each side of every spatial axis
+    rho: float = Field(0.05, gt=0.0)  # sam/asam: radius of the ascent step (Foret et al. 2021: 0.05; ASAM, Kwon et al. 2021: 0.5-2)
     # batch sizes that an experiment compares from one init (batch-size-sharpness); empty: only batch_size.
     # null in the list means full batch. `fit` itself always uses batch_size.
     batch_sizes: tuple[Annotated[int, Field(gt=0)] | None, ...] = ()
+
+    @model_validator(mode="after")
+    def _rho_needs_sam(self) -> "TrainSpec":
+        if self.rho != 0.05 and self.optimizer not in ("sam", "asam"):
+            raise ValueError(f"train.rho: only optimizer 'sam' or 'asam' reads it, got optimizer {self.optimizer!r}")
+        if self.optimizer in ("sam", "asam") and self.betas != (0.9, 0.999):
+            raise ValueError("train.betas: sam and asam step with SGD, which has no betas")
+        return self
 
     @model_validator(mode="after")
     def _gd_is_full_batch(self) -> "TrainSpec":

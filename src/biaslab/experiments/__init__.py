@@ -48,8 +48,10 @@ def trains_populations(experiment: str) -> bool:
 
 def can_pool(spec: RunSpec) -> bool:
     """Whether a spec may join a population: its experiment allows it, and it has no dropout or batch augmentation
-    (random per member and step; `fit_population` refuses both), so such runs always train alone."""
-    return trains_populations(spec.experiment) and spec.model.dropout == 0.0 and spec.train.augment == "none"
+    (random per member and step), no l1 penalty and no sharpness-aware steps (`fit_population` refuses all four),
+    so such runs always train alone."""
+    alone = spec.model.dropout > 0.0 or spec.train.augment != "none" or spec.train.l1 > 0.0 or spec.train.optimizer in ("sam", "asam")
+    return trains_populations(spec.experiment) and not alone
 
 
 def run_population(specs: list[RunSpec]) -> list[RunRecord]:

@@ -6,6 +6,11 @@ generator (no DataLoader); full batch when `batch_size` is None. Every
 learning rate, train/test error and loss, and whatever `on_eval` returns. The
 host reads values only at those points, never per step.
 
+Sharpness-aware minimization (`optimizer` sam or asam, Foret et al. 2021; Kwon et al. 2021): each step
+computes the batch gradient g, moves the weights to w + e with e = rho g / ||g|| (asam: e = rho T^2 g /
+||T g|| with T = |w| elementwise, which makes the step invariant to rescaling), takes the gradient there on
+the same batch, returns to w and lets SGD (momentum, nesterov, weight decay from the spec) step with it.
+
 Explicit penalties: AdamW's decoupled weight decay lives in the optimizer;
 `spec.l1 > 0` adds l1 * sum_i |theta_i| over every trained parameter to the
 objective that is differentiated at each step (the loss written to History stays
@@ -60,9 +65,12 @@ def squared_error(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {"cross_entropy": cross_entropy, "mse": squared_error}
 
 
+SHARPNESS_AWARE = ("sam", "asam")
+
+
 def make_optimizer(params, spec: TrainSpec) -> torch.optim.Optimizer:
-    """gd and sgd are torch SGD (gd on the full batch); adam couples weight decay to the gradient, adamw decouples it."""
-    if spec.optimizer in ("gd", "sgd"):
+    """gd, sgd (and sam/asam's base step) are torch SGD; adam couples weight decay to the gradient, adamw decouples it."""
+    if spec.optimizer in ("gd", "sgd", *SHARPNESS_AWARE):
         return torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, nesterov=spec.nesterov, weight_decay=spec.weight_decay)
     optimizer = torch.optim.Adam if spec.optimizer == "adam" else torch.optim.AdamW
     return optimizer(params, lr=spec.lr, betas=spec.betas, weight_decay=spec.weight_decay)
@@ -163,30 +171,40 @@ def fit(
     model.train()
     index_stream = batches(n, spec.batch_size, g, data.x_train.device)
 
-    def batch_loss() -> torch.Tensor:
+    def batch_objective() -> Callable[[], torch.Tensor]:
+        """Draw the next batch; return the loss on it (called twice per step by sam, once otherwise)."""
         idx = next(index_stream)
         x, y = (data.x_train, data.y_train) if idx is None else (data.x_train[idx], data.y_train[idx])
         x = augment(x, spec.augment, spec.crop_padding, g)  # training batches only; evaluations see the data as is
-        return loss_fn(model(x), y)
+        return lambda: loss_fn(model(x), y)
 
     def should_stop(row: Row) -> str | None:
         nonlocal zero_error_streak
         zero_error_streak = zero_error_streak + 1 if row["train_error"] == 0.0 else 0
         return stop_reason(row["train_loss"], zero_error_streak, spec)
 
-    return _descend(optimizer, schedule, batch_loss, evaluate, should_stop, spec, result)
+    return _descend(optimizer, schedule, batch_objective, evaluate, should_stop, spec, result)
 
 
-def _descend(optimizer, schedule, step_loss, evaluate, should_stop, spec: TrainSpec, result: Fit) -> Fit:
-    """The loop `fit` and `minimize` share: step, evaluate at `evaluation_steps`, stop when `should_stop` says why."""
+def _descend(optimizer, schedule, next_objective, evaluate, should_stop, spec: TrainSpec, result: Fit) -> Fit:
+    """The loop `fit` and `minimize` share: step, evaluate at `evaluation_steps`, stop when `should_stop` says why.
+
+    `next_objective()` draws the step's batch and returns a function computing the loss on it.
+    """
     pending = evaluation_steps(spec)
     params = [p for group in optimizer.param_groups for p in group["params"]]
+
+    def objective_with_penalty(objective: Callable[[], torch.Tensor]) -> torch.Tensor:
+        loss = objective()
+        return loss + spec.l1 * l1_norm(params) if spec.l1 > 0.0 else loss
+
     for step in range(1, spec.max_steps + 1):
-        loss = step_loss()
-        if spec.l1 > 0.0:
-            loss = loss + spec.l1 * l1_norm(params)
+        objective = next_objective()
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if spec.optimizer in SHARPNESS_AWARE:
+            sharpness_aware_gradient(params, lambda: objective_with_penalty(objective), spec.rho, spec.optimizer == "asam")
+        else:
+            objective_with_penalty(objective).backward()
         optimizer.step()
         schedule.step()
         result.steps = step
@@ -197,6 +215,21 @@ def _descend(optimizer, schedule, step_loss, evaluate, should_stop, spec: TrainS
             break
     optimizer.zero_grad(set_to_none=True)  # leave no gradients behind
     return result
+
+
+def sharpness_aware_gradient(params: list[torch.Tensor], objective: Callable[[], torch.Tensor], rho: float, adaptive: bool) -> None:
+    """Leave in `.grad` the gradient at w + e, e = rho T^2 g / ||T g|| (T = |w| when adaptive, else 1), with w unchanged."""
+    grads = torch.autograd.grad(objective(), params)
+    with torch.no_grad():
+        scales = [p.abs() if adaptive else torch.ones_like(p) for p in params]
+        norm = torch.sqrt(sum((s * g).square().sum() for s, g in zip(scales, grads)))
+        ascent = [rho * s.square() * g / (norm + 1e-12) for s, g in zip(scales, grads)]
+        for p, e in zip(params, ascent):
+            p.add_(e)
+    objective().backward()
+    with torch.no_grad():
+        for p, e in zip(params, ascent):
+            p.sub_(e)
 
 
 def l1_norm(params: list[torch.Tensor]) -> torch.Tensor:
@@ -239,4 +272,4 @@ def minimize(
         return row
 
     evaluate(0)
-    return _descend(optimizer, schedule, objective, evaluate, lambda row: stop_reason(row["loss"], 0, spec), spec, result)
+    return _descend(optimizer, schedule, lambda: objective, evaluate, lambda row: stop_reason(row["loss"], 0, spec), spec, result)

@@ -58,6 +58,8 @@ def _check_compatible(models: Sequence[nn.Module], datasets: Sequence[Dataset], 
         raise ValueError(f"train.augment: populations train unaugmented batches only, got {specs[0].augment!r}; run these with fit")
     if any(s.l1 > 0.0 for s in specs):
         raise ValueError("train.l1: populations do not apply an l1 penalty; train these runs one by one with fit")
+    if specs[0].optimizer in ("sam", "asam"):
+        raise ValueError(f"train.optimizer: populations do not take sharpness-aware steps ({specs[0].optimizer}); train these runs with fit")
     sizes = {(d.x_train.shape, d.x_test.shape) for d in datasets}
     if len(sizes) > 1:
         raise ValueError("fit_population: members' datasets must have the same shapes")
