@@ -450,13 +450,13 @@ def test_a_store_from_before_the_arrays_column_opens_and_reads(tmp_path):
         "CREATE TABLE runs (spec_id TEXT PRIMARY KEY, experiment TEXT NOT NULL, status TEXT NOT NULL, spec TEXT NOT NULL,"
         " curves TEXT NOT NULL, final TEXT NOT NULL, env TEXT NOT NULL, seconds REAL NOT NULL, error TEXT, created TEXT NOT NULL)"
     )
-    db.execute("INSERT INTO runs VALUES ('abcd1234', 'custom', 'ok', '{}', '{}', '{\"test_error\": 0.5}', '{}', 1.0, NULL, '2026-01-01')")
+    db.execute("INSERT INTO runs VALUES ('abcd123400000000', 'custom', 'ok', '{}', '{}', '{\"test_error\": 0.5}', '{}', 1.0, NULL, '2026-01-01')")
     db.commit()
     db.close()
     store = Store(tmp_path)
     record = store.get("abcd")
     assert record.final == {"test_error": 0.5} and record.arrays == {}
-    store.put(RunRecord(spec={}, spec_id="ef567890", status="ok", arrays={"w": [1.0, 2.0]}))
+    store.put(RunRecord(spec={}, spec_id="ef56789000000000", status="ok", arrays={"w": [1.0, 2.0]}))
     assert store.get("ef56").arrays == {"w": [1.0, 2.0]}
 
 
