@@ -358,3 +358,42 @@ def test_a_crafted_id_in_the_store_never_becomes_a_path(capsys, store, tmp_path)
     connection.close()
     assert_bad_input(*cli(capsys, "show", "abce", "--store", store), "'abce/../../../outside'", "damaged")
     assert not (tmp_path / "outside").exists()
+
+
+# ----------------------------------------------------------------------------- strict overrides: booleans, empty preset, experiment
+
+
+@pytest.mark.parametrize(
+    "item, field",
+    [("train.lr=true", "train.lr"), ("train.batch_size=false", "train.batch_size"), ("model.width=[8,true]", "model.width"), ("seed=true", "seed")],
+)
+def test_a_boolean_is_not_a_number(capsys, tmp_path, item, field, no_runs) -> None:
+    assert_bad_input(*run_with(capsys, tmp_path, item), field, "boolean")
+    assert no_runs == []
+
+
+@pytest.mark.parametrize("item", ["save_weights=1", "data.standardize=0.0"])
+def test_a_number_is_not_a_boolean(capsys, tmp_path, item) -> None:
+    line = assert_bad_input(*run_with(capsys, tmp_path, item), item.split("=")[0])
+    assert allowed(line) == ["true", "false"]
+
+
+def test_booleans_and_numbers_still_go_where_they_belong() -> None:
+    from biaslab.spec import parse_override
+
+    assert parse_override("data.standardize=false") == ("data.standardize", False)
+    assert parse_override("train.lr=1") == ("train.lr", 1)
+    assert parse_override("train.batch_size=null") == ("train.batch_size", None)
+    assert parse_override("model.width=[8,16]") == ("model.width", [8, 16])
+
+
+@pytest.mark.parametrize("preset", ["", " "])
+def test_an_empty_preset_is_not_the_default_preset(capsys, tmp_path, preset, no_runs) -> None:
+    line = assert_bad_input(*cli(capsys, "run", "width-sweep", "--preset", preset, "--store", tmp_path / "s"), "--preset")
+    assert allowed(line) == ["tiny", "quick", "paper"]
+    assert no_runs == [] and not (tmp_path / "s").exists()
+
+
+def test_the_experiment_is_not_settable_with_set(capsys, tmp_path, no_runs) -> None:
+    assert_bad_input(*run_with(capsys, tmp_path, "experiment=min-norm"), "experiment", "not settable")
+    assert no_runs == []

@@ -144,6 +144,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise InputError("--address: only with --backend ray")
     if args.workers is not None and args.workers < 1:
         raise InputError(f"--workers: must be at least 1, got {args.workers}")
+    if args.preset is not None and not args.preset.strip():
+        raise InputError(f"--preset: an empty name is not a preset; allowed: {', '.join(experiment.presets)}")
     overrides = dict(parse_override(item) for item in args.overrides)
     preset = args.preset or experiment.default_preset
     sweep = experiment.sweep(preset).override(overrides)
