@@ -9,7 +9,7 @@ test_cli_errors.py; one test runs it on a real read-only file system.
 from __future__ import annotations
 
 import hashlib
-import json
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import biaslab
 from biaslab.cli import main
 from biaslab.store import RECOVERED, RunRecord, Store, StoreError, StoreWarning, check_store, repair_store
 
@@ -240,7 +241,9 @@ def test_report_and_export_on_a_read_only_file_system(tmp_path: Path) -> None:
         "sys.exit(rc)\n"
     )
     script = f"mount --bind -o ro {store.path} {store.path} && mount -o remount,ro,bind {store.path} && {sys.executable} -c \"$CODE\""
-    result = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=300, env={**__import__("os").environ, "CODE": code})
+    source = str(Path(biaslab.__file__).resolve().parents[1])  # this biaslab, not another install
+    env = {**os.environ, "CODE": code, "PYTHONPATH": os.pathsep.join([source, os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 20, result.stderr
     assert "Traceback" not in result.stderr and "--out" in result.stderr
     assert len(pd.read_csv(tmp_path / "out" / "o.csv")) == 3
