@@ -338,3 +338,13 @@ def test_values_read_as_a_person_reads_them():
     assert format_value("spectral", 3.2e5, "bounds") == "3.2e+05 (vacuous: exceeds 1)"
     assert "not defined" in format_value("alpha.0.weight", float("nan"))
     assert format_value("n_train", 1300.0) == "1,300"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_probing_on_cuda_without_a_gpu_is_one_line(owner, tmp_path, monkeypatch, capsys):
+    root = owner[0]
+    monkeypatch.chdir(root)
+    argv = ["probe", "--model", "mynets:build_mlp", "--weights", str(root / "mlp.pt"), "--data-file", str(root / "split.npz"), "--device", "cuda"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--device:" in err and "CUDA is not available" in err and err.count("\n") == 1

@@ -297,3 +297,115 @@ def test_a_number_like_directory_name_for_data_root(capsys, tmp_path, monkeypatc
     (tmp_path / "2024").mkdir()
     # with the root accepted, the paper preset stops at its missing files: still exit 2, no runs
     assert_bad_input(*cli(capsys, "run", "width-sweep", "--preset", "paper", "--store", tmp_path / "s", "--set", "data.root=2024"), "missing")
+
+
+# ----------------------------------------------------------------------------- paths: --store, export and report destinations
+
+
+def test_run_with_a_store_that_is_a_file(capsys, tmp_path, no_runs) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("keep me")
+    assert_bad_input(*cli(capsys, "run", "width-sweep", "--preset", "tiny", "--store", path), str(path), "is a file")
+    assert no_runs == [] and path.read_text() == "keep me"
+
+
+def test_run_with_a_store_under_a_file(capsys, tmp_path, no_runs) -> None:
+    (tmp_path / "notes.txt").write_text("keep me")
+    path = tmp_path / "notes.txt" / "store"
+    assert_bad_input(*cli(capsys, "run", "width-sweep", "--preset", "tiny", "--store", path), str(path), "cannot create the directory")
+    assert no_runs == []
+
+
+def test_run_with_a_store_that_is_not_writable(capsys, tmp_path, no_runs, monkeypatch) -> None:
+    import biaslab.store
+
+    path = tmp_path / "s"
+    path.mkdir()
+    monkeypatch.setattr(biaslab.store.os, "access", lambda p, mode: Path(p) != path)  # as a read-only directory answers
+    assert_bad_input(*cli(capsys, "run", "width-sweep", "--preset", "tiny", "--store", path), str(path), "not writable")
+    assert no_runs == [] and list(path.iterdir()) == []
+
+
+def test_export_to_a_directory(capsys, store, tmp_path) -> None:
+    (tmp_path / "out").mkdir()
+    assert_bad_input(*cli(capsys, "export", tmp_path / "out", "--format", "csv", "--store", store), str(tmp_path / "out"), "is a directory")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_export_under_a_file(capsys, store, tmp_path) -> None:
+    (tmp_path / "notes.txt").write_text("keep me")
+    target = tmp_path / "notes.txt" / "runs.csv"
+    assert_bad_input(*cli(capsys, "export", target, "--store", store), "export", "cannot write")
+    assert (tmp_path / "notes.txt").read_text() == "keep me"
+
+
+def test_report_out_is_a_file(capsys, store, tmp_path) -> None:
+    (tmp_path / "notes.txt").write_text("keep me")
+    assert_bad_input(*cli(capsys, "report", "--store", store, "--out", tmp_path / "notes.txt"), "--out", str(tmp_path / "notes.txt"))
+    assert (tmp_path / "notes.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("run_id", ["../../outside/evil", "ABCD0000", "abcd/../x"])
+def test_show_refuses_an_id_that_is_not_hex(capsys, store, run_id) -> None:
+    assert_bad_input(*cli(capsys, "show", run_id, "--store", store), repr(run_id), "hex digits")
+
+
+def test_a_crafted_id_in_the_store_never_becomes_a_path(capsys, store, tmp_path) -> None:
+    import sqlite3
+
+    connection = sqlite3.connect(store / "runs.sqlite")
+    connection.execute("UPDATE runs SET spec_id = 'abce/../../../outside' WHERE spec_id = 'abcd000000000001'")
+    connection.commit()
+    connection.close()
+    assert_bad_input(*cli(capsys, "show", "abce", "--store", store), "'abce/../../../outside'", "damaged")
+    assert not (tmp_path / "outside").exists()
+
+
+# ----------------------------------------------------------------------------- strict overrides: booleans, empty preset, experiment
+
+
+@pytest.mark.parametrize(
+    "item, field",
+    [("train.lr=true", "train.lr"), ("train.batch_size=false", "train.batch_size"), ("model.width=[8,true]", "model.width"), ("seed=true", "seed")],
+)
+def test_a_boolean_is_not_a_number(capsys, tmp_path, item, field, no_runs) -> None:
+    assert_bad_input(*run_with(capsys, tmp_path, item), field, "boolean")
+    assert no_runs == []
+
+
+@pytest.mark.parametrize("item", ["save_weights=1", "data.standardize=0.0"])
+def test_a_number_is_not_a_boolean(capsys, tmp_path, item) -> None:
+    line = assert_bad_input(*run_with(capsys, tmp_path, item), item.split("=")[0])
+    assert allowed(line) == ["true", "false"]
+
+
+def test_booleans_and_numbers_still_go_where_they_belong() -> None:
+    from biaslab.spec import parse_override
+
+    assert parse_override("data.standardize=false") == ("data.standardize", False)
+    assert parse_override("train.lr=1") == ("train.lr", 1)
+    assert parse_override("train.batch_size=null") == ("train.batch_size", None)
+    assert parse_override("model.width=[8,16]") == ("model.width", [8, 16])
+
+
+@pytest.mark.parametrize("preset", ["", " "])
+def test_an_empty_preset_is_not_the_default_preset(capsys, tmp_path, preset, no_runs) -> None:
+    line = assert_bad_input(*cli(capsys, "run", "width-sweep", "--preset", preset, "--store", tmp_path / "s"), "--preset")
+    assert allowed(line) == ["tiny", "quick", "paper"]
+    assert no_runs == [] and not (tmp_path / "s").exists()
+
+
+def test_the_experiment_is_not_settable_with_set(capsys, tmp_path, no_runs) -> None:
+    assert_bad_input(*run_with(capsys, tmp_path, "experiment=min-norm"), "experiment", "not settable")
+    assert no_runs == []
+
+
+# ----------------------------------------------------------------------------- found by tests/test_fuzz.py
+
+
+def test_a_section_set_to_a_value_then_a_field_inside_it(capsys, tmp_path) -> None:
+    assert_bad_input(*run_with(capsys, tmp_path, "train=0", "train.augment=0"), "train.augment", "section")
+
+
+def test_a_newline_in_a_key_stays_on_one_line(capsys, tmp_path) -> None:
+    assert_bad_input(*run_with(capsys, tmp_path, "0\n0=0"), "0\\n0")

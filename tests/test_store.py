@@ -450,13 +450,13 @@ def test_a_store_from_before_the_arrays_column_opens_and_reads(tmp_path):
         "CREATE TABLE runs (spec_id TEXT PRIMARY KEY, experiment TEXT NOT NULL, status TEXT NOT NULL, spec TEXT NOT NULL,"
         " curves TEXT NOT NULL, final TEXT NOT NULL, env TEXT NOT NULL, seconds REAL NOT NULL, error TEXT, created TEXT NOT NULL)"
     )
-    db.execute("INSERT INTO runs VALUES ('abcd1234', 'custom', 'ok', '{}', '{}', '{\"test_error\": 0.5}', '{}', 1.0, NULL, '2026-01-01')")
+    db.execute("INSERT INTO runs VALUES ('abcd123400000000', 'custom', 'ok', '{}', '{}', '{\"test_error\": 0.5}', '{}', 1.0, NULL, '2026-01-01')")
     db.commit()
     db.close()
     store = Store(tmp_path)
     record = store.get("abcd")
     assert record.final == {"test_error": 0.5} and record.arrays == {}
-    store.put(RunRecord(spec={}, spec_id="ef567890", status="ok", arrays={"w": [1.0, 2.0]}))
+    store.put(RunRecord(spec={}, spec_id="ef56789000000000", status="ok", arrays={"w": [1.0, 2.0]}))
     assert store.get("ef56").arrays == {"w": [1.0, 2.0]}
 
 
@@ -472,3 +472,26 @@ def test_weights_are_kept_as_safetensors_and_read_back(tmp_path):
     store.put(RunRecord(spec={"experiment": "custom"}, spec_id="feed000000000002", status="ok"))
     with pytest.raises(RunNotFound, match="no stored weights; run it with --set save_weights=true"):
         store.weights("feed000000000002")
+
+
+# ----------------------------------------------------------------------------- ids become paths: checked first
+
+
+@pytest.mark.parametrize("spec_id", ["../../outside/evil", "ABCDEF0123456789", "abcd", "a1b2c3d4e5f60718/x", "a1b2c3d4e5f6071g"])
+def test_ids_that_are_not_16_hex_digits_never_become_paths(store: Store, tmp_path: Path, spec_id: str) -> None:
+    import numpy as np
+
+    with pytest.raises(ValueError, match="16 lowercase hex digits"):
+        store.weights_path(spec_id)
+    with pytest.raises(ValueError, match="16 lowercase hex digits"):
+        store.put(RunRecord(spec={}, spec_id=spec_id, status="ok", weights={"w": np.zeros(2, dtype=np.float32)}))
+    assert raw_rows(store) == []
+    assert not (store.path / "weights").exists() and not (tmp_path / "outside").exists()
+
+
+def test_a_weights_directory_that_links_outside_the_store_is_refused(store: Store, tmp_path: Path) -> None:
+    (tmp_path / "elsewhere").mkdir()
+    (store.path / "weights").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(ValueError, match="outside the store"):
+        store.weights_path("a1b2c3d4e5f60718")
+    assert list((tmp_path / "elsewhere").iterdir()) == []

@@ -1,7 +1,9 @@
 """The `biaslab` command: parses, calls the library, prints, sets exit codes.
 
-Exit codes: 0 done; 1 some runs failed (crashed); 2 bad input (the one-line
-message names the field and what is allowed).
+Exit codes: 0 done; 1 some runs failed (crashed), or `store check` found
+damage; 2 bad input (the one-line message names the field, file or path and
+what is allowed). Records a damaged store could not decode are skipped with a
+`biaslab: warning:` line each.
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ import json
 import math
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 from biaslab.spec import SpecError, parse_override
-from biaslab.store import DEFAULT_PATH, RunNotFound, Store
+from biaslab.store import DEFAULT_PATH, RunNotFound, Store, StoreError, StoreWarning
 
 BAD_INPUT = 2
 CARD_SECTIONS = ("fit", "norms", "margins", "curvature", "sharpness", "spectra", "calibration", "bounds")  # biaslab.card.SECTIONS, without importing torch for --help
@@ -92,19 +95,46 @@ def _parser() -> argparse.ArgumentParser:
     show = commands.add_parser("show", help="one run: spec, status, curves summary, provenance")
     show.add_argument("run_id")
     show.add_argument("--store", type=Path, default=DEFAULT_PATH)
+
+    store = commands.add_parser("store", help="check a store for damage, or salvage its readable records into a new one")
+    store_commands = store.add_subparsers(dest="store_command", required=True, parser_class=_Parser)
+    check = store_commands.add_parser("check", help="read every record without writing; list damage (exit 1 if any)")
+    check.add_argument("--store", type=Path, default=DEFAULT_PATH)
+    repair = store_commands.add_parser("repair", help="copy every readable record, sweep and weights file into a new store")
+    repair.add_argument("--store", type=Path, default=DEFAULT_PATH)
+    repair.add_argument("--out", type=Path, required=True, help="directory for the new store (must not hold a store)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        args = _parser().parse_args(argv)
-        return {"list": cmd_list, "config": cmd_config, "run": cmd_run, "report": cmd_report, "export": cmd_export, "show": cmd_show, "probe": cmd_probe}[args.command](args)
-    except (InputError, SpecError, RunNotFound) as error:
-        print(f"biaslab: error: {error}", file=sys.stderr)
-        return BAD_INPUT
-    except BrokenPipeError:  # `biaslab config X --fields | head`: the reader left; not an error of ours
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (Python flushes stdout at exit; give it somewhere to go)
-        return 0
+    commands = {"list": cmd_list, "config": cmd_config, "run": cmd_run, "report": cmd_report, "export": cmd_export, "show": cmd_show,
+                "probe": cmd_probe, "store": cmd_store}  # fmt: skip
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", StoreWarning)
+        try:
+            args = _parser().parse_args(argv)
+            return commands[args.command](args)
+        except (InputError, SpecError, RunNotFound, StoreError) as error:
+            one_line = str(error).replace("\r", "\\r").replace("\n", "\\n")  # user input echoed in it may hold newlines
+            print(f"biaslab: error: {one_line}", file=sys.stderr)
+            return BAD_INPUT
+        except BrokenPipeError:  # `biaslab config X --fields | head`: the reader left; not an error of ours
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (Python flushes stdout at exit; give it somewhere to go)
+            return 0
+        finally:
+            _show_warnings(caught)
+
+
+def _show_warnings(caught: list[warnings.WarningMessage]) -> None:
+    """Each distinct StoreWarning as one `biaslab: warning:` line; other warnings as Python shows them."""
+    shown: set[str] = set()
+    for item in caught:
+        if issubclass(item.category, StoreWarning):
+            if str(item.message) not in shown:
+                shown.add(str(item.message))
+                print(f"biaslab: warning: {item.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(item.message, item.category, item.filename, item.lineno, item.file, item.line)
 
 
 def _version_text() -> str:
@@ -209,10 +239,11 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _store(path: Path, must_exist: bool) -> Store:
+def _store(path: Path, must_exist: bool = True, readonly: bool = True) -> Store:
+    """The store at `path` for a command; read-only by default (nothing is written, so archived stores work)."""
     if must_exist and not (path / "runs.sqlite").exists():
         raise InputError(f"--store: no biaslab store at {path} (run `biaslab run EXPERIMENT --store {path}` first)")
-    return Store(path)
+    return Store(path, readonly=readonly)  # a StoreError (not a store, damaged) is one line and exit 2 in `main`
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -227,6 +258,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise InputError("--address: only with --backend ray")
     if args.workers is not None and args.workers < 1:
         raise InputError(f"--workers: must be at least 1, got {args.workers}")
+    if args.preset is not None and not args.preset.strip():
+        raise InputError(f"--preset: an empty name is not a preset; allowed: {', '.join(experiment.presets)}")
     overrides = _overrides(args)
     preset = args.preset or experiment.default_preset
     sweep = experiment.sweep(preset).override(overrides)
@@ -275,15 +308,39 @@ def _run_with_progress(sweep, store: Store, preset: str, overrides: dict, args: 
 def cmd_report(args: argparse.Namespace) -> int:
     from biaslab.report import write_report
 
-    print(write_report(_store(args.store, must_exist=True), args.out))
+    store = _store(args.store)
+    out = args.out if args.out is not None else store.path / "report"
+    flag = "--out" if args.out is not None else "--store"
+    _writable_directory(out, f"{flag}: cannot write the report to {out}", "; give --out DIR" if args.out is None else "")
+    try:
+        print(write_report(store, out))
+    except OSError as error:
+        raise InputError(f"{flag}: cannot write the report to {out} ({error.strerror}: {error.filename})") from None
     return 0
+
+
+def _writable_directory(path: Path, what: str, hint: str = "") -> None:
+    """Create `path` if missing; InputError (one line: `what`, the reason, `hint`) unless it is a writable directory."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"{what} ({error.strerror}: {error.filename}){hint}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise InputError(f"{what} (not writable){hint}")
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     fmt = args.format or args.destination.suffix.lstrip(".")
     if fmt not in ("csv", "parquet"):
         raise InputError(f"--format: {fmt!r} is not supported; allowed: csv, parquet")
-    path = _store(args.store, must_exist=True).export(args.destination, fmt)
+    destination: Path = args.destination
+    if destination.is_dir():
+        raise InputError(f"export: {destination} is a directory; give a file name, e.g. {destination / ('runs.' + fmt)}")
+    store = _store(args.store)
+    try:
+        path = store.export(destination, fmt)
+    except OSError as error:
+        raise InputError(f"export: cannot write {destination} ({error.strerror}: {error.filename})") from None
     print(path)
     return 0
 
@@ -400,8 +457,30 @@ def _fresh_copy(model):
     return copy.deepcopy(model)
 
 
+def cmd_store(args: argparse.Namespace) -> int:
+    """`store check`: exit 0 if sound, 1 with a line per problem; `store repair`: the salvage, and what was lost."""
+    from biaslab.store import check_store, repair_store
+
+    if args.store_command == "check":
+        health = check_store(args.store)
+        counts = ", ".join(f"{n} {status}" for status, n in sorted(health.statuses.items())) or "none"
+        print(f"store {args.store}: {health.records} readable records ({counts}), {health.sweeps} sweeps")
+        for problem in health.problems:
+            print(f"problem: {problem}")
+        if health.problems:
+            print(f"salvage the readable records with: biaslab store repair --store {args.store} --out NEW")
+        return 1 if health.problems else 0
+    if args.out.exists() and not args.out.is_dir():
+        raise InputError(f"--out: {args.out} is a file; give a new directory for the repaired store")
+    salvage = repair_store(args.store, args.out)
+    print(f"repaired store {salvage.destination}: {salvage.records} records, {salvage.sweeps} sweeps, {salvage.weights} weights files")
+    for line in salvage.lost:
+        print(f"lost: {line}")
+    return 0
+
+
 def cmd_show(args: argparse.Namespace) -> int:
-    record = _store(args.store, must_exist=True).get(args.run_id)
+    record = _store(args.store).get(args.run_id)
     print(f"run {record.spec_id}  status {record.status}  {record.seconds:.2f} s  created {record.created}")
     print("spec:", json.dumps(record.spec, indent=2, sort_keys=True))
     if record.curves:

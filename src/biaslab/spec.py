@@ -453,16 +453,49 @@ def parse_value(text: str) -> Any:
         return text
 
 
+NOT_SETTABLE = ("experiment",)  # chosen on the command line (`biaslab run EXPERIMENT`), never by --set
+
+
 def parse_override(assignment: str) -> tuple[str, Any]:
-    """'train.lr=0.05' -> ('train.lr', 0.05); text fields keep the text as written ('data.root=2024')."""
+    """'train.lr=0.05' -> ('train.lr', 0.05); text fields keep the text as written ('data.root=2024').
+
+    Stricter than pydantic's coercion, which would read `true` as 1.0 and `1`
+    as True: a boolean for a number field, or a number for a boolean field, is
+    a SpecError, and so is a key in NOT_SETTABLE.
+    """
     key, sep, value = assignment.partition("=")
     key, value = key.strip(), value.strip()
     if not sep or not key:
         raise SpecError(f"override {assignment!r}: expected KEY=VALUE, e.g. train.lr=0.05")
+    if key in NOT_SETTABLE:
+        raise SpecError(f"{key}: not settable with --set; name the experiment on the command line (biaslab run EXPERIMENT)")
+    annotation = check_path(key)
     parsed = parse_value(value)
-    if _is_text(check_path(key)) and not isinstance(parsed, (str, list)) and parsed is not None:
+    if _is_text(annotation) and not isinstance(parsed, (str, list)) and parsed is not None:
         return key, value
+    _check_booleans(key, annotation, parsed)
     return key, parsed
+
+
+def _check_booleans(path: str, annotation: Any, value: Any) -> None:
+    """SpecError where `value` (or an item of a list of values) is a boolean for a number field or a number for a boolean field."""
+    if isinstance(value, list):
+        for item in value:
+            _check_booleans(path, annotation, item)
+        return
+    takes_bool = _admits(annotation, bool)
+    takes_number = _admits(annotation, int) or _admits(annotation, float)
+    if isinstance(value, bool) and takes_number and not takes_bool:
+        raise SpecError(f"{path}: {json.dumps(value)} is a boolean, not a number; {path} takes a number")
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and takes_bool and not takes_number:
+        raise SpecError(f"{path}: {value!r} is a number, not a boolean; allowed: true, false")
+
+
+def _admits(annotation: Any, kind: type) -> bool:
+    """Whether `kind` is the annotation or one of its members (through unions, Optional, Annotated, tuples)."""
+    if annotation is kind:
+        return True
+    return any(_admits(arg, kind) for arg in getattr(annotation, "__args__", ()) if not isinstance(arg, (str, int, float)))
 
 
 def _is_text(annotation: Any) -> bool:
@@ -504,9 +537,11 @@ def with_values(spec: RunSpec, values: dict[str, Any]) -> RunSpec:
         node = data
         *parents, leaf = path.split(".")
         for depth, part in enumerate(parents):
+            where = ".".join(parents[: depth + 1])
             if node[part] is None:
-                where = ".".join(parents[: depth + 1])
                 raise SpecError(f"{path}: {where} is not set in this spec; set {where} as a whole first (e.g. {where}.kind)")
+            if not isinstance(node[part], dict):  # the section itself was set to a plain value just before
+                raise SpecError(f"{path}: {where} is a section, not a value ({where}={json.dumps(node[part])})")
             node = node[part]
         node[leaf] = value
     try:

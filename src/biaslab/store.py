@@ -6,6 +6,25 @@ none of it; records are keyed by `spec_id`, so writing a run again replaces it
 instead of duplicating it. Records are JSON, never pickle. A diverged or
 failed run is a record too, with its status and, for failures, the traceback.
 
+Reliability (what a damaged or foreign file gets):
+- A store is created only where no `runs.sqlite` exists. A file that is not a
+  biaslab store (empty, not SQLite, no `runs` table) or that fails SQLite's
+  `PRAGMA quick_check` is refused with a `StoreError` (one line, naming the
+  file), never initialized over.
+- `Store(path, readonly=True)` opens with SQLite's `mode=ro` (and
+  `immutable=1` where even that cannot open, as on a read-only file system),
+  so commands that only read work on archived and shared stores and never
+  write to them.
+- A record that cannot be decoded is skipped by readers with a `StoreWarning`
+  naming it; it never hides the others. `get` of that record is a StoreError.
+  A resumed sweep runs it again, which replaces it.
+- When the sweeps table is missing or empty while runs exist, `sweeps()`
+  gives one recovered sweep per experiment (written back when writable).
+- `check_store` lists damage; `repair_store` copies every readable record,
+  sweep and weights file into a new store.
+- Spec ids are checked (16 lowercase hex digits) before they become paths,
+  and every path the store writes is checked to lie inside it.
+
 This module never imports torch: it stores plain data.
 """
 
@@ -15,7 +34,10 @@ import hashlib
 import json
 import math
 import os
+import re
+import shutil
 import sqlite3
+import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,6 +52,14 @@ STATUSES = ("ok", "diverged", "failed")
 COLUMNS = ("spec_id", "experiment", "status", "spec", "curves", "final", "env", "seconds", "error", "created", "arrays")
 ADDED_COLUMNS = {"arrays": "TEXT NOT NULL DEFAULT '{}'"}  # columns newer than the first schema: added to older stores on open
 FINISHED = ("ok", "diverged")  # a resumed sweep skips these; failed runs are tried again
+SPEC_ID_LENGTH = 16  # hex digits of the SHA-256 of a spec's canonical JSON (spec.RunSpec.spec_id)
+_SPEC_ID = re.compile(f"[0-9a-f]{{{SPEC_ID_LENGTH}}}")
+_RUN_ID_PREFIX = re.compile(f"[0-9a-f]{{4,{SPEC_ID_LENGTH}}}")
+_SQLITE_HEADER = b"SQLite format 3\x00"
+_DEFAULTS = {"arrays": "'{}'"}  # what a read-only store without an added column reads for it
+_JSON_COLUMNS = ("spec", "curves", "final", "env", "arrays")
+RECOVERED = "recovered"  # the preset name of a sweep rebuilt from the runs
+_DAMAGE = (sqlite3.DatabaseError, UnicodeDecodeError)  # what reading a damaged file raises (SQLite's message itself can be bad UTF-8)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -129,28 +159,106 @@ class RunNotFound(KeyError):
         return str(self.args[0])
 
 
-class Store:
-    """Run records on disk under `path` (created if missing)."""
+class StoreError(Exception):
+    """A store that cannot be opened, read or written as asked: the message is one line naming the file."""
 
-    def __init__(self, path: str | Path = DEFAULT_PATH) -> None:
+
+class _Undecodable(bytes):
+    """A text cell whose bytes are not UTF-8 (a damaged record): kept as bytes so the row can be named and skipped."""
+
+
+def _text(value: bytes) -> str | _Undecodable:
+    """sqlite3 text_factory: UTF-8 text, or an _Undecodable marker instead of a UnicodeDecodeError that would end the whole query."""
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return _Undecodable(value)
+
+
+class StoreWarning(UserWarning):
+    """A damaged record or sweep that readers skipped; the rest of the store is read as usual."""
+
+
+def check_spec_id(spec_id: object) -> str:
+    """`spec_id` if it is 16 lowercase hex digits (what `RunSpec.spec_id` gives), else ValueError: ids become file names."""
+    if not isinstance(spec_id, str) or not _SPEC_ID.fullmatch(spec_id):
+        raise ValueError(f"spec_id: {spec_id!r} is not {SPEC_ID_LENGTH} lowercase hex digits")
+    return spec_id
+
+
+class Store:
+    """Run records on disk under `path`.
+
+    Writable (the default): the directory and `runs.sqlite` are created if no
+    `runs.sqlite` is there yet; an existing one must be a sound biaslab store.
+    `readonly=True`: the store must exist; nothing is ever written to it.
+    """
+
+    def __init__(self, path: str | Path = DEFAULT_PATH, readonly: bool = False) -> None:
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
         self.db = self.path / "runs.sqlite"
+        self.readonly = readonly
+        self._uri: str | None = None
+        if readonly:
+            self._open_readonly()
+        else:
+            self._open_writable()
+        self._selected = self._select_list()
+
+    def _open_readonly(self) -> None:
+        if not self.db.exists():
+            raise StoreError(f"store {self.path}: no biaslab store here (no runs.sqlite)")
+        _check_header(self.db)
+        self._uri = _readonly_uri(self.db, self.path)
         with self._connect() as connection:
+            _check_sound(connection, self.db, self.path)
+
+    def _open_writable(self) -> None:
+        if self.path.exists() and not self.path.is_dir():
+            raise StoreError(f"store {self.path}: is a file, not a directory; give a directory for the store")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StoreError(f"store {self.path}: cannot create the directory ({error.strerror}: {error.filename})") from None
+        if not os.access(self.path, os.W_OK | os.X_OK):
+            raise StoreError(f"store {self.path}: the directory is not writable (commands that only read, like report, export and show, work on it)")
+        fresh = not self.db.exists()
+        if not fresh:
+            _check_header(self.db)
+        with self._connect() as connection:
+            if not fresh:
+                _check_sound(connection, self.db, self.path)
             connection.execute("PRAGMA journal_mode=WAL")
             connection.executescript(_SCHEMA)
-            present = {row[1] for row in connection.execute("PRAGMA table_info(runs)")}
+            present = _columns(connection)
             for column, declaration in ADDED_COLUMNS.items():
                 if column not in present:
                     connection.execute(f"ALTER TABLE runs ADD COLUMN {column} {declaration}")
+        if not fresh:
+            self._rebuild_sweeps()
+
+    def _select_list(self) -> str:
+        """The columns to read, with the default of a column an older (read-only) store lacks."""
+        with self._connect() as connection:
+            present = _columns(connection)
+        return ", ".join(c if c in present else f"{_DEFAULTS[c]} AS {c}" for c in COLUMNS)
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        connection = sqlite3.connect(self.db, timeout=30.0)
-        connection.execute("PRAGMA synchronous=FULL")
+        try:
+            if self._uri is not None:
+                connection = sqlite3.connect(self._uri, uri=True, timeout=30.0)
+            else:
+                connection = sqlite3.connect(self.db, timeout=30.0)
+                connection.execute("PRAGMA synchronous=FULL")
+        except sqlite3.Error as error:
+            raise StoreError(f"store {self.db}: cannot open ({error})") from None
+        connection.text_factory = _text
         try:
             with connection:  # one transaction: committed on success, rolled back on error
                 yield connection
+        except _DAMAGE as error:
+            raise StoreError(_damaged(self.db, self.path, error)) from None
         finally:
             connection.close()
 
@@ -159,8 +267,10 @@ class Store:
 
         A record's trained weights go first to `weights/SPEC_ID.safetensors`
         (written to a temporary file and renamed), so a stored record never
-        points at half a file.
+        points at half a file. The spec_id must be 16 lowercase hex digits
+        (ValueError otherwise): it names files, so it is checked before use.
         """
+        check_spec_id(record.spec_id)
         if record.weights:
             self._put_weights(record.spec_id, record.weights)
         with self._connect() as connection:
@@ -182,33 +292,59 @@ class Store:
             )
 
     def finished_ids(self) -> set[str]:
-        """spec_ids of runs that need not run again (ok or diverged)."""
+        """spec_ids of runs that need not run again (ok or diverged); a damaged record is run again, which replaces it."""
         with self._connect() as connection:
             marks = ",".join("?" * len(FINISHED))
-            return {row[0] for row in connection.execute(f"SELECT spec_id FROM runs WHERE status IN ({marks})", FINISHED)}
+            rows = connection.execute(f"SELECT {self._selected} FROM runs WHERE status IN ({marks})", FINISHED).fetchall()
+        return {row[0] for row in rows if isinstance(_decode(row), RunRecord)}
+
+    def _decoded(self, rows: Iterable[tuple]) -> Iterator[RunRecord]:
+        """The records of `rows`; a row that does not decode is skipped with a StoreWarning naming it."""
+        for row in rows:
+            decoded = _decode(row)
+            if isinstance(decoded, RunRecord):
+                yield decoded
+            else:
+                reason = decoded
+                warnings.warn(f"store {self.db}: skipped the damaged record {_shown(row[0])} ({reason}); see `biaslab store check`", StoreWarning, stacklevel=3)
 
     def records(self, experiment: str | None = None) -> list[RunRecord]:
         """All records, or one experiment's, oldest first."""
-        query, args = f"SELECT {_SELECTED} FROM runs", ()
+        query, args = f"SELECT {self._selected} FROM runs", ()
         if experiment is not None:
             query, args = query + " WHERE experiment = ?", (experiment,)
         with self._connect() as connection:
-            return [_record(row) for row in connection.execute(query + " ORDER BY created, spec_id", args)]
+            rows = connection.execute(query + " ORDER BY created, spec_id", args).fetchall()
+        return list(self._decoded(rows))
 
     def get(self, run_id: str) -> RunRecord:
         """The record whose spec_id is or starts with `run_id` (at least 4 characters)."""
         if len(run_id) < 4:
             raise RunNotFound(f"run id {run_id!r}: give at least 4 characters of the id (see `biaslab export` or the report)")
+        if not _RUN_ID_PREFIX.fullmatch(run_id):
+            raise RunNotFound(f"run id {run_id!r}: no such run in {self.path}; a run id is 4 to {SPEC_ID_LENGTH} lowercase hex digits")
         with self._connect() as connection:
-            rows = connection.execute(f"SELECT {_SELECTED} FROM runs WHERE substr(spec_id, 1, ?) = ?", (len(run_id), run_id)).fetchall()
+            rows = connection.execute(f"SELECT {self._selected} FROM runs WHERE substr(spec_id, 1, ?) = ?", (len(run_id), run_id)).fetchall()
         if not rows:
             raise RunNotFound(f"run id {run_id!r}: no such run in {self.path}")
         if len(rows) > 1:
-            raise RunNotFound(f"run id {run_id!r} is ambiguous: {', '.join(r[0] for r in rows)}")
-        return _record(rows[0])
+            raise RunNotFound(f"run id {run_id!r} is ambiguous: {', '.join(str(r[0]) for r in rows)}")
+        decoded = _decode(rows[0])
+        if not isinstance(decoded, RunRecord):
+            raise StoreError(f"run {_shown(rows[0][0])} in {self.db} is damaged ({decoded}); salvage the rest with `biaslab store repair`")
+        return decoded
 
     def weights_path(self, spec_id: str) -> Path:
-        return self.path / "weights" / f"{spec_id}.safetensors"
+        """STORE/weights/SPEC_ID.safetensors, for a well-formed spec_id only (ValueError otherwise)."""
+        return self.inside(Path("weights") / f"{check_spec_id(spec_id)}.safetensors")
+
+    def inside(self, relative: str | Path) -> Path:
+        """`path / relative`, checked to lie inside the store even after symbolic links are followed (ValueError otherwise)."""
+        root = self.path.resolve()
+        target = (root / relative).resolve()
+        if not target.is_relative_to(root):
+            raise ValueError(f"{relative}: leads outside the store {self.path}")
+        return self.path / relative
 
     def _put_weights(self, spec_id: str, weights: dict[str, np.ndarray]) -> None:
         from safetensors.numpy import save_file  # safetensors: tensors without pickle
@@ -238,10 +374,38 @@ class Store:
             )
 
     def sweeps(self) -> list[SweepEntry]:
-        """Every sweep ever started in this store, oldest first."""
+        """Every sweep ever started in this store, oldest first; rebuilt from the runs if none is recorded."""
         with self._connect() as connection:
-            rows = connection.execute("SELECT experiment, preset, overrides, spec_ids, created FROM sweeps ORDER BY created, sweep_id").fetchall()
-        return [SweepEntry(e, p, json.loads(o), tuple(json.loads(i)), c) for e, p, o, i, c in rows]
+            if "sweeps" not in _tables(connection):
+                rows = []
+            else:
+                rows = connection.execute("SELECT experiment, preset, overrides, spec_ids, created FROM sweeps ORDER BY created, sweep_id").fetchall()
+        entries = []
+        for row in rows:
+            try:
+                entries.append(_sweep(row))
+            except (ValueError, TypeError) as error:
+                warnings.warn(f"store {self.db}: skipped a damaged sweep of {_shown(row[0])} ({error}); see `biaslab store check`", StoreWarning, stacklevel=2)
+        return entries or ([] if rows else self._recovered_sweeps())
+
+    def _recovered_sweeps(self) -> list[SweepEntry]:
+        """One sweep per experiment holding all its runs (preset 'recovered'): what is left when the sweeps table is lost."""
+        with self._connect() as connection:
+            rows = connection.execute("SELECT experiment, spec_id, created FROM runs ORDER BY created, spec_id").fetchall()
+        by_experiment: dict[str, list[str]] = {}
+        first: dict[str, str] = {}
+        for experiment, spec_id, created in rows:
+            by_experiment.setdefault(str(experiment), []).append(spec_id)
+            first.setdefault(str(experiment), str(created))
+        return [SweepEntry(e, RECOVERED, {}, tuple(ids), first[e]) for e, ids in by_experiment.items()]
+
+    def _rebuild_sweeps(self) -> None:
+        """Write the recovered sweeps back when the sweeps table is empty while runs exist."""
+        with self._connect() as connection:
+            empty = connection.execute("SELECT count(*) FROM sweeps").fetchone()[0] == 0
+        if empty:
+            for entry in self._recovered_sweeps():
+                self.put_sweep(entry)
 
     def records_of(self, spec_ids: Iterable[str]) -> list[RunRecord]:
         """The stored records among `spec_ids`, in that order (missing ones are left out)."""
@@ -250,8 +414,8 @@ class Store:
         with self._connect() as connection:
             for start in range(0, len(wanted), 500):  # SQLite caps the number of bound parameters
                 chunk = wanted[start : start + 500]
-                query = f"SELECT {_SELECTED} FROM runs WHERE spec_id IN ({','.join('?' * len(chunk))})"
-                found |= {row[0]: _record(row) for row in connection.execute(query, chunk)}
+                query = f"SELECT {self._selected} FROM runs WHERE spec_id IN ({','.join('?' * len(chunk))})"
+                found |= {record.spec_id: record for record in self._decoded(connection.execute(query, chunk).fetchall())}
         return [found[i] for i in wanted if i in found]
 
     def experiments(self) -> list[str]:
@@ -319,11 +483,12 @@ def _dumps(value: Any, **options: Any) -> str:
     return json.dumps(_strict(value), allow_nan=False, **options)
 
 
-_SELECTED = ", ".join(COLUMNS)
-
-
 def _record(row: tuple) -> RunRecord:
     spec_id, _experiment, status, spec, curves, final, env, seconds, error, created, arrays = row
+    bad = [name for name, value in zip(COLUMNS, row) if isinstance(value, _Undecodable)]
+    if bad:
+        raise ValueError(f"{', '.join(bad)}: not UTF-8 text")
+    check_spec_id(spec_id)
     return RunRecord(
         spec=json.loads(spec),
         spec_id=spec_id,
@@ -336,3 +501,285 @@ def _record(row: tuple) -> RunRecord:
         created=created,
         arrays=_numbers(json.loads(arrays)),
     )
+
+
+def _decode(row: tuple) -> RunRecord | str:
+    """The record of a row, or why it cannot be one (a damaged row: bad JSON, a malformed id, a wrong type)."""
+    try:
+        return _record(row)
+    except json.JSONDecodeError as error:
+        return f"a column is not JSON: {error}"
+    except (ValueError, TypeError, AttributeError) as error:
+        return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
+def _sweep(row: tuple) -> SweepEntry:
+    """A sweeps row as a SweepEntry (ValueError or TypeError if a column does not decode)."""
+    experiment, preset, overrides, spec_ids, created = row
+    overrides, spec_ids = json.loads(overrides), json.loads(spec_ids)
+    if not isinstance(overrides, dict) or not isinstance(spec_ids, list):
+        raise TypeError("overrides or spec_ids have the wrong JSON type")
+    return SweepEntry(str(experiment), str(preset), overrides, tuple(str(i) for i in spec_ids), str(created))
+
+
+def _shown(value: object) -> str:
+    """A stored value quoted for a message, cut short: a damaged id can be anything."""
+    text = repr(value.decode("utf-8", "replace") if isinstance(value, bytes) else value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _check_header(db: Path) -> None:
+    """StoreError unless `db` is a file that starts like an SQLite database: never initialize over something else."""
+    if not db.is_file():
+        raise StoreError(f"store {db}: is not a file; a biaslab store keeps its runs in a file runs.sqlite")
+    try:
+        with open(db, "rb") as file:
+            header = file.read(len(_SQLITE_HEADER))
+    except OSError as error:
+        raise StoreError(f"store {db}: cannot read ({error.strerror})") from None
+    if not header:
+        raise StoreError(f"store {db}: is an empty file, not a biaslab store; move it away to start a new store there")
+    if header != _SQLITE_HEADER:
+        raise StoreError(f"store {db}: is not an SQLite database, so not a biaslab store")
+
+
+def _check_sound(connection: sqlite3.Connection, db: Path, path: Path) -> None:
+    """SQLite's quick_check passes and the file has a runs table with biaslab's columns; else StoreError."""
+    problems = [row[0] for row in connection.execute("PRAGMA quick_check")]
+    if problems != ["ok"]:
+        raise StoreError(_damaged(db, path, f"quick_check: {problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")))
+    if "runs" not in _tables(connection):
+        raise StoreError(f"store {db}: has no runs table, so it is not a biaslab store")
+    _check_columns(connection, db)
+
+
+def _check_columns(connection: sqlite3.Connection, db: Path) -> None:
+    missing = [c for c in COLUMNS if c not in _columns(connection) and c not in ADDED_COLUMNS]
+    if missing:
+        raise StoreError(f"store {db}: its runs table lacks the columns {', '.join(missing)}, so it is not a biaslab store")
+
+
+def _tables(connection: sqlite3.Connection) -> set[str]:
+    return {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def _columns(connection: sqlite3.Connection) -> set[str]:
+    return {row[1] for row in connection.execute("PRAGMA table_info(runs)")}
+
+
+def _damaged(db: Path, path: Path, error: object) -> str:
+    return f"store {db} is damaged ({str(error).splitlines()[0] if str(error) else error!r}); salvage its readable records with `biaslab store repair --store {path} --out NEW`"
+
+
+# ----------------------------------------------------------------------------- check and repair
+
+
+@dataclass
+class StoreHealth:
+    """What `check_store` found: counts of readable records by status, and one line per problem."""
+
+    path: Path
+    statuses: dict[str, int] = field(default_factory=dict)
+    sweeps: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def records(self) -> int:
+        return sum(self.statuses.values())
+
+
+@dataclass
+class Salvage:
+    """What `repair_store` copied into the new store, and the rows it could not read."""
+
+    destination: Path
+    records: int = 0
+    sweeps: int = 0
+    weights: int = 0
+    lost: list[str] = field(default_factory=list)  # a line per row that could not be read or decoded
+
+
+def _raw_readonly(db: Path) -> sqlite3.Connection:
+    """A read-only connection that does not check anything (for check and repair, which look at damage themselves)."""
+    _check_header(db)
+    connection = sqlite3.connect(_readonly_uri(db, db.parent), uri=True)
+    connection.text_factory = _text
+    return connection
+
+
+def _readonly_uri(db: Path, path: Path) -> str:
+    """The URI that opens `db` read-only: mode=ro, or with immutable=1 where mode=ro cannot open
+    (a WAL database on a read-only file system has no -shm file to share); StoreError if neither reads."""
+    uri = db.resolve().as_uri()
+    failure: sqlite3.Error | None = None
+    for options in ("mode=ro", "mode=ro&immutable=1"):
+        connection = sqlite3.connect(f"{uri}?{options}", uri=True)
+        try:
+            connection.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+            return f"{uri}?{options}"
+        except sqlite3.OperationalError as error:  # cannot open (no -shm, locked): try the next way
+            failure = error
+        except _DAMAGE as error:  # the schema itself is damaged
+            raise StoreError(_damaged(db, path, error)) from None
+        finally:
+            connection.close()
+    raise StoreError(f"store {db}: cannot open read-only ({failure})")
+
+
+def check_store(path: str | Path) -> StoreHealth:
+    """Read every record and sweep of the store at `path` without writing to it; list what is damaged.
+
+    A file that is not an SQLite database at all is a StoreError; damage
+    inside one (integrity_check, rows that do not read or decode) is listed.
+    """
+    path = Path(path)
+    db = path / "runs.sqlite"
+    if not db.exists():
+        raise StoreError(f"store {path}: no biaslab store here (no runs.sqlite)")
+    health = StoreHealth(path)
+    connection = _raw_readonly(db)
+    try:
+        try:
+            problems = [row[0] for row in connection.execute("PRAGMA integrity_check")]
+        except _DAMAGE as error:
+            problems = [str(error)]
+        health.problems += [f"integrity_check: {p}" for p in problems if p != "ok"]
+        try:
+            tables = _tables(connection)
+            if "runs" not in tables:
+                raise StoreError(f"store {db}: has no runs table, so it is not a biaslab store")
+            _check_columns(connection, db)
+        except _DAMAGE as error:
+            raise StoreError(_damaged(db, path, error)) from None
+        for decoded in _salvaged_rows(connection, health.problems):
+            health.statuses[decoded.status] = health.statuses.get(decoded.status, 0) + 1
+        sweeps = _salvaged_sweeps(connection, health.problems) if "sweeps" in tables else []
+        health.sweeps = len(sweeps)
+        if "sweeps" not in tables:
+            health.problems.append("the sweeps table is missing (readers rebuild it from the runs)")
+    finally:
+        connection.close()
+    return health
+
+
+def repair_store(path: str | Path, destination: str | Path) -> Salvage:
+    """Copy every readable record, sweep and weights file of the store at `path` into a new store at `destination`.
+
+    The damaged store is only read. `destination` must not hold a store yet.
+    Rows are read one at a time (by rowid, then through the primary-key
+    index), so one damaged page or one undecodable record loses only the rows
+    on it; each lost row is listed.
+    """
+    path, destination = Path(path), Path(destination)
+    db = path / "runs.sqlite"
+    if not db.exists():
+        raise StoreError(f"store {path}: no biaslab store here (no runs.sqlite)")
+    if (destination / "runs.sqlite").exists() or (destination.exists() and destination.resolve() == path.resolve()):
+        raise StoreError(f"--out {destination}: already holds a store; give a new directory for the repaired store")
+    connection = _raw_readonly(db)
+    salvage = Salvage(destination)
+    try:
+        try:
+            _check_columns(connection, db)
+        except _DAMAGE as error:
+            raise StoreError(_damaged(db, path, error)) from None
+        records = list(_salvaged_rows(connection, salvage.lost))
+        try:
+            sweeps = _salvaged_sweeps(connection, salvage.lost) if "sweeps" in _tables(connection) else []
+        except _DAMAGE as error:
+            salvage.lost.append(f"sweeps table: {error}")
+            sweeps = []
+    finally:
+        connection.close()
+    target = Store(destination)
+    for record in records:
+        target.put(record)
+        source = path / "weights" / f"{record.spec_id}.safetensors"
+        if source.is_file():
+            copy = target.weights_path(record.spec_id)
+            copy.parent.mkdir(exist_ok=True)
+            shutil.copyfile(source, copy)
+            salvage.weights += 1
+    for entry in sweeps:
+        target.put_sweep(entry)
+    if not sweeps:
+        target._rebuild_sweeps()
+    salvage.records, salvage.sweeps = len(records), len(target.sweeps())
+    return salvage
+
+
+_SALVAGE_LIMIT = 1_000_000  # rowids tried one by one past a damaged page
+
+
+def _salvaged_rows(connection: sqlite3.Connection, lost: list[str]) -> Iterator[RunRecord]:
+    """Every run record that can be read and decoded, each once; a line in `lost` for each that cannot."""
+    present = _columns(connection)
+    selected = ", ".join(c if c in present else f"{_DEFAULTS[c]} AS {c}" for c in COLUMNS)
+    rowids: list[int] = []
+    try:
+        for (rowid,) in connection.execute("SELECT rowid FROM runs"):
+            rowids.append(rowid)
+    except _DAMAGE as error:
+        lost.append(f"runs table scan stopped after {len(rowids)} rows: {error}")
+        rowids += _rowids_past_damage(connection, rowids)
+    seen: set[str] = set()
+    for rowid in rowids:
+        yield from _one_row(connection, f"SELECT {selected} FROM runs WHERE rowid = ?", rowid, f"row {rowid}", seen, lost)
+    try:  # ids the primary-key index still lists, for rows the table scan could not reach
+        indexed = [row[0] for row in connection.execute("SELECT spec_id FROM runs ORDER BY spec_id")]
+    except _DAMAGE:
+        indexed = []
+    for spec_id in indexed:
+        if spec_id not in seen:
+            yield from _one_row(connection, f"SELECT {selected} FROM runs WHERE spec_id = ?", spec_id, f"run {_shown(spec_id)}", seen, lost)
+
+
+def _rowids_past_damage(connection: sqlite3.Connection, known: list[int]) -> list[int]:
+    """Rowids after a damaged page, found by asking for each one in turn up to the largest rowid."""
+    try:
+        largest = connection.execute("SELECT max(rowid) FROM runs").fetchone()[0] or 0
+    except _DAMAGE:
+        return []
+    start = (max(known) if known else 0) + 1
+    found = []
+    for rowid in range(start, min(largest, start + _SALVAGE_LIMIT) + 1):
+        try:
+            if connection.execute("SELECT 1 FROM runs WHERE rowid = ?", (rowid,)).fetchone():
+                found.append(rowid)
+        except _DAMAGE:
+            continue
+    return found
+
+
+def _one_row(connection: sqlite3.Connection, query: str, key: object, name: str, seen: set[str], lost: list[str]) -> Iterator[RunRecord]:
+    try:
+        row = connection.execute(query, (key,)).fetchone()
+    except _DAMAGE as error:
+        lost.append(f"{name}: unreadable ({error})")
+        return
+    if row is None:
+        return
+    decoded = _decode(row)
+    if not isinstance(decoded, RunRecord):
+        if isinstance(row[0], str):
+            seen.add(row[0])
+        lost.append(f"run {_shown(row[0])}: {decoded}")
+        return
+    if decoded.spec_id not in seen:
+        seen.add(decoded.spec_id)
+        yield decoded
+
+
+def _salvaged_sweeps(connection: sqlite3.Connection, lost: list[str]) -> list[SweepEntry]:
+    entries = []
+    try:
+        rows = connection.execute("SELECT experiment, preset, overrides, spec_ids, created FROM sweeps ORDER BY created, sweep_id").fetchall()
+    except _DAMAGE as error:
+        lost.append(f"sweeps table: unreadable ({error})")
+        return []
+    for row in rows:
+        try:
+            entries.append(_sweep(row))
+        except (ValueError, TypeError) as error:
+            lost.append(f"a sweep of {_shown(row[0])}: {error}")
+    return entries

@@ -23,6 +23,14 @@ no address is given. Ray retries a task whose worker dies; results come back
 to this process, which alone writes the store, so resume works across
 backends (a sweep started locally can finish on Ray and the other way round).
 
+Scripts and notebooks: a spawned worker re-imports the parent's `__main__`
+from its file. Where it cannot (a script read from stdin, `python -`), or
+where doing so would start the sweep again (a script with no
+`if __name__ == "__main__":` guard), or where the experiment is defined in
+`__main__` itself (a notebook cell), the workers would die and every run
+would be recorded as failed. `run_sweep` checks this before any run starts
+and runs the jobs in this process instead, with a `SweepWarning` saying why.
+
 Resuming: every finished record is committed on its own, so a sweep killed at
 any point (even `kill -9`) loses only the runs in flight; running it again
 skips every spec_id the store has as ok or diverged and reruns failed ones.
@@ -30,16 +38,20 @@ skips every spec_id the store has as ok or diverged and reruns failed ones.
 
 from __future__ import annotations
 
+import ast
 import json
 import multiprocessing
 import os
+import sys
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from biaslab.experiments import can_pool, run_population
@@ -63,6 +75,10 @@ CPU_POPULATION_MAX_WIDTH = 64
 SMALL_SWEEP_STEPS = 20_000  # below this many steps in all, auto stays in-process (tiny width-sweep: 0.5 s vs 4-5 s with workers)
 MAX_MEMBERS = 64  # members per population, to bound memory
 MEMBER_FIELDS = ("seed", "data.label_noise", "data.seed", "data.inputs", "train.lr", "train.momentum", "train.weight_decay", "train.betas", "model.init_scale", "model.init")
+
+
+class SweepWarning(UserWarning):
+    """The sweep ran differently from what was asked (in this process instead of worker processes), and why."""
 
 
 @dataclass
@@ -150,18 +166,90 @@ def run_sweep(
     if backend == "ray" and jobs:
         run_on_ray(jobs, save, address)
         use_processes = False
+    elif use_processes and (problem := spawn_problem(jobs)) is not None:
+        warnings.warn(f"run_sweep: worker processes cannot start here ({problem}); running the {len(jobs)} jobs in this process instead", SweepWarning, stacklevel=2)
+        use_processes = False
+        run_here(jobs, save)
     elif use_processes:
         run_in_processes(jobs, min(workers, len(jobs)), save)
     else:
-        with one_torch_thread():  # as in worker processes, so every executor gives the same numbers
-            for job in jobs:
-                for record in run_population(job):
-                    save(record)
+        run_here(jobs, save)
     populations = sum(len(job) > 1 for job in jobs)
     where = "ray" if backend == "ray" else f"processes x{min(workers, len(jobs))}" if use_processes else "in-process"
     how = f"{where}, {len(jobs)} jobs, {populations} populations"
     records = store.records_of(s.spec_id for s in specs)
     return Outcome(records=records, ran=len(todo), skipped=len(specs) - len(todo), executor=how)
+
+
+def run_here(jobs: list[Job], save: Callable[[RunRecord], None]) -> None:
+    """Run jobs one after another in this process, with one torch thread as in workers (so every executor gives the same numbers)."""
+    with one_torch_thread():
+        for job in jobs:
+            for record in run_population(job):
+                save(record)
+
+
+def spawn_problem(jobs: Sequence[Job] = ()) -> str | None:
+    """Why spawned worker processes could not run these jobs from this program, or None if they can.
+
+    A spawned worker imports the parent's `__main__` from its file (as
+    `__mp_main__`) before it runs anything, and finds experiments by name in
+    its own catalog. It fails when that file does not exist (`python -`
+    reads it from stdin: `__file__` is '<stdin>'), when importing it starts
+    the sweep again (the call is at top level, not under
+    `if __name__ == "__main__":`), or when an experiment is defined in
+    `__main__`. An interactive session or notebook has no `__file__`: its
+    `__main__` is not imported, so only the last case applies there.
+    """
+    from biaslab.experiments import CATALOG
+
+    main = sys.modules.get("__main__")
+    names = {spec.experiment for job in jobs for spec in job}
+    for name in sorted(names):
+        if name in CATALOG and type(CATALOG.get(name)).__module__ in ("__main__", "__mp_main__"):
+            return f"experiment {name!r} is defined in __main__, which worker processes do not import"
+    path = getattr(main, "__file__", None)
+    if main is None or path is None:
+        return None
+    if not os.path.isfile(path):
+        return f"the main module {path!r} is not a file that worker processes can import"
+    line = _main_line(main)
+    if line is not None and not _guarded(Path(path), line):
+        return f"{path} line {line} starts the sweep when imported; put it under `if __name__ == \"__main__\":`"
+    return None
+
+
+def _main_line(main: object) -> int | None:
+    """The line of `__main__`'s top-level code that is running now (the call that led here), if any."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "<module>" and frame.f_globals is vars(main):
+            return frame.f_lineno
+        frame = frame.f_back
+    return None
+
+
+def _guarded(path: Path, line: int) -> bool:
+    """Whether `line` of the Python file `path` is inside an `if __name__ == "__main__":` block (True if unreadable)."""
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+        return True  # cannot tell: let the workers try, as before
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and _is_main_test(node.test):
+            if any(child.lineno <= line <= (child.end_lineno or child.lineno) for child in node.body):
+                return True
+    return False
+
+
+def _is_main_test(test: ast.expr) -> bool:
+    """`__name__ == "__main__"` (either way round)."""
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)):
+        return False
+    sides = [test.left, test.comparators[0]]
+    names = [s.id for s in sides if isinstance(s, ast.Name)]
+    texts = [s.value for s in sides if isinstance(s, ast.Constant)]
+    return names == ["__name__"] and texts == ["__main__"]
 
 
 FILE_DATASETS = ("mnist", "cifar10")  # read from disk: check they are there before a sweep starts

@@ -65,6 +65,14 @@ class Subject:
         return LOSSES[self.loss]
 
 
+def probe_device(name: str) -> torch.device:
+    """The device to probe on; an unavailable one (cuda without a GPU) is one clear line."""
+    try:
+        return resolve_device(name)
+    except (ValueError, RuntimeError) as error:
+        raise SpecError(f"--device: {error}") from None
+
+
 # --- a stored run ---------------------------------------------------------------------------------------------
 
 
@@ -75,7 +83,7 @@ def subject_from_run(store: Store, run_id: str, device: str = "cpu") -> Subject:
     if spec.problem is not None:
         raise SpecError(f"run {record.spec_id}: a {spec.problem.kind} problem run has no classifier to probe")
     weights = store.weights(record.spec_id)
-    torch_device, dtype = resolve_device(device), resolve_dtype(spec.dtype)
+    torch_device, dtype = probe_device(device), resolve_dtype(spec.dtype)
     data = datasets.load(spec.data, torch_device, dtype)
     model = models.build(spec.model, data.in_shape, data.n_classes, generator(spec.seed, "init"), torch_device, dtype)
     init = probes.snapshot(model)
@@ -440,7 +448,7 @@ def user_subject(
         raise SpecError(f"loss: {loss!r} is not a loss; allowed: {', '.join(LOSSES)}")
     if not any(True for _ in model.parameters()):
         raise SpecError("model: it has no parameters to measure")
-    torch_device = resolve_device(device)
+    torch_device = probe_device(device)
     model.to(torch_device)
     data = user_dataset(model, train, test, loss, torch_device)
     n_train, n_test = data.x_train.shape[0], data.x_test.shape[0]
@@ -454,7 +462,7 @@ def subject_on_named_data(model: nn.Module, spec: DataSpec, loss: str, device: s
     """The user's model on one of biaslab's datasets: its split and preprocessing, stated on the card."""
     if loss not in LOSSES:
         raise SpecError(f"loss: {loss!r} is not a loss; allowed: {', '.join(LOSSES)}")
-    torch_device = resolve_device(device)
+    torch_device = probe_device(device)
     dtype = next(model.parameters()).dtype
     model.to(torch_device)
     data = datasets.load(spec, torch_device, dtype)
