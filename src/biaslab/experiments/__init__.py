@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from biaslab.experiments.base import CATALOG, Experiment
+from biaslab.experiments.base import CATALOG, Experiment, Result, execute
 from biaslab.experiments.supervised import run_supervised, run_supervised_population
 from biaslab.experiments import (  # noqa: F401  (each module registers its experiment)
     batch_size_sharpness,
@@ -37,7 +37,7 @@ from biaslab.store import RunRecord
 def run_spec(spec: RunSpec) -> RunRecord:
     """Run one spec with its experiment's runner ('custom' specs use the standard supervised run)."""
     if spec.experiment == "custom":
-        return run_supervised(spec)
+        return execute(run_supervised, spec)
     return CATALOG.get(spec.experiment).run(spec)
 
 
@@ -61,4 +61,4 @@ def run_population(specs: list[RunSpec]) -> list[RunRecord]:
     return run_supervised_population(specs)
 
 
-__all__ = ["CATALOG", "Experiment", "can_pool", "run_population", "run_spec", "run_supervised", "trains_populations"]
+__all__ = ["CATALOG", "Experiment", "Result", "can_pool", "execute", "run_population", "run_spec", "run_supervised", "trains_populations"]

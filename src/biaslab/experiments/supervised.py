@@ -1,8 +1,10 @@
-"""The standard supervised run: data -> model -> fit with probes -> RunRecord.
+"""The standard supervised run: data -> model -> fit with probes -> Result.
 
 Most catalog entries train a classifier and measure it; they share this runner.
-A run that raises is returned as a 'failed' record with its traceback, so a
-sweep goes on; a run whose loss stops being finite is 'diverged'.
+`execute` turns its Result into a record (a raise: a 'failed' record with its
+traceback, so a sweep goes on); a run whose loss stops being finite is
+'diverged'. A population of such runs trains together and still gives one
+record per member.
 """
 
 from __future__ import annotations
@@ -14,11 +16,11 @@ from torch import nn
 
 from biaslab import data as datasets
 from biaslab import models, probes
-from biaslab.runtime import generator, provenance, resolve_device, resolve_dtype
+from biaslab.runtime import generator, resolve_device, resolve_dtype
 from biaslab.spec import RunSpec
-from biaslab.experiments.base import fit_record, guarded, state_arrays
+from biaslab.experiments.base import Result, execute, record_of, run_env
 from biaslab.store import RunRecord
-from biaslab.train import Fit, fit
+from biaslab.train import fit
 from biaslab.train.population import fit_population
 
 
@@ -44,11 +46,11 @@ def probe_hook(spec: RunSpec, model: nn.Module, data: datasets.Dataset):
     return on_eval
 
 
-def setup(spec: RunSpec) -> tuple[datasets.Dataset, nn.Module, dict]:
-    """The spec's data, its model freshly initialized from the seed, and the run's provenance: every runner starts here."""
+def setup(spec: RunSpec) -> tuple[datasets.Dataset, nn.Module]:
+    """The spec's data and its model freshly initialized from the seed: every runner that trains a classifier starts here."""
     device, dtype = resolve_device(spec.device), resolve_dtype(spec.dtype)
     data = datasets.load(spec.data, device, dtype)
-    return data, fresh_model(spec, data), provenance(device) | {"seed": spec.seed}
+    return data, fresh_model(spec, data)
 
 
 def fresh_model(spec: RunSpec, data: datasets.Dataset) -> nn.Module:
@@ -60,25 +62,11 @@ def _n_params(model: nn.Module) -> dict[str, float]:
     return {"n_params": float(sum(p.numel() for p in model.parameters()))}
 
 
-def run_supervised(spec: RunSpec) -> RunRecord:
-    """Train and measure one classifier as `spec` says; never raises."""
-
-    trained: list[nn.Module] = []
-
-    def body():
-        data, model, env = setup(spec)
-        trained.append(model)
-        result = fit(model, data, spec.train, generator(spec.seed, "batches"), probe_hook(spec, model, data))
-        return result, env, _n_params(model)
-
-    return _keep_weights(spec, guarded(spec, body), trained[0] if trained else None)
-
-
-def _keep_weights(spec: RunSpec, record: RunRecord, model: nn.Module | None) -> RunRecord:
-    """Attach the trained weights to a finished run's record when the spec asks for them."""
-    if spec.save_weights and record.status == "ok" and model is not None:
-        record.weights = state_arrays(model)
-    return record
+def run_supervised(spec: RunSpec) -> Result:
+    """Train and measure one classifier as `spec` says."""
+    data, model = setup(spec)
+    result = fit(model, data, spec.train, generator(spec.seed, "batches"), probe_hook(spec, model, data))
+    return Result.of(result, _n_params(model), model=model)
 
 
 def run_supervised_population(specs: list[RunSpec]) -> list[RunRecord]:
@@ -90,24 +78,24 @@ def run_supervised_population(specs: list[RunSpec]) -> list[RunRecord]:
     """
     started = time.perf_counter()
     try:
+        envs = [run_env(spec) | {"population": len(specs)} for spec in specs]
         setups = [setup(spec) for spec in specs]
-        hooks = [probe_hook(spec, model, data) for spec, (data, model, _) in zip(specs, setups)]
+        hooks = [probe_hook(spec, model, data) for spec, (data, model) in zip(specs, setups)]
         results = fit_population(
-            [model for _, model, _ in setups],
-            [data for data, _, _ in setups],
+            [model for _, model in setups],
+            [data for data, _ in setups],
             [spec.train for spec in specs],
             [generator(spec.seed, "batches") for spec in specs],
             hooks,
         )
     except Exception:
         reason = traceback.format_exc().strip().splitlines()[-1]
-        records = [run_supervised(spec) for spec in specs]
+        records = [execute(run_supervised, spec) for spec in specs]
         for record in records:  # say why these ran alone: a population bug must not hide behind the fallback
             record.env["population_error"] = reason
         return records
     share = (time.perf_counter() - started) / len(specs)
     return [
-        _keep_weights(spec, fit_record(spec, result, env | {"population": len(specs)}, share, _n_params(model)), model)
-        for spec, result, (_, model, env) in zip(specs, results, setups)
+        record_of(spec, Result.of(result, _n_params(model), model=model), env, share)
+        for spec, result, (_, model), env in zip(specs, results, setups, envs)
     ]
-
