@@ -112,8 +112,28 @@ class Experiment:
         """The published finding as a test on the records' numbers."""
         raise NotImplementedError
 
+    def verdict(self, records: list[RunRecord]) -> Verdict:
+        """The claim check, never raising: a check that raises is a FAIL whose reason is the error, so a report or a
+        command that shows it goes on (a missing probe or a broken check must not hide the other results)."""
+        try:
+            return self.claim(records)
+        except Exception as error:  # shown as FAIL with the error, never swallowed
+            return Verdict(self.title or self.name, False, {}, f"FAIL: the claim check raised {error_line(error)}")
+
+    def drawn_figures(self, records: list[RunRecord]) -> tuple[dict[str, Figure], str | None]:
+        """The figures, and None; or no figures and the error when drawing them raised."""
+        try:
+            return self.figures(records), None
+        except Exception as error:  # shown beside the verdict, never swallowed
+            return {}, f"drawing the figures raised {error_line(error)}"
+
 
 CATALOG: Registry[Experiment] = Registry("experiment")
+
+
+def error_line(error: BaseException) -> str:
+    """An exception in one line: its type and message."""
+    return f"{type(error).__name__}: {error}"
 
 
 def run_env(spec: RunSpec) -> dict[str, Any]:
