@@ -50,3 +50,8 @@ def test_every_experiment_declares_its_runner_as_a_plain_function():
     for name in CATALOG:
         runner = CATALOG.get(name).runner
         assert callable(runner) and not hasattr(runner, "__self__"), name  # unbound: no per-class staticmethod needed
+
+
+def test_save_weights_leaves_the_spec_id_unchanged():
+    assert SPEC.model_copy(update={"save_weights": True}).spec_id == SPEC.spec_id
+    assert RunSpec().spec_id == RunSpec(save_weights=False).spec_id
