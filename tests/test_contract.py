@@ -3,10 +3,14 @@ provenance (seed included), keeps weights when asked, and builds the RunRecord."
 
 from __future__ import annotations
 
+import typing
+
+import pytest
 import torch
 
 from biaslab.experiments import CATALOG, Result, execute
-from biaslab.spec import RunSpec
+from biaslab.experiments.supervised import PROBES
+from biaslab.spec import ProbeName, RunSpec, SpecError
 from biaslab.train import Fit
 
 SPEC = RunSpec(seed=7)
@@ -55,3 +59,33 @@ def test_every_experiment_declares_its_runner_as_a_plain_function():
 def test_save_weights_leaves_the_spec_id_unchanged():
     assert SPEC.model_copy(update={"save_weights": True}).spec_id == SPEC.spec_id
     assert RunSpec().spec_id == RunSpec(save_weights=False).spec_id
+
+
+def test_the_probe_registry_holds_exactly_the_names_a_spec_accepts():
+    assert set(PROBES.names()) == set(typing.get_args(ProbeName))
+
+
+@pytest.mark.parametrize("name", CATALOG.names())
+def test_probes_and_save_weights_are_honoured_or_refused(name):
+    """No field accepted and ignored: with probes and save_weights set, a tiny run either measures the probe and
+    keeps the weights, or the experiment refuses the spec at validation with a SpecError naming the field."""
+    experiment = CATALOG.get(name)
+    admitted = []
+    for spec in experiment.sweep("tiny").expand():
+        asked = spec.model_copy(update={"probes": ("norms",), "save_weights": True})
+        try:
+            experiment.check(RunSpec.model_validate(asked.model_dump()))
+        except SpecError as error:
+            assert str(error).startswith(("probes:", "save_weights:")), error
+            with pytest.raises(SpecError, match="^save_weights:"):
+                experiment.check(spec.model_copy(update={"save_weights": True}))
+            with pytest.raises(SpecError, match="^probes:"):
+                experiment.check(spec.model_copy(update={"probes": ("norms",)}))
+        else:
+            admitted.append(asked)
+    assert bool(admitted) == experiment.trains_model
+    if admitted:
+        record = experiment.run(admitted[0])
+        assert record.status == "ok", record.error
+        assert "norm_frobenius" in record.curves and "dist_init" in record.curves  # the probe was measured
+        assert record.weights, "save_weights was set but no weights were kept"

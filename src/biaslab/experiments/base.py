@@ -78,6 +78,8 @@ class Experiment:
     presets: dict[str, Callable[[], Sweep]] = {}
     default_preset = "quick"
     trains_populations = False  # True when `run` is the standard supervised run, so specs can share a population
+    trains_model = False  # True when the runner trains one network: it measures spec.probes (supervised.with_probes)
+    # at every evaluation and returns the network in its Result, for spec.save_weights; False: both fields are refused
 
     def sweep(self, preset: str | None = None) -> Sweep:
         """The sweep of a preset; an unknown preset is a SpecError naming the allowed ones."""
@@ -87,7 +89,14 @@ class Experiment:
         return self.presets[preset]()
 
     def check(self, spec: RunSpec) -> None:
-        """Raise SpecError for a spec this experiment's runner would not honour (checked before a sweep starts)."""
+        """Raise SpecError for a spec this experiment's runner would not honour (checked before a sweep starts):
+        no field may be accepted and then ignored. The contract's fields first, then the experiment's own `refuse`."""
+        if not self.trains_model:
+            refuse_model_fields(spec, f"{self.name} trains no single network")
+        self.refuse(spec)
+
+    def refuse(self, spec: RunSpec) -> None:
+        """Raise SpecError for a spec outside what this experiment's runner computes (its own rules; none here)."""
 
     runner: Runner | None = None  # the module's run function, assigned plainly: `runner = run`
 
@@ -129,6 +138,14 @@ class Experiment:
 
 
 CATALOG: Registry[Experiment] = Registry("experiment")
+
+
+def refuse_model_fields(spec: RunSpec, why: str) -> None:
+    """SpecError for `probes` or `save_weights` on a run that has no network to measure or keep (`why` says so)."""
+    if spec.probes:
+        raise SpecError(f"probes: {why}, so it measures no probes; got {list(spec.probes)}, allowed: []")
+    if spec.save_weights:
+        raise SpecError(f"save_weights: {why}, so it has no weights to keep; allowed: false")
 
 
 def error_line(error: BaseException) -> str:

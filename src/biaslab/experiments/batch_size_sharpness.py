@@ -346,7 +346,7 @@ class BatchSizeSharpness(Experiment):
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
     runner = run
 
-    def check(self, spec: RunSpec) -> None:
+    def refuse(self, spec: RunSpec) -> None:
         sizes = spec.train.batch_sizes
         if len(sizes) < 2:
             raise SpecError(f"train.batch_sizes: {NAME} compares at least two batch sizes, got {list(sizes)}")

@@ -37,13 +37,12 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from biaslab import data as datasets
-from biaslab import models
 from biaslab.claims import Verdict, spearman
 from biaslab.experiments.base import CATALOG, Experiment, Result, require
+from biaslab.experiments.supervised import setup, with_probes
 from biaslab.plot import legend_once, new_figure, reliability_diagram
 from biaslab.probes.calibration import ReliabilityTable, calibration_metrics, reliability_table, softmax_outputs
-from biaslab.runtime import generator, resolve_device, resolve_dtype
+from biaslab.runtime import generator
 from biaslab.spec import DataSpec, ModelSpec, RunSpec, Sweep, TrainSpec
 from biaslab.store import RunRecord
 from biaslab.train import fit
@@ -56,14 +55,12 @@ TABLE_FIELDS = ("lower", "upper", "confidence", "accuracy", "count")
 
 def run(spec: RunSpec) -> Result:
     """Train the MLP with calibration measured on the test set at every evaluation; keep the final reliability table."""
-    device, dtype = resolve_device(spec.device), resolve_dtype(spec.dtype)
-    data = datasets.load(spec.data, device, dtype)
-    model = models.build(spec.model, data.in_shape, data.n_classes, generator(spec.seed, "init"), device, dtype)
+    data, model = setup(spec)
     on_eval = lambda m, step: calibration_metrics(m, data.x_test, data.y_test, prefix=PREFIX)  # noqa: E731
-    result = fit(model, data, spec.train, generator(spec.seed, "batches"), on_eval)
+    result = fit(model, data, spec.train, generator(spec.seed, "batches"), with_probes(spec, model, data, on_eval))
     table = reliability_table(softmax_outputs(model, data.x_test), data.y_test)
     arrays = {f"reliability_{name}": [float(v) for v in getattr(table, name)] for name in TABLE_FIELDS}
-    return Result.of(result, arrays=arrays)
+    return Result.of(result, arrays=arrays, model=model)
 
 
 # ---------------------------------------------------------------- presets
@@ -158,8 +155,9 @@ class Calibration(Experiment):
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
     runner = run
+    trains_model = True
 
-    def check(self, spec: RunSpec) -> None:
+    def refuse(self, spec: RunSpec) -> None:
         require(spec, {"model.kind": ("mlp", "cnn")})
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:

@@ -60,7 +60,7 @@ from torch.nn.utils import prune
 
 from biaslab import data as datasets
 from biaslab.claims import Verdict, spearman
-from biaslab.experiments.supervised import fresh_model, setup
+from biaslab.experiments.supervised import fresh_model, setup, with_probes
 from biaslab.experiments.base import CATALOG, Experiment, Result
 from biaslab.plot import legend_once, new_figure
 from biaslab.probes import compression, landscape
@@ -190,13 +190,13 @@ def run(spec: RunSpec) -> Result:
     """Train dense; prune and quantize it one-shot; find lottery tickets and their random controls."""
     data, model = setup(spec)
     init = landscape.parameters(model)
-    result = fit(model, data, spec.train, generator(spec.seed, "batches"))
+    result = fit(model, data, spec.train, generator(spec.seed, "batches"), with_probes(spec, model, data))
     if result.status != "ok":
-        return Result.of(result)
+        return Result.of(result, model=model)
     final, arrays = _compress(model, LOSSES[spec.train.loss], data)
     lottery_final, lottery_arrays = _lottery(spec, data, init, landscape.parameters(model), compression.prunable(model))
     n_params = {"n_params": float(sum(p.numel() for p in model.parameters()))}
-    return Result.of(result, final | lottery_final | n_params, arrays | lottery_arrays)
+    return Result.of(result, final | lottery_final | n_params, arrays | lottery_arrays, model=model)  # the dense network
 
 
 # ---------------------------------------------------------------- presets
@@ -280,6 +280,7 @@ class Compressibility(Experiment):
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
     runner = run
+    trains_model = True
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
         done = _finished(records)

@@ -398,7 +398,7 @@ class DoubleDescent(Experiment):
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
     runner = run
 
-    def check(self, spec: RunSpec) -> None:
+    def refuse(self, spec: RunSpec) -> None:
         if spec.estimator is None:
             raise SpecError("estimator: double-descent runs need an estimator section (estimator.kind=...)")
         if spec.problem is not None:

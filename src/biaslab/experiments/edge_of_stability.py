@@ -57,7 +57,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from biaslab.claims import Verdict
-from biaslab.experiments.supervised import setup
+from biaslab.experiments.supervised import setup, with_probes
 from biaslab.experiments.base import CATALOG, Experiment, Result, require
 from biaslab.plot import new_figure
 from biaslab.probes import curvature
@@ -116,9 +116,9 @@ def run(spec: RunSpec) -> Result:
     """Full-batch GD on the spec's data and model, with the sharpness tracked at every evaluation."""
     data, model = setup(spec)
     hook = sharpness_hook(model, LOSSES[spec.train.loss], [(data.x_train, data.y_train)], spec.seed)
-    result = fit(model, data, spec.train, generator(spec.seed, "batches"), hook)
+    result = fit(model, data, spec.train, generator(spec.seed, "batches"), with_probes(spec, model, data, hook))
     n_params = float(sum(p.numel() for p in model.parameters()))
-    return Result.of(result, {"n_params": n_params, "two_over_eta": 2.0 / spec.train.lr})
+    return Result.of(result, {"n_params": n_params, "two_over_eta": 2.0 / spec.train.lr}, model=model)
 
 
 # ---------------------------------------------------------------- presets
@@ -350,8 +350,9 @@ class EdgeOfStability(Experiment):
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
     runner = run
+    trains_model = True
 
-    def check(self, spec: RunSpec) -> None:
+    def refuse(self, spec: RunSpec) -> None:
         require(spec, {"train.optimizer": ("gd",)})
 
     def figures(self, records):

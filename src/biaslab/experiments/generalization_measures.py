@@ -43,7 +43,7 @@ from matplotlib.ticker import NullFormatter
 from biaslab import data as datasets
 from biaslab import models, probes
 from biaslab.claims import Verdict, granulated_kendall, kendall
-from biaslab.experiments.supervised import setup
+from biaslab.experiments.supervised import setup, with_probes
 from biaslab.experiments.base import CATALOG, Experiment, Result
 from biaslab.plot import new_figure
 from biaslab.probes import curvature, sharpness
@@ -95,9 +95,9 @@ def run(spec: RunSpec) -> Result:
     """Train to cross-entropy 0.01 (or the budget), then compute every measure."""
     data, model = setup(spec)
     init = probes.snapshot(model)
-    result = fit(model, data, spec.train, generator(spec.seed, "batches"))
+    result = fit(model, data, spec.train, generator(spec.seed, "batches"), with_probes(spec, model, data))
     measured = final_measures(model, data, spec.train.loss, init, spec.seed) if result.status == "ok" else {}
-    return Result.of(result, measured)
+    return Result.of(result, measured, model=model)
 
 
 def _sweep(data: DataSpec, train: TrainSpec, grid: dict) -> Sweep:
@@ -244,6 +244,7 @@ class GeneralizationMeasures(Experiment):
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
     runner = run
+    trains_model = True
 
     def figures(self, records):
         return figures(records)

@@ -193,6 +193,7 @@ class Grokking(Experiment):
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
     runner = run_grokking
+    trains_model = True
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
         runs = _finished(records)

@@ -128,6 +128,7 @@ class GrokkingPhaseDiagram(Experiment):
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
     runner = run_grokking
+    trains_model = True
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
         table = cells(records)

@@ -208,7 +208,7 @@ class ImplicitGradientRegularization(Experiment):
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
     runner = run
 
-    def check(self, spec: RunSpec) -> None:
+    def refuse(self, spec: RunSpec) -> None:
         require(spec, {"problem.kind": ("backward_error",)})
         if spec.train.optimizer != "gd" or spec.dtype != "float64":
             raise SpecError(f"train.optimizer/dtype: {NAME} runs full-batch 'gd' in 'float64' only")

@@ -260,7 +260,7 @@ class EstimateImplicitRegularizer(Experiment):
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
     runner = run
 
-    def check(self, spec: RunSpec) -> None:
+    def refuse(self, spec: RunSpec) -> None:
         require(spec, {"problem.kind": ("implicit_regularizer",)})
         require(spec, {"device": ("cpu",), "dtype": ("float64",), "train.optimizer": ("gd",), "train.momentum": (0.0,), "train.weight_decay": (0.0,), "train.schedule": ("constant",)})
 

@@ -182,7 +182,7 @@ class KernelsVsConvolutions(Experiment):
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
     runner = run
 
-    def check(self, spec: RunSpec) -> None:
+    def refuse(self, spec: RunSpec) -> None:
         if spec.estimator is None or spec.estimator.kind not in ("kernel_ridge", "neural_net"):
             raise SpecError(f"estimator.kind: {NAME} supports 'kernel_ridge', 'neural_net' only, got {spec.estimator.kind if spec.estimator else None!r}")
         if spec.estimator.kind == "neural_net":

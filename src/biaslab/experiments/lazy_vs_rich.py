@@ -146,7 +146,7 @@ class LazyVsRich(Experiment):
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
     runner = run
 
-    def check(self, spec: RunSpec) -> None:
+    def refuse(self, spec: RunSpec) -> None:
         require(spec, {"problem.kind": ("lazy_scaling",)})
         if spec.train.optimizer != "gd" or spec.train.loss != "mse":
             raise SpecError(f"train.optimizer/loss: {NAME} runs full-batch 'gd' on the 'mse' loss only (Chizat et al.'s scaled squared loss)")

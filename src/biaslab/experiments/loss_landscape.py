@@ -53,7 +53,7 @@ from matplotlib.figure import Figure
 
 from biaslab import data as datasets
 from biaslab.claims import Verdict
-from biaslab.experiments.supervised import setup
+from biaslab.experiments.supervised import setup, with_probes
 from biaslab.experiments.base import CATALOG, Experiment, Result
 from biaslab.plot import landscape_contour, legend_once, new_figure
 from biaslab.probes import landscape
@@ -142,11 +142,11 @@ def run(spec: RunSpec) -> Result:
         snapshots.append(landscape.parameters(model))
         return {}
 
-    result = fit(model, data, spec.train, generator(spec.seed, "batches"), keep)
+    result = fit(model, data, spec.train, generator(spec.seed, "batches"), with_probes(spec, model, data, keep))
     if result.status != "ok":
-        return Result.of(result)
+        return Result.of(result, model=model)
     final, arrays = _landscape(model, LOSSES[spec.train.loss], data, init, snapshots, spec.seed)
-    return Result.of(result, final, arrays)
+    return Result.of(result, final, arrays, model=model)
 
 
 # ---------------------------------------------------------------- presets
@@ -218,6 +218,7 @@ class LossLandscape(Experiment):
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
     runner = run
+    trains_model = True
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
         done = _finished(records)

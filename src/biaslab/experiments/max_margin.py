@@ -162,7 +162,7 @@ class MaxMargin(Experiment):
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
     runner = run
 
-    def check(self, spec: RunSpec) -> None:
+    def refuse(self, spec: RunSpec) -> None:
         require(spec, {"device": ("cpu",), "train.optimizer": ("gd", "adam"), "train.weight_decay": (0.0,), "train.nesterov": (False,), "train.schedule": ("constant",)})
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:

@@ -178,7 +178,7 @@ class ModeConnectivity(Experiment):
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
     runner = run
 
-    def check(self, spec: RunSpec) -> None:
+    def refuse(self, spec: RunSpec) -> None:
         require(spec, {"model.kind": ("mlp", "cnn")})  # the architectures whose layer graph weight matching follows
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:

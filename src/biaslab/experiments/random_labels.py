@@ -317,6 +317,7 @@ class RandomLabels(Experiment):
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
     runner = run_supervised
+    trains_model = True
     trains_populations = True
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:

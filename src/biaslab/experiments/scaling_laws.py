@@ -70,7 +70,7 @@ from threadpoolctl import threadpool_limits
 
 from biaslab.claims import Verdict
 from biaslab.estimators import least_squares
-from biaslab.experiments.base import CATALOG, Experiment, Result, require
+from biaslab.experiments.base import CATALOG, Experiment, Result, refuse_model_fields, require
 from biaslab.experiments.supervised import run_supervised
 from biaslab.plot import legend_once, new_figure
 from biaslab.runtime import numpy_generator
@@ -331,8 +331,9 @@ class ScalingLaws(Experiment):
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
     runner = run
+    trains_model = True  # part (b); part (a), the solvable model, refuses probes and save_weights
 
-    def check(self, spec: RunSpec) -> None:
+    def refuse(self, spec: RunSpec) -> None:
         if spec.problem is None:  # part (b): an MLP trained by the supervised runner
             if spec.estimator is not None:
                 raise SpecError(f"estimator: the MLP runs of {NAME} (no problem) train model + train; leave estimator unset")
@@ -343,6 +344,7 @@ class ScalingLaws(Experiment):
         if spec.estimator is None:
             raise SpecError(f"estimator: {NAME} needs estimator.kind='min_norm'")
         require(spec, {"estimator.kind": ("min_norm",), "device": ("cpu",)})
+        refuse_model_fields(spec, f"the solvable model of {NAME} is computed in closed form and trains no network")
         if spec.estimator.n_features > spec.problem.latent:
             raise SpecError(f"estimator.n_features: at most problem.latent = {spec.problem.latent}, got {spec.estimator.n_features}")
 

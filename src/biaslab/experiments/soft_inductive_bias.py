@@ -200,7 +200,7 @@ class SoftInductiveBias(Experiment):
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
     runner = run
 
-    def check(self, spec: RunSpec) -> None:
+    def refuse(self, spec: RunSpec) -> None:
         require(spec, {"problem.kind": ("polynomial",)})
         if spec.estimator is None:
             raise SpecError(f"estimator: {NAME} needs estimator.kind='polynomial'")

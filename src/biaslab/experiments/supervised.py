@@ -11,39 +11,57 @@ from __future__ import annotations
 
 import time
 import traceback
+from collections.abc import Callable
 
+import torch
 from torch import nn
 
 from biaslab import data as datasets
 from biaslab import models, probes
+from biaslab.registry import Registry
 from biaslab.runtime import generator, resolve_device, resolve_dtype
 from biaslab.spec import RunSpec
 from biaslab.experiments.base import Result, execute, record_of, run_env
 from biaslab.store import RunRecord
-from biaslab.train import fit
+from biaslab.train import OnEval, fit
 from biaslab.train.population import fit_population
 
 
 FOURIER_TOP_K = 5  # frequencies counted by the Fourier probe: Nanda et al. 2023 found 5 key frequencies at p = 113
 
 
-def probe_hook(spec: RunSpec, model: nn.Module, data: datasets.Dataset):
-    """The on_eval callback that measures the probes the spec names."""
+Probe = Callable[[nn.Module, datasets.Dataset, dict[str, torch.Tensor]], dict[str, float]]  # (model, data, init) -> scalars
+
+PROBES: Registry[Probe] = Registry("probe")  # the names `spec.probes` may hold, in the order they are measured
+PROBES.add("norms", lambda model, data, init: probes.norms(model) | probes.distance_from(model, init))
+PROBES.add("path_norm", lambda model, data, init: probes.path_norm(model))
+PROBES.add("margin", lambda model, data, init: probes.normalized_margin(model, data.x_train, data.y_train))
+PROBES.add("fourier", lambda model, data, init: probes.fourier_concentration(models.token_embedding(model), FOURIER_TOP_K))
+
+
+def probe_hook(spec: RunSpec, model: nn.Module, data: datasets.Dataset) -> OnEval:
+    """The on_eval callback that measures the probes the spec names (distances from the model as it is now, at init)."""
     init = probes.snapshot(model)
+    chosen = [PROBES.get(name) for name in PROBES if name in spec.probes]
 
     def on_eval(model: nn.Module, step: int) -> dict[str, float]:
         row: dict[str, float] = {}
-        if "norms" in spec.probes:
-            row |= probes.norms(model) | probes.distance_from(model, init)
-        if "path_norm" in spec.probes:
-            row |= probes.path_norm(model)
-        if "margin" in spec.probes:
-            row |= probes.normalized_margin(model, data.x_train, data.y_train)
-        if "fourier" in spec.probes:
-            row |= probes.fourier_concentration(models.token_embedding(model), FOURIER_TOP_K)
+        for probe in chosen:
+            row |= probe(model, data, init)
         return row
 
     return on_eval
+
+
+def with_probes(spec: RunSpec, model: nn.Module, data: datasets.Dataset, own: OnEval | None = None) -> OnEval | None:
+    """A runner's own measurements at each evaluation (`own`, if any) with the spec's probes added: the one hook
+    through which every runner that trains a network honours `spec.probes`. Call it before training starts."""
+    if not spec.probes:
+        return own
+    measure = probe_hook(spec, model, data)
+    if own is None:
+        return measure
+    return lambda model, step: own(model, step) | measure(model, step)
 
 
 def setup(spec: RunSpec) -> tuple[datasets.Dataset, nn.Module]:

@@ -226,7 +226,7 @@ class TreesVsNets(Experiment):
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
     runner = run
 
-    def check(self, spec: RunSpec) -> None:
+    def refuse(self, spec: RunSpec) -> None:
         require(spec, {"problem.kind": ("tabular",)})
         if spec.estimator is None:
             raise SpecError(f"estimator: {NAME} needs an estimator section; estimator.kind one of {', '.join(MODELS)}")

@@ -89,6 +89,7 @@ class WidthSweep(Experiment):
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
     runner = run_supervised
+    trains_model = True
     trains_populations = True
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
