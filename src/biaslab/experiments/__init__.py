@@ -32,6 +32,7 @@ from biaslab.experiments import (  # noqa: F401  (each module registers its expe
 )
 from biaslab.spec import RunSpec
 from biaslab.store import RunRecord
+from biaslab.train.population import poolable
 
 
 def run_spec(spec: RunSpec) -> RunRecord:
@@ -47,9 +48,9 @@ def trains_populations(experiment: str) -> bool:
 
 
 def can_pool(spec: RunSpec) -> bool:
-    """Whether a spec may join a population: its experiment allows it, and it has no dropout or batch augmentation
-    (random per member and step; `fit_population` refuses both), so such runs always train alone."""
-    return trains_populations(spec.experiment) and spec.model.dropout == 0.0 and spec.train.augment == "none"
+    """Whether a spec may join a population: its experiment trains the standard supervised run, and the run is
+    `train.population.poolable` (no dropout, batch augmentation or l1 penalty)."""
+    return trains_populations(spec.experiment) and poolable(spec)
 
 
 def run_population(specs: list[RunSpec]) -> list[RunRecord]:
