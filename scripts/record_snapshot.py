@@ -5,9 +5,10 @@
 
 `dump` runs each experiment's tiny sweep in-process (with `--population`, the
 "population" executor, so poolable runs train together) into a fresh temporary
-store and writes {spec_id: [status, final, curves, arrays, stopped]}; env
-(versions, host, timing) and seconds are left out because they are not
-results. Floats are written with `repr`, so `compare` checks them for exact
+store and writes {spec_id: [experiment, status, final, curves, arrays, stopped]}
+and, per experiment, {"verdict:NAME": [experiment, passed, numbers, reason,
+notes]} from its claim check; env (versions, host, timing) and seconds are left
+out because they are not results. Floats are written with `repr`, so `compare` checks them for exact
 equality (NaN equal to NaN), which holds on one CPU and torch version.
 """
 
@@ -20,9 +21,11 @@ from typing import Any
 
 
 def _exact(value: Any) -> Any:
-    """Floats as their repr (exact, NaN-safe); containers recursively."""
+    """Floats as their repr (exact, NaN-safe); numpy scalars as Python ones; containers recursively."""
+    if hasattr(value, "item") and not isinstance(value, (dict, list, tuple)):
+        value = value.item()  # np.float64, np.bool_ -> float, bool
     if isinstance(value, float):
-        return repr(value)
+        return repr(float(value))
     if isinstance(value, dict):
         return {k: _exact(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -42,6 +45,8 @@ def dump(path: str, names: list[str], executor: str = "inprocess") -> None:
             outcome = run_sweep(CATALOG.get(name).sweep("tiny"), Store(root), "tiny", executor=executor)
         for r in outcome.records:
             snapshot[r.spec_id] = _exact([name, r.status, r.final, r.curves, r.arrays, r.env.get("stopped")])
+        verdict = CATALOG.get(name).claim(outcome.records)
+        snapshot[f"verdict:{name}"] = _exact([name, verdict.passed, verdict.numbers, verdict.reason, list(verdict.notes)])
         print(name, len(outcome.records), flush=True)
     with open(path, "w") as f:
         json.dump(snapshot, f, sort_keys=True)
