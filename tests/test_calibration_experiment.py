@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from biaslab.experiments import CATALOG
-from biaslab.experiments.calibration import NAME, PREFIX, interpolation_row, run, summary_table
+from biaslab.experiments import CATALOG, run_spec
+from biaslab.experiments.calibration import NAME, PREFIX, interpolation_row, summary_table
 from biaslab.spec import DataSpec, ModelSpec, RunSpec, SpecError, TrainSpec
 from biaslab.store import RunRecord
 
@@ -15,7 +15,7 @@ experiment = CATALOG.get(NAME)
 def test_a_run_records_calibration_at_every_evaluation_and_a_consistent_reliability_table():
     data = DataSpec(name="mnist1d", n_train=100, n_test=150, standardize=False)
     train = TrainSpec(optimizer="sgd", lr=0.05, momentum=0.9, batch_size=50, max_steps=60, eval_every=20)
-    record = run(RunSpec(experiment=NAME, data=data, model=ModelSpec(width=32), train=train))
+    record = run_spec(RunSpec(experiment=NAME, data=data, model=ModelSpec(width=32), train=train))
     assert record.status == "ok"
     assert len(record.curves[f"{PREFIX}_ece"]) == len(record.curves["step"]) == 4  # steps 0, 20, 40, 60
     counts = record.arrays["reliability_count"]

@@ -1,37 +1,39 @@
-"""The contract every catalog entry keeps, run at `tiny` scale; and the width-sweep claim on made-up numbers."""
+"""The contract every catalog entry keeps, run at `tiny` scale, one experiment per test (select one with -k NAME);
+every module of the catalog registers an experiment; and the width-sweep claim on made-up numbers."""
 
 from __future__ import annotations
 
+import importlib
 import math
+import pkgutil
 
 import pytest
 from matplotlib.figure import Figure
 
+import biaslab.experiments
 from biaslab.claims import Verdict
 from biaslab.experiments import CATALOG
 from biaslab.spec import RunSpec
 from biaslab.store import RunRecord, Store
 from biaslab.sweep import run_sweep
 
-
-@pytest.fixture(scope="module")
-def tiny_outcomes(tmp_path_factory):
-    store = Store(tmp_path_factory.mktemp("catalog"))
-    return {name: (run_sweep(CATALOG.get(name).sweep("tiny"), store, "tiny", executor="inprocess"), store) for name in CATALOG}
+HELPER_MODULES = {"base", "supervised"}  # the framework and the shared supervised runner: no experiment of their own
 
 
 @pytest.mark.parametrize("name", CATALOG.names())
-def test_catalog_entry_contract(name, tiny_outcomes):
+def test_catalog_entry_contract(name, tmp_path):
     experiment = CATALOG.get(name)
     assert experiment.title and experiment.reference and experiment.summary
     assert {"tiny", "quick", "paper"} <= set(experiment.presets)
     assert experiment.__module__ and CATALOG.get(name).__class__.__module__.startswith("biaslab.experiments.")
     assert len((__import__(experiment.__class__.__module__, fromlist=["_"]).__doc__ or "")) > 300  # explains figure and reductions
-    outcome, store = tiny_outcomes[name]
     specs = experiment.sweep("tiny").expand()
-    for spec in specs:  # spec round trip
+    for spec in specs:  # spec round trip, and the experiment admits its own presets
         again = RunSpec.model_validate_json(spec.model_dump_json())
         assert again == spec and again.spec_id == spec.spec_id
+        experiment.check(spec)
+    store = Store(tmp_path)
+    outcome = run_sweep(experiment.sweep("tiny"), store, "tiny", executor="inprocess")
     assert len(outcome.records) == len({s.spec_id for s in specs})  # records written
     assert {r.spec_id for r in store.records(name)} >= {s.spec_id for s in specs}
     assert all(r.status == "ok" for r in outcome.records)
@@ -87,3 +89,11 @@ def test_width_sweep_uses_the_seed_mean():
     records.append(_record(128, 2, 0.0, 0.0, 0.9))  # one bad seed at the widest width moves the mean above the first
     verdict = claim(records)
     assert not verdict.passed and not math.isnan(verdict.numbers["test_error_at_widest"])
+
+
+def test_every_module_of_the_catalog_registers_an_experiment():
+    registered = {CATALOG.get(name).__class__.__module__ for name in CATALOG}
+    modules = {f"biaslab.experiments.{m.name}" for m in pkgutil.iter_modules(biaslab.experiments.__path__) if m.name not in HELPER_MODULES}
+    for module in modules:
+        importlib.import_module(module)
+    assert modules == registered, f"modules without an experiment: {sorted(modules - registered)}"

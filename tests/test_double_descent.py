@@ -7,14 +7,13 @@ import math
 import numpy as np
 import pytest
 
-from biaslab.experiments import CATALOG
+from biaslab.experiments import CATALOG, run_spec
 from biaslab.experiments.double_descent import (
     NAME,
     gaussian_risk,
     largest_rise,
     optimal_ridge,
     peak_at_threshold,
-    run,
     signal_split,
 )
 from biaslab.spec import DataSpec, EstimatorSpec, GaussianFeatures, RunSpec, SpecError, canonical_json, with_values
@@ -66,7 +65,7 @@ def _gaussian_spec(p: int, n: int = 20, rule: str = "fixed", ridge: float = 0.0,
 
 
 def test_a_run_reports_the_simulated_risk_its_se_and_the_formula():
-    record = run(_gaussian_spec(40))
+    record = run_spec(_gaussian_spec(40))
     final = record.final
     assert record.status == "ok"
     assert final["formula_risk"] == pytest.approx(gaussian_risk(20, 40, *signal_split(GaussianFeatures(n=20, d=60), 40)))
@@ -78,20 +77,20 @@ def test_the_optimal_ridge_beats_nearby_ridges_on_the_same_draws():
     p = 24
     s_in, s_out = signal_split(GaussianFeatures(n=20, d=60), p)
     best = optimal_ridge(p, s_in, s_out)
-    optimal = run(_gaussian_spec(p, rule="optimal", draws=400)).final
+    optimal = run_spec(_gaussian_spec(p, rule="optimal", draws=400)).final
     assert optimal["ridge"] == pytest.approx(best)
     for factor in (0.25, 4.0):
-        other = run(_gaussian_spec(p, ridge=best * factor, draws=400)).final  # same seed: the same training sets
+        other = run_spec(_gaussian_spec(p, ridge=best * factor, draws=400)).final  # same seed: the same training sets
         assert optimal["test_risk"] < other["test_risk"]
-    assert optimal["test_risk"] < run(_gaussian_spec(p, draws=400)).final["test_risk"] / 3  # p near n: min-norm is far worse
+    assert optimal["test_risk"] < run_spec(_gaussian_spec(p, draws=400)).final["test_risk"] / 3  # p near n: min-norm is far worse
 
 
 def test_runs_are_deterministic():
-    assert run(_gaussian_spec(30, draws=5)).final == run(_gaussian_spec(30, draws=5)).final
+    assert run_spec(_gaussian_spec(30, draws=5)).final == run_spec(_gaussian_spec(30, draws=5)).final
     spec = RunSpec(
         experiment=NAME, data=DataSpec(name="digits", n_train=40, n_test=40, standardize=False), estimator=EstimatorSpec(kind="random_features", n_features=60, bandwidth=3.0)
     )
-    first, second = run(spec), run(spec)
+    first, second = run_spec(spec), run_spec(spec)
     assert first.status == "ok" and first.final == second.final
 
 

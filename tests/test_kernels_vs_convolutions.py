@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from biaslab.experiments import CATALOG
-from biaslab.experiments.kernels_vs_convolutions import NAME, model_name, run
+from biaslab.experiments import CATALOG, run_spec
+from biaslab.experiments.kernels_vs_convolutions import NAME, model_name
 from biaslab.spec import DataSpec, EstimatorSpec, ModelSpec, RunSpec, SpecError
 from biaslab.store import RunRecord
 
@@ -18,7 +18,7 @@ def _kernel_spec(inputs: str) -> RunSpec:
 
 
 def test_the_kernel_interpolates_and_a_fixed_permutation_changes_nothing_for_it():
-    ordered, shuffled = run(_kernel_spec("none")), run(_kernel_spec("shuffled_pixels"))
+    ordered, shuffled = run_spec(_kernel_spec("none")), run_spec(_kernel_spec("shuffled_pixels"))
     assert ordered.status == "ok" and shuffled.status == "ok"
     assert ordered.final["train_error"] == 0.0 and ordered.final["train_risk"] < 1e-6  # ridge -> 0: the interpolant
     # the RBF kernel sees only distances, which a permutation of coordinates keeps

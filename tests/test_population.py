@@ -125,3 +125,23 @@ def test_auto_keeps_a_small_sweep_in_process():
 def test_only_population_capable_experiments_are_grouped():
     specs = [_spec(8, seed=s, experiment="custom") for s in (0, 1)]
     assert [len(j) for j in group_populations(specs, lambda s: True)] == [2]
+
+
+@pytest.mark.parametrize("change", [{"train": {"l1": 1e-4}}, {"train": {"augment": "random_crop"}}, {"model": {"dropout": 0.5}}])
+def test_one_rule_decides_pooling_and_fit_population_refuses_what_it_excludes(change):
+    """poolable(spec) excludes l1, augmentation and dropout; the sweep runs such specs alone, and fit_population
+    refuses them with the reason `refusal` gives (before l1 was grouped, raised, and fell back)."""
+    from biaslab.experiments import can_pool
+    from biaslab.train.population import poolable, refusal
+
+    (section, values), = change.items()
+    specs = [_spec(8, seed=s) for s in (0, 1)]
+    odd = [s.model_copy(update={section: getattr(s, section).model_copy(update=values)}) for s in specs]
+    assert all(poolable(s) and can_pool(s) for s in specs) and not any(poolable(s) or can_pool(s) for s in odd)
+    assert sorted(len(job) for job in group_populations(specs + odd, lambda s: True)) == [1, 1, 2]
+    data = datasets.load(DataSpec(name="teacher", n_train=40, n_test=20, dim=6, n_classes=3), dtype=torch.float64)
+    nets = [models.build(odd[m].model, data.in_shape, 3, generator(m, "init"), dtype=torch.float64) for m in range(2)]
+    reason = refusal(odd[0].train, odd[0].model.dropout)
+    with pytest.raises(ValueError) as raised:
+        fit_population(nets, [data, data], [s.train for s in odd], [generator(m, "batches") for m in range(2)])
+    assert str(raised.value) == reason

@@ -11,7 +11,7 @@ import torch
 from biaslab import data as datasets
 from biaslab import models
 from biaslab.data.augment import augment, random_crop
-from biaslab.experiments import CATALOG, can_pool, run_supervised
+from biaslab.experiments import CATALOG, can_pool, run_spec
 from biaslab.experiments.random_labels import condition, regularizers
 from biaslab.runtime import generator
 from biaslab.spec import DataSpec, ModelSpec, RunSpec, SpecError, Sweep, TrainSpec, with_values
@@ -182,9 +182,9 @@ def test_a_run_with_random_crops_is_deterministic_and_differs_from_one_without()
         model=ModelSpec(kind="cnn", width=8, depth=2, kernel_size=3),
         train=TrainSpec(batch_size=25, max_steps=20, eval_every=10, augment="random_crop", crop_padding=1),
     )
-    first, second = run_supervised(spec), run_supervised(spec)
+    first, second = run_spec(spec), run_spec(spec)
     assert first.status == "ok" and first.curves == second.curves
-    plain = run_supervised(with_values(spec, {"train.augment": "none"}))
+    plain = run_spec(with_values(spec, {"train.augment": "none"}))
     assert plain.curves["train_loss"] != first.curves["train_loss"]
 
 

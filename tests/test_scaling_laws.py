@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from biaslab.experiments import CATALOG
-from biaslab.experiments.scaling_laws import NAME, excess_loss, fitted_slopes, offset_fits, offset_power_law, quick, run, spectrum
+from biaslab.experiments import CATALOG, run_spec
+from biaslab.experiments.scaling_laws import NAME, excess_loss, fitted_slopes, offset_fits, offset_power_law, quick, spectrum
 from biaslab.spec import DataSpec, EstimatorSpec, ModelSpec, PowerLawFeatures, RunSpec, SpecError, TrainSpec, with_values
 from biaslab.store import RunRecord
 
@@ -136,7 +136,7 @@ def test_the_mlp_runner_records_the_best_test_loss_of_the_supervised_run():
         experiment=NAME, data=DataSpec(name="mnist1d", n_train=100, n_test=100, standardize=False), model=ModelSpec(kind="mlp", width=16),
         train=TrainSpec(optimizer="adam", lr=1e-3, max_steps=60, eval_every=20),
     )  # fmt: skip
-    record = run(spec)
+    record = run_spec(spec)
     assert record.status == "ok"
     assert record.final["best_test_loss"] == pytest.approx(min(record.curves["test_loss"]))
     assert record.final["best_test_loss"] <= record.final["test_loss"]

@@ -9,8 +9,8 @@ import pytest
 
 from biaslab.data.problems import polynomial_data, polynomial_target
 from biaslab.estimators import PolynomialRegressor, make_estimator, order_weights
-from biaslab.experiments import CATALOG
-from biaslab.experiments.soft_inductive_bias import MODELS, NAME, VARIANTS, model_name, run
+from biaslab.experiments import CATALOG, run_spec
+from biaslab.experiments.soft_inductive_bias import MODELS, NAME, VARIANTS, model_name
 from biaslab.spec import EstimatorSpec, ModelSpec, Polynomial, RunSpec, SpecError, TrainSpec, with_values
 from biaslab.store import RunRecord
 
@@ -66,7 +66,7 @@ def test_the_targets_and_the_data():
 
 def test_one_run_measures_the_error_to_the_target():
     spec = RunSpec(experiment=NAME, problem=Polynomial(n=30, noise=0.0), estimator=EstimatorSpec(kind="polynomial", degree=3), dtype="float64")
-    record = run(spec)
+    record = run_spec(spec)
     assert record.status == "ok" and record.final["test_mse"] < 1e-20  # noiseless cubic fitted exactly by a cubic
     assert len(record.arrays["fit"]) == 200
 

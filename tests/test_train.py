@@ -9,7 +9,7 @@ import torch
 
 from biaslab import data as datasets
 from biaslab import models
-from biaslab.experiments import run_supervised
+from biaslab.experiments import run_spec
 from biaslab.runtime import generator
 from biaslab.spec import DataSpec, ModelSpec, RunSpec, TrainSpec
 from biaslab.train import fit, lr_factor, squared_error
@@ -23,15 +23,15 @@ SMALL = RunSpec(
 
 
 def test_same_spec_and_seed_give_identical_numbers():
-    first, second = run_supervised(SMALL), run_supervised(SMALL)
+    first, second = run_spec(SMALL), run_spec(SMALL)
     assert first.status == second.status == "ok"
     assert first.curves == second.curves
     assert first.final == second.final
 
 
 def test_a_different_seed_gives_different_numbers():
-    other = run_supervised(SMALL.model_copy(update={"seed": 1}))
-    assert other.curves["train_loss"] != run_supervised(SMALL).curves["train_loss"]
+    other = run_spec(SMALL.model_copy(update={"seed": 1}))
+    assert other.curves["train_loss"] != run_spec(SMALL).curves["train_loss"]
 
 
 def test_full_batch_gd_matches_hand_written_updates():
@@ -54,21 +54,21 @@ def test_full_batch_gd_matches_hand_written_updates():
 
 def test_stops_once_training_error_is_zero_for_k_evaluations():
     spec = SMALL.model_copy(update={"train": SMALL.train.model_copy(update={"max_steps": 4000, "stop_zero_error_evals": 2})})
-    record = run_supervised(spec)
+    record = run_spec(spec)
     train_error = record.curves["train_error"]
     assert record.env["stopped"] == "zero_error"
     assert train_error[-1] == train_error[-2] == 0.0 and record.final["steps"] < 4000
 
 
 def test_budget_is_respected_and_the_last_step_is_evaluated():
-    record = run_supervised(SMALL.model_copy(update={"train": SMALL.train.model_copy(update={"max_steps": 45})}))
+    record = run_spec(SMALL.model_copy(update={"train": SMALL.train.model_copy(update={"max_steps": 45})}))
     assert record.curves["step"] == [0.0, 20.0, 40.0, 45.0]
     assert record.env["stopped"] == "budget"
 
 
 def test_a_diverging_run_is_recorded_as_diverged():
     spec = SMALL.model_copy(update={"train": SMALL.train.model_copy(update={"lr": 1e6, "max_steps": 400})})
-    record = run_supervised(spec)
+    record = run_spec(spec)
     assert record.status == "diverged"
     assert not math.isfinite(record.final["train_loss"])
     assert record.final["steps"] < 400
@@ -76,7 +76,7 @@ def test_a_diverging_run_is_recorded_as_diverged():
 
 def test_a_crashing_run_is_recorded_as_failed_with_its_traceback():
     spec = SMALL.model_copy(update={"model": ModelSpec(kind="cnn")})  # a CNN cannot read flat vectors
-    record = run_supervised(spec)
+    record = run_spec(spec)
     assert record.status == "failed"
     assert "model.kind: cnn needs inputs shaped" in record.error
 
@@ -92,12 +92,12 @@ def test_schedules():
 def test_every_optimizer_lowers_the_training_loss(optimizer):
     lr = 0.1 if optimizer == "sgd" else 0.01
     spec = SMALL.model_copy(update={"train": SMALL.train.model_copy(update={"optimizer": optimizer, "lr": lr, "weight_decay": 1e-4})})
-    record = run_supervised(spec)
+    record = run_spec(spec)
     assert record.curves["train_loss"][-1] < 0.5 * record.curves["train_loss"][0]
 
 
 def test_probe_curves_are_recorded_at_every_evaluation():
-    record = run_supervised(SMALL)
+    record = run_spec(SMALL)
     n = len(record.curves["step"])
     for name in ("norm_frobenius", "dist_init", "path_norm", "margin_min", "norm_spectral_product"):
         assert len(record.curves[name]) == n

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from biaslab.data.problems import checkerboard_labels, haar_orthogonal, smooth_labels, tabular
-from biaslab.experiments import CATALOG
-from biaslab.experiments.trees_vs_nets import NAME, run, task_name
+from biaslab.experiments import CATALOG, run_spec
+from biaslab.experiments.trees_vs_nets import NAME, task_name
 from biaslab.spec import EstimatorSpec, ModelSpec, RunSpec, SpecError, Tabular, TrainSpec, with_values
 from biaslab.store import RunRecord
 
@@ -66,10 +66,10 @@ def test_tasks_have_the_stated_shapes_balance_and_determinism():
 
 def test_one_run_fits_a_forest_through_the_protocol():
     spec = RunSpec(experiment=NAME, problem=Tabular(n_train=300, n_test=300, cells=2), estimator=EstimatorSpec(kind="boosting", n_trees=50))
-    record = run(spec)
+    record = run_spec(spec)
     assert record.status == "ok" and record.final["train_accuracy"] >= 0.9
     assert 0.0 <= record.final["test_accuracy"] <= 1.0
-    assert run(spec).final == record.final  # deterministic
+    assert run_spec(spec).final == record.final  # deterministic
 
 
 # ---------------------------------------------------------------- the claim on made-up records

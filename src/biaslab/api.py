@@ -104,6 +104,6 @@ def run(
     preflight(sweep)
     outcome = run_sweep(sweep, store if isinstance(store, Store) else Store(store), preset, overrides, executor, workers)
     finished = [r for r in outcome.records if r.status == "ok"]
-    verdict = experiment.claim(outcome.records) if finished else Verdict(experiment.title, False, {}, "no run finished")
-    figures = experiment.figures(outcome.records) if finished else {}
+    verdict = experiment.verdict(outcome.records) if finished else Verdict(experiment.title, False, {}, "no run finished")
+    figures = experiment.drawn_figures(outcome.records)[0] if finished else {}  # a figure that raises is left out; the report says why
     return ExperimentResult(experiment.name, preset, outcome.records, verdict, figures, outcome.ran, outcome.skipped, outcome.executor)

@@ -281,7 +281,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for record in failed[:3]:
         print(f"failed run {record.spec_id}: {(record.error or '').strip().splitlines()[-1]}  (biaslab show {record.spec_id})")
     if any(r.status == "ok" for r in outcome.records):
-        print(experiment.claim(outcome.records).summary())
+        print(experiment.verdict(outcome.records).summary())
     if not args.no_report:
         from biaslab.report import write_report
 

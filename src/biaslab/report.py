@@ -55,8 +55,11 @@ def _section(entry: SweepEntry, records: list[RunRecord], directory: Path) -> st
         parts.append(f"<p class='muted'>Reference: {html.escape(experiment.reference)}</p>")
         finished = [r for r in records if r.status == "ok"]
         if finished:
-            parts.append(_verdict_html(experiment.claim(records)))
-            for name, figure in experiment.figures(records).items():
+            parts.append(_verdict_html(experiment.verdict(records)))
+            figures, error = experiment.drawn_figures(records)
+            if error is not None:
+                parts.append(f"<div class='verdict FAIL'><b>FAIL</b>: {html.escape(error)}</div>")
+            for name, figure in figures.items():
                 stem = f"{entry.sweep_id}-{name}"
                 figure.savefig(directory / "figures" / f"{stem}.png", dpi=110)
                 figure.savefig(directory / "figures" / f"{stem}.svg")

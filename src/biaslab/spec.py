@@ -390,8 +390,16 @@ class RunSpec(_Frozen):
 
     @property
     def spec_id(self) -> str:
-        """SHA-256 (first 16 hex digits) of the canonical JSON; identical specs share an id."""
-        return hashlib.sha256(canonical_json(self).encode()).hexdigest()[:16]
+        """SHA-256 (first 16 hex digits) of the canonical JSON of the fields that decide numbers; identical specs share an id.
+
+        The UNHASHED_FIELDS decide no number, so they are left out: asking for weights does not rerun a finished
+        run, and specs without them keep the ids they always had (a default is left out of the canonical JSON anyway).
+        """
+        hashed = self.model_copy(update={name: RunSpec.model_fields[name].default for name in UNHASHED_FIELDS})
+        return hashlib.sha256(canonical_json(hashed).encode()).hexdigest()[:16]
+
+
+UNHASHED_FIELDS = ("save_weights",)  # RunSpec fields that decide no number: not part of the spec_id
 
 
 def canonical_json(spec: BaseModel) -> str:

@@ -43,9 +43,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from functools import cached_property
 from typing import Any
 
 import numpy as np
+
+from biaslab.spec import RunSpec
 
 DEFAULT_PATH = Path("biaslab-runs")
 STATUSES = ("ok", "diverged", "failed")
@@ -131,6 +134,11 @@ class RunRecord:
     @property
     def experiment(self) -> str:
         return str(self.spec.get("experiment", "custom"))
+
+    @cached_property
+    def run_spec(self) -> RunSpec:
+        """The record's spec as the validated, typed RunSpec (a spec that no longer validates raises SpecError)."""
+        return RunSpec.model_validate(self.spec)
 
 
 def curves_from_rows(rows: Iterable[dict[str, float]]) -> dict[str, list[float]]:

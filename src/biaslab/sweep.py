@@ -58,6 +58,7 @@ from biaslab.experiments import can_pool, run_population
 from biaslab.experiments.base import failed_record
 from biaslab.spec import RunSpec, Sweep
 from biaslab.store import RunRecord, Store, SweepEntry
+from biaslab.train.population import MEMBER_FIELDS
 
 Executor = Literal["auto", "inprocess", "processes", "population"]
 EXECUTORS: tuple[str, ...] = ("auto", "inprocess", "processes", "population")
@@ -74,7 +75,6 @@ POOL_RETRIES = 2  # a worker that dies takes its pool down; retry the unfinished
 CPU_POPULATION_MAX_WIDTH = 64
 SMALL_SWEEP_STEPS = 20_000  # below this many steps in all, auto stays in-process (tiny width-sweep: 0.5 s vs 4-5 s with workers)
 MAX_MEMBERS = 64  # members per population, to bound memory
-MEMBER_FIELDS = ("seed", "data.label_noise", "data.seed", "data.inputs", "train.lr", "train.momentum", "train.weight_decay", "train.betas", "model.init_scale", "model.init")
 
 
 class SweepWarning(UserWarning):

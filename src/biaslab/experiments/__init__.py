@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from biaslab.experiments.base import CATALOG, Experiment
+from biaslab.experiments.base import CATALOG, Experiment, Result, execute
 from biaslab.experiments.supervised import run_supervised, run_supervised_population
 from biaslab.experiments import (  # noqa: F401  (each module registers its experiment)
     batch_size_sharpness,
@@ -32,12 +32,13 @@ from biaslab.experiments import (  # noqa: F401  (each module registers its expe
 )
 from biaslab.spec import RunSpec
 from biaslab.store import RunRecord
+from biaslab.train.population import poolable
 
 
 def run_spec(spec: RunSpec) -> RunRecord:
     """Run one spec with its experiment's runner ('custom' specs use the standard supervised run)."""
     if spec.experiment == "custom":
-        return run_supervised(spec)
+        return execute(run_supervised, spec)
     return CATALOG.get(spec.experiment).run(spec)
 
 
@@ -47,11 +48,9 @@ def trains_populations(experiment: str) -> bool:
 
 
 def can_pool(spec: RunSpec) -> bool:
-    """Whether a spec may join a population: its experiment allows it, and it has no dropout or batch augmentation
-    (random per member and step), no l1 penalty and no sharpness-aware steps (`fit_population` refuses all four),
-    so such runs always train alone."""
-    alone = spec.model.dropout > 0.0 or spec.train.augment != "none" or spec.train.l1 > 0.0 or spec.train.optimizer in ("sam", "asam")
-    return trains_populations(spec.experiment) and not alone
+    """Whether a spec may join a population: its experiment trains the standard supervised run, and the run is
+    `train.population.poolable` (no dropout, batch augmentation, l1 penalty or sharpness-aware steps)."""
+    return trains_populations(spec.experiment) and poolable(spec)
 
 
 def run_population(specs: list[RunSpec]) -> list[RunRecord]:
@@ -63,4 +62,4 @@ def run_population(specs: list[RunSpec]) -> list[RunRecord]:
     return run_supervised_population(specs)
 
 
-__all__ = ["CATALOG", "Experiment", "can_pool", "run_population", "run_spec", "run_supervised", "trains_populations"]
+__all__ = ["CATALOG", "Experiment", "Result", "can_pool", "execute", "run_population", "run_spec", "run_supervised", "trains_populations"]

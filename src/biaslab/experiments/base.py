@@ -1,15 +1,24 @@
-"""What every catalog entry provides, and the catalog itself.
+"""What every catalog entry provides, the catalog itself, and the framework that turns a runner's result into a record.
 
 An experiment is a set of presets (functions returning a `Sweep`), a runner
-that turns one `RunSpec` into a `RunRecord`, figures drawn from records, and a
+that computes one `RunSpec` into a `Result`, figures drawn from records, and a
 claim check that computes a `Verdict` from the records' numbers.
+
+A runner only computes: it never times itself, catches its own failures,
+writes provenance or builds a record. `execute(runner, spec)` does all of that
+in one place, so every record carries the same provenance (seed included), a
+raise becomes a 'failed' record with its traceback, and the trained weights
+are kept whenever the spec asks for them and the result carries a model.
 """
 
 from __future__ import annotations
 
 import time
 import traceback
+import inspect
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -17,9 +26,46 @@ from torch import nn
 
 from biaslab.claims import Verdict
 from biaslab.registry import Registry
+from biaslab.runtime import provenance, resolve_device
 from biaslab.spec import RunSpec, SpecError, Sweep
 from biaslab.store import RunRecord, curves_from_rows
-from biaslab.train import Fit
+from biaslab.train import Fit, Row, Status
+
+
+@dataclass
+class Result:
+    """What a runner computed for one spec; `execute` turns it into the run's RunRecord.
+
+    history -> record.curves (one row of named scalars per evaluation), final ->
+    record.final, arrays -> record.arrays (named vectors a figure needs); status
+    and stopped say how training ended; model is the trained network, whose
+    weights are kept when the spec sets save_weights (None where there is none).
+    """
+
+    history: list[Row] = field(default_factory=list)
+    final: dict[str, float] = field(default_factory=dict)
+    arrays: dict[str, list[float]] = field(default_factory=dict)
+    status: Status = "ok"
+    stopped: str = "budget"
+    model: nn.Module | None = field(default=None, repr=False)
+
+    @classmethod
+    def of(cls, fit: Fit, final: dict[str, float] | None = None, arrays: dict[str, list[float]] | None = None, model: nn.Module | None = None) -> Result:
+        """A training's result: its History, and as final metrics its last row, its step count and `final`."""
+        metrics = dict(fit.final) | {"steps": float(fit.steps)} | (final or {})
+        return cls(list(fit.history), metrics, dict(arrays or {}), fit.status, fit.stopped, model)
+
+    @classmethod
+    def estimate(cls, history: list[Row], final: dict[str, float] | None = None, arrays: dict[str, list[float]] | None = None) -> Result:
+        """A computation without a training loop of its own (a closed form, a fitted estimator, a Monte Carlo mean).
+
+        Its final metrics are the last history row, `steps` 0 and `final` (the
+        `steps` entry keeps these records equal to the ones earlier code stored).
+        """
+        return cls.of(Fit(history=list(history)), final, arrays)
+
+
+Runner = Callable[[RunSpec], Result]
 
 
 class Experiment:
@@ -32,6 +78,8 @@ class Experiment:
     presets: dict[str, Callable[[], Sweep]] = {}
     default_preset = "quick"
     trains_populations = False  # True when `run` is the standard supervised run, so specs can share a population
+    trains_model = False  # True when the runner trains one network: it measures spec.probes (supervised.with_probes)
+    # at every evaluation and returns the network in its Result, for spec.save_weights; False: both fields are refused
 
     def sweep(self, preset: str | None = None) -> Sweep:
         """The sweep of a preset; an unknown preset is a SpecError naming the allowed ones."""
@@ -41,15 +89,29 @@ class Experiment:
         return self.presets[preset]()
 
     def check(self, spec: RunSpec) -> None:
-        """Raise SpecError for a spec this experiment's runner would not honour (checked before a sweep starts)."""
+        """Raise SpecError for a spec this experiment's runner would not honour (checked before a sweep starts):
+        no field may be accepted and then ignored. The contract's fields first, then the experiment's own `refuse`."""
+        if not self.trains_model:
+            refuse_model_fields(spec, f"{self.name} trains no single network")
+        self.refuse(spec)
 
-    runner: Callable[[RunSpec], RunRecord] | None = None  # the module's run function; set as staticmethod(run)
+    def refuse(self, spec: RunSpec) -> None:
+        """Raise SpecError for a spec outside what this experiment's runner computes (its own rules; none here)."""
+
+    runner: Runner | None = None  # the module's run function, assigned plainly: `runner = run`
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Keep a plain function assigned to `runner` unbound, so subclasses need no staticmethod."""
+        super().__init_subclass__(**kwargs)
+        runner = cls.__dict__.get("runner")
+        if inspect.isfunction(runner):
+            cls.runner = staticmethod(runner)
 
     def run(self, spec: RunSpec) -> RunRecord:
         """Train and measure one run. Never raises for a run that fails: it returns a 'failed' record."""
         if self.runner is None:
             raise NotImplementedError(f"experiment {self.name} has no runner")
-        return self.runner(spec)
+        return execute(self.runner, spec)
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
         """Named figures from the records (finished runs only are drawn)."""
@@ -59,24 +121,59 @@ class Experiment:
         """The published finding as a test on the records' numbers."""
         raise NotImplementedError
 
+    def verdict(self, records: list[RunRecord]) -> Verdict:
+        """The claim check, never raising: a check that raises is a FAIL whose reason is the error, so a report or a
+        command that shows it goes on (a missing probe or a broken check must not hide the other results)."""
+        try:
+            return self.claim(records)
+        except Exception as error:  # shown as FAIL with the error, never swallowed
+            return Verdict(self.title or self.name, False, {}, f"FAIL: the claim check raised {error_line(error)}")
+
+    def drawn_figures(self, records: list[RunRecord]) -> tuple[dict[str, Figure], str | None]:
+        """The figures, and None; or no figures and the error when drawing them raised."""
+        try:
+            return self.figures(records), None
+        except Exception as error:  # shown beside the verdict, never swallowed
+            return {}, f"drawing the figures raised {error_line(error)}"
+
 
 CATALOG: Registry[Experiment] = Registry("experiment")
 
 
-def fit_record(
-    spec: RunSpec, result: Fit, env: dict, seconds: float, extra: dict[str, float] | None = None, arrays: dict[str, list[float]] | None = None
-) -> RunRecord:
-    """The record of a finished training: curves from its History, final metrics, why it stopped."""
-    return RunRecord(
+def refuse_model_fields(spec: RunSpec, why: str) -> None:
+    """SpecError for `probes` or `save_weights` on a run that has no network to measure or keep (`why` says so)."""
+    if spec.probes:
+        raise SpecError(f"probes: {why}, so it measures no probes; got {list(spec.probes)}, allowed: []")
+    if spec.save_weights:
+        raise SpecError(f"save_weights: {why}, so it has no weights to keep; allowed: false")
+
+
+def error_line(error: BaseException) -> str:
+    """An exception in one line: its type and message."""
+    return f"{type(error).__name__}: {error}"
+
+
+def run_env(spec: RunSpec) -> dict[str, Any]:
+    """The provenance of a run of `spec`: versions, git commit, device, host and the seed."""
+    return provenance(resolve_device(spec.device)) | {"seed": spec.seed}
+
+
+def record_of(spec: RunSpec, result: Result, env: dict[str, Any], seconds: float) -> RunRecord:
+    """The record of a finished run: curves from its history, its final metrics and arrays, why it stopped, and its
+    trained weights when the spec asks for them and the run finished with a model."""
+    record = RunRecord(
         spec=spec.model_dump(mode="json"),
         spec_id=spec.spec_id,
         status=result.status,
         curves=curves_from_rows(result.history),
-        final=dict(result.final) | {"steps": float(result.steps)} | (extra or {}),
+        final=dict(result.final),
         env=env | {"stopped": result.stopped},
         seconds=seconds,
-        arrays=arrays or {},
+        arrays=dict(result.arrays),
     )
+    if spec.save_weights and result.status == "ok" and result.model is not None:
+        record.weights = state_arrays(result.model)
+    return record
 
 
 def failed_record(spec: RunSpec, error: str, seconds: float = 0.0, env: dict | None = None) -> RunRecord:
@@ -84,14 +181,15 @@ def failed_record(spec: RunSpec, error: str, seconds: float = 0.0, env: dict | N
     return RunRecord(spec=spec.model_dump(mode="json"), spec_id=spec.spec_id, status="failed", env=env or {}, seconds=seconds, error=error)
 
 
-def guarded(spec: RunSpec, body: Callable[[], tuple]) -> RunRecord:
-    """Run `body() -> (fit, env, extra final metrics[, arrays])` and build its record; a raise becomes a 'failed' record."""
+def execute(runner: Runner, spec: RunSpec) -> RunRecord:
+    """Run `runner(spec)`, timed, and build its record; a raise becomes a 'failed' record with the traceback."""
     started = time.perf_counter()
     try:
-        result, env, extra, *arrays = body()
+        env = run_env(spec)
+        result = runner(spec)
     except Exception:  # a failed run is a result: record it, let the sweep go on
         return failed_record(spec, traceback.format_exc(), time.perf_counter() - started)
-    return fit_record(spec, result, env, time.perf_counter() - started, extra, arrays[0] if arrays else None)
+    return record_of(spec, result, env, time.perf_counter() - started)
 
 
 def state_arrays(model: nn.Module) -> dict[str, np.ndarray]:

@@ -66,11 +66,11 @@ from torch import nn
 from biaslab import data as datasets
 from biaslab.claims import Verdict
 from biaslab.experiments.supervised import fresh_model
-from biaslab.experiments.base import CATALOG, Experiment, guarded
+from biaslab.experiments.base import CATALOG, Experiment, Result
 from biaslab.plot import new_figure
 from biaslab.probes import curvature, landscape, sharpness
 from biaslab.probes.core import snapshot
-from biaslab.runtime import generator, provenance, resolve_device, resolve_dtype
+from biaslab.runtime import generator, resolve_device, resolve_dtype
 from biaslab.spec import DataSpec, ModelSpec, RunSpec, SpecError, Sweep, TrainSpec
 from biaslab.store import RunRecord
 from biaslab.train import LOSSES, Fit, fit
@@ -128,49 +128,45 @@ def rescaled(model: nn.Module, factor: float) -> nn.Module:
     return twin
 
 
-def run(spec: RunSpec) -> RunRecord:
+def run(spec: RunSpec) -> Result:
     """Train one copy per batch size from one init, measure each, and interpolate from the small-batch solution."""
-
-    def body():
-        device, dtype = resolve_device(spec.device), resolve_dtype(spec.dtype)
-        data = datasets.load(spec.data, device, dtype)
-        loss_fn = LOSSES[spec.train.loss]
-        n = data.x_train.shape[0]
-        train_batches = [(data.x_train, data.y_train)]
-        extra: dict[str, float] = {}
-        arrays: dict[str, list[float]] = {"interp_alpha": list(ALPHAS)}
-        solutions, fits = {}, {}
-        for batch_size in spec.train.batch_sizes:
-            name = label(batch_size)
-            model = fresh_model(spec, data)
-            result = fit(model, data, schedule_for(spec.train, batch_size, n), generator(spec.seed, f"batches-{name}"))
-            fits[name], solutions[name] = result, model
-            final = result.final
-            extra |= {f"{name}.{k}": float(final[k]) for k in ("train_loss", "train_error", "test_loss", "test_error")}
-            extra[f"{name}.steps"] = float(result.steps)
-            arrays |= {f"{name}.epoch": [r["epoch"] for r in result.history], f"{name}.train_loss": [r["train_loss"] for r in result.history]}
-            if result.status == "ok":
-                extra |= {f"{name}.{k}": v for k, v in measure(model, loss_fn, train_batches, spec.seed).items()}
-        small = label(spec.train.batch_sizes[0])
-        if all(f.status == "ok" for f in fits.values()):
-            start = snapshot(solutions[small])
-            for name, model in solutions.items():
-                if name == small:
-                    continue
-                end = snapshot(model)
-                for split, (x, y) in {"train": (data.x_train, data.y_train), "test": (data.x_test, data.y_test)}.items():
-                    path = landscape.line(model, loss_fn, x, y, start, end, ALPHAS)
-                    arrays[f"interp.{name}.{split}_loss"], arrays[f"interp.{name}.{split}_error"] = path.loss.tolist(), path.error.tolist()
-            if spec.model.activation == "relu" and spec.model.kind == "mlp":
-                twin = rescaled(solutions[small], RESCALE)
-                extra[f"{small}.rescaled_hessian_top"] = measure(twin, loss_fn, train_batches, spec.seed)["hessian_top"]
-                extra[f"{small}.rescaled_sharpness_adaptive"] = sharpness.adaptive(twin, loss_fn, train_batches, ADAPTIVE_RHO, ASCENT_STEPS).value
-        main = fits[small]
-        status = "ok" if all(f.status == "ok" for f in fits.values()) else "diverged"
-        combined = Fit(history=main.history, status=status, stopped="diverged" if status == "diverged" else main.stopped, steps=main.steps)
-        return combined, provenance(device) | {"seed": spec.seed}, extra, arrays
-
-    return guarded(spec, body)
+    device, dtype = resolve_device(spec.device), resolve_dtype(spec.dtype)
+    data = datasets.load(spec.data, device, dtype)
+    loss_fn = LOSSES[spec.train.loss]
+    n = data.x_train.shape[0]
+    train_batches = [(data.x_train, data.y_train)]
+    extra: dict[str, float] = {}
+    arrays: dict[str, list[float]] = {"interp_alpha": list(ALPHAS)}
+    solutions, fits = {}, {}
+    for batch_size in spec.train.batch_sizes:
+        name = label(batch_size)
+        model = fresh_model(spec, data)
+        result = fit(model, data, schedule_for(spec.train, batch_size, n), generator(spec.seed, f"batches-{name}"))
+        fits[name], solutions[name] = result, model
+        final = result.final
+        extra |= {f"{name}.{k}": float(final[k]) for k in ("train_loss", "train_error", "test_loss", "test_error")}
+        extra[f"{name}.steps"] = float(result.steps)
+        arrays |= {f"{name}.epoch": [r["epoch"] for r in result.history], f"{name}.train_loss": [r["train_loss"] for r in result.history]}
+        if result.status == "ok":
+            extra |= {f"{name}.{k}": v for k, v in measure(model, loss_fn, train_batches, spec.seed).items()}
+    small = label(spec.train.batch_sizes[0])
+    if all(f.status == "ok" for f in fits.values()):
+        start = snapshot(solutions[small])
+        for name, model in solutions.items():
+            if name == small:
+                continue
+            end = snapshot(model)
+            for split, (x, y) in {"train": (data.x_train, data.y_train), "test": (data.x_test, data.y_test)}.items():
+                path = landscape.line(model, loss_fn, x, y, start, end, ALPHAS)
+                arrays[f"interp.{name}.{split}_loss"], arrays[f"interp.{name}.{split}_error"] = path.loss.tolist(), path.error.tolist()
+        if spec.model.activation == "relu" and spec.model.kind == "mlp":
+            twin = rescaled(solutions[small], RESCALE)
+            extra[f"{small}.rescaled_hessian_top"] = measure(twin, loss_fn, train_batches, spec.seed)["hessian_top"]
+            extra[f"{small}.rescaled_sharpness_adaptive"] = sharpness.adaptive(twin, loss_fn, train_batches, ADAPTIVE_RHO, ASCENT_STEPS).value
+    main = fits[small]
+    status = "ok" if all(f.status == "ok" for f in fits.values()) else "diverged"
+    combined = Fit(history=main.history, status=status, stopped="diverged" if status == "diverged" else main.stopped, steps=main.steps)
+    return Result.of(combined, extra, arrays)
 
 
 # ---------------------------------------------------------------- presets
@@ -348,9 +344,9 @@ class BatchSizeSharpness(Experiment):
         "invariant to reparametrization, so an invariant (adaptive) measure is reported beside it."
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
-    runner = staticmethod(run)
+    runner = run
 
-    def check(self, spec: RunSpec) -> None:
+    def refuse(self, spec: RunSpec) -> None:
         sizes = spec.train.batch_sizes
         if len(sizes) < 2:
             raise SpecError(f"train.batch_sizes: {NAME} compares at least two batch sizes, got {list(sizes)}")

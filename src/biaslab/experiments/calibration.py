@@ -37,13 +37,12 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from biaslab import data as datasets
-from biaslab import models
 from biaslab.claims import Verdict, spearman
-from biaslab.experiments.base import CATALOG, Experiment, guarded, require
+from biaslab.experiments.base import CATALOG, Experiment, Result, require
+from biaslab.experiments.supervised import setup, with_probes
 from biaslab.plot import legend_once, new_figure, reliability_diagram
 from biaslab.probes.calibration import ReliabilityTable, calibration_metrics, reliability_table, softmax_outputs
-from biaslab.runtime import generator, provenance, resolve_device, resolve_dtype
+from biaslab.runtime import generator
 from biaslab.spec import DataSpec, ModelSpec, RunSpec, Sweep, TrainSpec
 from biaslab.store import RunRecord
 from biaslab.train import fit
@@ -54,20 +53,14 @@ RISE_SE = 2.0  # the end-of-training value exceeds the value at interpolation by
 TABLE_FIELDS = ("lower", "upper", "confidence", "accuracy", "count")
 
 
-def run(spec: RunSpec) -> RunRecord:
+def run(spec: RunSpec) -> Result:
     """Train the MLP with calibration measured on the test set at every evaluation; keep the final reliability table."""
-
-    def body():
-        device, dtype = resolve_device(spec.device), resolve_dtype(spec.dtype)
-        data = datasets.load(spec.data, device, dtype)
-        model = models.build(spec.model, data.in_shape, data.n_classes, generator(spec.seed, "init"), device, dtype)
-        on_eval = lambda m, step: calibration_metrics(m, data.x_test, data.y_test, prefix=PREFIX)  # noqa: E731
-        result = fit(model, data, spec.train, generator(spec.seed, "batches"), on_eval)
-        table = reliability_table(softmax_outputs(model, data.x_test), data.y_test)
-        arrays = {f"reliability_{name}": [float(v) for v in getattr(table, name)] for name in TABLE_FIELDS}
-        return result, provenance(device) | {"seed": spec.seed}, {}, arrays
-
-    return guarded(spec, body)
+    data, model = setup(spec)
+    on_eval = lambda m, step: calibration_metrics(m, data.x_test, data.y_test, prefix=PREFIX)  # noqa: E731
+    result = fit(model, data, spec.train, generator(spec.seed, "batches"), with_probes(spec, model, data, on_eval))
+    table = reliability_table(softmax_outputs(model, data.x_test), data.y_test)
+    arrays = {f"reliability_{name}": [float(v) for v in getattr(table, name)] for name in TABLE_FIELDS}
+    return Result.of(result, arrays=arrays, model=model)
 
 
 # ---------------------------------------------------------------- presets
@@ -161,9 +154,10 @@ class Calibration(Experiment):
         "diagrams measured along training. Checks whether continued training makes them overconfident, and reports how calibration depends on width."
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
-    runner = staticmethod(run)
+    runner = run
+    trains_model = True
 
-    def check(self, spec: RunSpec) -> None:
+    def refuse(self, spec: RunSpec) -> None:
         require(spec, {"model.kind": ("mlp", "cnn")})
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:

@@ -60,8 +60,8 @@ from torch.nn.utils import prune
 
 from biaslab import data as datasets
 from biaslab.claims import Verdict, spearman
-from biaslab.experiments.supervised import fresh_model, setup
-from biaslab.experiments.base import CATALOG, Experiment, guarded
+from biaslab.experiments.supervised import fresh_model, setup, with_probes
+from biaslab.experiments.base import CATALOG, Experiment, Result
 from biaslab.plot import legend_once, new_figure
 from biaslab.probes import compression, landscape
 from biaslab.probes.bounds import compression_bound
@@ -186,21 +186,17 @@ def _lottery(spec: RunSpec, data: datasets.Dataset, init: dict, trained: dict, n
     return final, {"ticket_sparsity": sparsity, "ticket_test_error": ticket, "random_mask_test_error": random}
 
 
-def run(spec: RunSpec) -> RunRecord:
+def run(spec: RunSpec) -> Result:
     """Train dense; prune and quantize it one-shot; find lottery tickets and their random controls."""
-
-    def body():
-        data, model, env = setup(spec)
-        init = landscape.parameters(model)
-        result = fit(model, data, spec.train, generator(spec.seed, "batches"))
-        if result.status != "ok":
-            return result, env, {}
-        final, arrays = _compress(model, LOSSES[spec.train.loss], data)
-        lottery_final, lottery_arrays = _lottery(spec, data, init, landscape.parameters(model), compression.prunable(model))
-        n_params = {"n_params": float(sum(p.numel() for p in model.parameters()))}
-        return result, env, final | lottery_final | n_params, arrays | lottery_arrays
-
-    return guarded(spec, body)
+    data, model = setup(spec)
+    init = landscape.parameters(model)
+    result = fit(model, data, spec.train, generator(spec.seed, "batches"), with_probes(spec, model, data))
+    if result.status != "ok":
+        return Result.of(result, model=model)
+    final, arrays = _compress(model, LOSSES[spec.train.loss], data)
+    lottery_final, lottery_arrays = _lottery(spec, data, init, landscape.parameters(model), compression.prunable(model))
+    n_params = {"n_params": float(sum(p.numel() for p in model.parameters()))}
+    return Result.of(result, final | lottery_final | n_params, arrays | lottery_arrays, model=model)  # the dense network
 
 
 # ---------------------------------------------------------------- presets
@@ -283,7 +279,8 @@ class Compressibility(Experiment):
         "pruning with rewinding to init are compared with random masks of the same sparsity."
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
-    runner = staticmethod(run)
+    runner = run
+    trains_model = True
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
         done = _finished(records)

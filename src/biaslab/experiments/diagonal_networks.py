@@ -31,9 +31,8 @@ from matplotlib.figure import Figure
 from biaslab.claims import Verdict, spearman
 from biaslab.convex import basis_pursuit, min_norm_interpolant
 from biaslab.data.problems import sparse_regression
-from biaslab.experiments.base import CATALOG, Experiment, guarded, require
+from biaslab.experiments.base import CATALOG, Experiment, Result, require
 from biaslab.plot import mean_band, new_figure
-from biaslab.runtime import provenance, resolve_device
 from biaslab.spec import ModelSpec, RunSpec, SparseRegression, Sweep, TrainSpec
 from biaslab.store import RunRecord, records_table
 from biaslab.train import Fit, evaluation_steps
@@ -92,24 +91,21 @@ def descend(A: np.ndarray, b: np.ndarray, alpha: float, spec: TrainSpec, on_eval
     return result, u * u - v * v
 
 
-def run(spec: RunSpec) -> RunRecord:
-    def body():
-        system = sparse_regression(spec.problem, spec.seed)
-        l1 = basis_pursuit(system.A, system.b)
-        l2 = min_norm_interpolant(system.A, system.b)
+def run(spec: RunSpec) -> Result:
+    system = sparse_regression(spec.problem, spec.seed)
+    l1 = basis_pursuit(system.A, system.b)
+    l2 = min_norm_interpolant(system.A, system.b)
 
-        def on_eval(w: np.ndarray) -> dict[str, float]:
-            return {
-                "dist_l1": float(np.linalg.norm(w - l1) / np.linalg.norm(l1)),
-                "dist_l2": float(np.linalg.norm(w - l2) / np.linalg.norm(l2)),
-                "l1_norm": float(np.abs(w).sum()),
-            }
+    def on_eval(w: np.ndarray) -> dict[str, float]:
+        return {
+            "dist_l1": float(np.linalg.norm(w - l1) / np.linalg.norm(l1)),
+            "dist_l2": float(np.linalg.norm(w - l2) / np.linalg.norm(l2)),
+            "l1_norm": float(np.abs(w).sum()),
+        }
 
-        result, w = descend(system.A, system.b, spec.model.init_scale, spec.train, on_eval)
-        arrays = {"w": w.tolist(), "truth": system.w_star.tolist()}
-        return result, provenance(resolve_device("cpu")), {"l1_of_min_l1": float(np.abs(l1).sum())}, arrays
-
-    return guarded(spec, body)
+    result, w = descend(system.A, system.b, spec.model.init_scale, spec.train, on_eval)
+    arrays = {"w": w.tolist(), "truth": system.w_star.tolist()}
+    return Result.of(result, {"l1_of_min_l1": float(np.abs(l1).sum())}, arrays)
 
 
 class DiagonalNetworks(Experiment):
@@ -121,9 +117,9 @@ class DiagonalNetworks(Experiment):
         "interpolant depending only on its init scale: the minimum-L1 solution from a small init, the minimum-L2 one from a large init."
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
-    runner = staticmethod(run)
+    runner = run
 
-    def check(self, spec: RunSpec) -> None:
+    def refuse(self, spec: RunSpec) -> None:
         require(spec, {"device": ("cpu",), "train.optimizer": ("gd",), "train.momentum": (0.0,), "train.weight_decay": (0.0,), "train.schedule": ("constant",)})
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:

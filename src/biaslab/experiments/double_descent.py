@@ -58,7 +58,7 @@ ResNets on CIFAR-10 for 4000 epochs; 2 seeds for the data-driven classes.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import functools
 
 import numpy as np
 import pandas as pd
@@ -69,12 +69,11 @@ from threadpoolctl import threadpool_limits
 from biaslab import data as datasets
 from biaslab.claims import Verdict
 from biaslab.estimators import MinNormRegressor, class_scores, make_estimator, risk_and_error
-from biaslab.experiments.base import CATALOG, Experiment, guarded, require
+from biaslab.experiments.base import CATALOG, Experiment, Result, Runner, require
 from biaslab.plot import legend_once, new_figure
-from biaslab.runtime import numpy_generator, provenance, resolve_device
+from biaslab.runtime import numpy_generator, resolve_device
 from biaslab.spec import DataSpec, EstimatorSpec, GaussianFeatures, ModelSpec, RunSpec, SpecError, Sweep, TrainSpec
 from biaslab.store import RunRecord, records_table
-from biaslab.train import Fit
 
 NAME = "double-descent"
 PEAK_BAND = (0.8, 1.25)  # the peak counts as "at the threshold" within this factor of it (grid points next to n)
@@ -84,13 +83,14 @@ NO_PEAK_SE = 2.0  # a curve "rises" when it exceeds its running minimum by more 
 NO_PEAK_REL = 0.05  # ... and by more than this fraction of it (the unridged peaks are orders of magnitude)
 
 
-def _blas_threads_as_torch(body: Callable) -> Callable:
+def _blas_threads_as_torch(runner: Runner) -> Runner:
     """Run numpy's linear algebra with as many threads as torch may use (one in sweep workers), so two
     workers on two cores do not start four BLAS threads each."""
 
-    def limited():
+    @functools.wraps(runner)
+    def limited(spec: RunSpec) -> Result:
         with threadpool_limits(limits=torch.get_num_threads()):
-            return body()
+            return runner(spec)
 
     return limited
 
@@ -118,41 +118,37 @@ def optimal_ridge(p: int, s_in: float, s_out: float) -> float:
     return p * s_out / s_in if s_in > 0 else math.inf
 
 
-def run_gaussian(spec: RunSpec) -> RunRecord:
+@_blas_threads_as_torch
+def run_gaussian(spec: RunSpec) -> Result:
     """Monte Carlo over `draws` training sets of the Gaussian model; exact conditional risk per draw."""
-
-    @_blas_threads_as_torch
-    def body():
-        problem, est = spec.problem, spec.estimator
-        n, p, d = problem.n, est.n_features, problem.d
-        s_in, s_out = signal_split(problem, p)
-        ridge = optimal_ridge(p, s_in, s_out) if est.ridge_rule == "optimal" else est.ridge
-        beta = np.full(d, problem.signal / math.sqrt(d))  # equal energy per coordinate
-        rng = numpy_generator(spec.seed, "gaussian_features")
-        risks, norms, train = [], [], []
-        for _ in range(problem.draws):
-            X = rng.standard_normal((n, d))  # (n, d)
-            y = X @ beta + problem.noise * rng.standard_normal(n)
-            fitted = MinNormRegressor(ridge).fit(X[:, :p], y)
-            risks.append(float(np.sum((fitted.coef_ - beta[:p]) ** 2)) + s_out)
-            norms.append(fitted.coef_norm_)
-            train.append(float(np.mean((fitted.predict(X[:, :p]) - y) ** 2)))
-        risks = np.array(risks)
-        formula = gaussian_risk(n, p, s_in, s_out) if ridge == 0.0 else math.nan
-        size, threshold = (p, n) if est.axis == "model_size" else (n, p)
-        row = {
-            "test_risk": float(risks.mean()),
-            "test_risk_se": float(risks.std(ddof=1) / math.sqrt(len(risks))),
-            "formula_risk": formula,
-            "train_risk": float(np.mean(train)),
-            "coef_norm": float(np.mean(norms)),
-            "ridge": float(ridge),
-            "complexity": float(size),
-            "threshold": float(threshold),
-        }
-        return Fit(history=[row]), provenance(torch.device("cpu")) | {"seed": spec.seed}, {}
-
-    return guarded(spec, body)
+    problem, est = spec.problem, spec.estimator
+    n, p, d = problem.n, est.n_features, problem.d
+    s_in, s_out = signal_split(problem, p)
+    ridge = optimal_ridge(p, s_in, s_out) if est.ridge_rule == "optimal" else est.ridge
+    beta = np.full(d, problem.signal / math.sqrt(d))  # equal energy per coordinate
+    rng = numpy_generator(spec.seed, "gaussian_features")
+    risks, norms, train = [], [], []
+    for _ in range(problem.draws):
+        X = rng.standard_normal((n, d))  # (n, d)
+        y = X @ beta + problem.noise * rng.standard_normal(n)
+        fitted = MinNormRegressor(ridge).fit(X[:, :p], y)
+        risks.append(float(np.sum((fitted.coef_ - beta[:p]) ** 2)) + s_out)
+        norms.append(fitted.coef_norm_)
+        train.append(float(np.mean((fitted.predict(X[:, :p]) - y) ** 2)))
+    risks = np.array(risks)
+    formula = gaussian_risk(n, p, s_in, s_out) if ridge == 0.0 else math.nan
+    size, threshold = (p, n) if est.axis == "model_size" else (n, p)
+    row = {
+        "test_risk": float(risks.mean()),
+        "test_risk_se": float(risks.std(ddof=1) / math.sqrt(len(risks))),
+        "formula_risk": formula,
+        "train_risk": float(np.mean(train)),
+        "coef_norm": float(np.mean(norms)),
+        "ridge": float(ridge),
+        "complexity": float(size),
+        "threshold": float(threshold),
+    }
+    return Result.estimate([row])
 
 
 # ---------------------------------------------------------------- (b)-(d) classifiers on data
@@ -165,36 +161,30 @@ def _arrays(data: datasets.Dataset, flat: bool) -> tuple[np.ndarray, ...]:
     return x_train, data.y_train.cpu().numpy(), x_test, data.y_test.cpu().numpy()
 
 
-def run_classifier(spec: RunSpec) -> RunRecord:
+@_blas_threads_as_torch
+def run_classifier(spec: RunSpec) -> Result:
     """Fit one estimator on the dataset; squared loss (one-hot) and zero-one error on train and test."""
-
-    @_blas_threads_as_torch
-    def body():
-        device = resolve_device(spec.device)
-        est = spec.estimator
-        neural = est.kind == "neural_net"
-        data = datasets.load(spec.data, device, torch.float32 if neural else torch.float64)
-        x_train, y_train, x_test, y_test = _arrays(data, flat=not neural)
-        model = make_estimator(est, spec.model, spec.train, spec.seed, spec.device, spec.dtype)
-        n = len(y_train)
-        if neural:
-            model.fit(x_train, y_train, x_test, y_test)  # History rows measure the test set over training
-            result, extra = model.fit_, {"complexity": float(spec.model.width), "threshold": math.nan}
-        else:
-            model.fit(x_train, y_train)
-            result, extra = Fit(), _complexity(est, n)
-        row = {}
-        for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
-            row[f"{split}_risk"], row[f"{split}_error"] = risk_and_error(model.classes_, class_scores(model, x), y)
-        if not neural:
-            result.history.append(row)
-        extra |= {"train_risk": row["train_risk"], "test_risk": row["test_risk"], "n_train": float(n)}
-        regressor = getattr(model, "regressor_", None)
-        if regressor is not None and hasattr(regressor, "coef_norm_"):
-            extra["coef_norm"] = float(regressor.coef_norm_)
-        return result, provenance(device) | {"seed": spec.seed}, extra
-
-    return guarded(spec, body)
+    device = resolve_device(spec.device)
+    est = spec.estimator
+    neural = est.kind == "neural_net"
+    data = datasets.load(spec.data, device, torch.float32 if neural else torch.float64)
+    x_train, y_train, x_test, y_test = _arrays(data, flat=not neural)
+    model = make_estimator(est, spec.model, spec.train, spec.seed, spec.device, spec.dtype)
+    n = len(y_train)
+    if neural:
+        model.fit(x_train, y_train, x_test, y_test)  # History rows measure the test set over training
+        extra = {"complexity": float(spec.model.width), "threshold": math.nan}
+    else:
+        model.fit(x_train, y_train)
+        extra = _complexity(est, n)
+    row = {}
+    for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
+        row[f"{split}_risk"], row[f"{split}_error"] = risk_and_error(model.classes_, class_scores(model, x), y)
+    extra |= {"train_risk": row["train_risk"], "test_risk": row["test_risk"], "n_train": float(n)}
+    regressor = getattr(model, "regressor_", None)
+    if regressor is not None and hasattr(regressor, "coef_norm_"):
+        extra["coef_norm"] = float(regressor.coef_norm_)
+    return Result.of(model.fit_, extra) if neural else Result.estimate([row], extra)
 
 
 def _complexity(est: EstimatorSpec, n: int) -> dict[str, float]:
@@ -209,7 +199,7 @@ def _complexity(est: EstimatorSpec, n: int) -> dict[str, float]:
     return {"complexity": float(n), "threshold": float(n)}  # kernel ridge: one coefficient per example
 
 
-def run(spec: RunSpec) -> RunRecord:
+def run(spec: RunSpec) -> Result:
     """The runner: the Gaussian model when `problem` is set, else a classifier on `data`."""
     if spec.estimator is None:
         raise SpecError("estimator: double-descent runs need an estimator section (estimator.kind=...)")
@@ -406,9 +396,9 @@ class DoubleDescent(Experiment):
         "Optimally tuned ridge removes the peak, so the peak is a property of the unregularized interpolant, not of size."
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
-    runner = staticmethod(run)
+    runner = run
 
-    def check(self, spec: RunSpec) -> None:
+    def refuse(self, spec: RunSpec) -> None:
         if spec.estimator is None:
             raise SpecError("estimator: double-descent runs need an estimator section (estimator.kind=...)")
         if spec.problem is not None:

@@ -57,8 +57,8 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from biaslab.claims import Verdict
-from biaslab.experiments.supervised import setup
-from biaslab.experiments.base import CATALOG, Experiment, guarded, require
+from biaslab.experiments.supervised import setup, with_probes
+from biaslab.experiments.base import CATALOG, Experiment, Result, require
 from biaslab.plot import new_figure
 from biaslab.probes import curvature
 from biaslab.runtime import generator
@@ -112,17 +112,13 @@ def sharpness_hook(model: nn.Module, loss_fn, batches, seed: int, cold_every: in
     return on_eval
 
 
-def run(spec: RunSpec) -> RunRecord:
+def run(spec: RunSpec) -> Result:
     """Full-batch GD on the spec's data and model, with the sharpness tracked at every evaluation."""
-
-    def body():
-        data, model, env = setup(spec)
-        hook = sharpness_hook(model, LOSSES[spec.train.loss], [(data.x_train, data.y_train)], spec.seed)
-        result = fit(model, data, spec.train, generator(spec.seed, "batches"), hook)
-        n_params = float(sum(p.numel() for p in model.parameters()))
-        return result, env, {"n_params": n_params, "two_over_eta": 2.0 / spec.train.lr}
-
-    return guarded(spec, body)
+    data, model = setup(spec)
+    hook = sharpness_hook(model, LOSSES[spec.train.loss], [(data.x_train, data.y_train)], spec.seed)
+    result = fit(model, data, spec.train, generator(spec.seed, "batches"), with_probes(spec, model, data, hook))
+    n_params = float(sum(p.numel() for p in model.parameters()))
+    return Result.of(result, {"n_params": n_params, "two_over_eta": 2.0 / spec.train.lr}, model=model)
 
 
 # ---------------------------------------------------------------- presets
@@ -170,7 +166,6 @@ def paper() -> Sweep:
 @dataclass(frozen=True)
 class EdgeNumbers:
     """What one run's curves say about the edge of stability."""
-
     lr: float
     threshold: float  # 2 / eta
     initial: float  # sharpness at step 0
@@ -354,9 +349,10 @@ class EdgeOfStability(Experiment):
         "non-monotonically. Shown on Cohen et al.'s Chebyshev regression and on an MLP on MNIST-1D with squared loss."
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
-    runner = staticmethod(run)
+    runner = run
+    trains_model = True
 
-    def check(self, spec: RunSpec) -> None:
+    def refuse(self, spec: RunSpec) -> None:
         require(spec, {"train.optimizer": ("gd",)})
 
     def figures(self, records):

@@ -43,8 +43,8 @@ from matplotlib.ticker import NullFormatter
 from biaslab import data as datasets
 from biaslab import models, probes
 from biaslab.claims import Verdict, granulated_kendall, kendall
-from biaslab.experiments.supervised import setup
-from biaslab.experiments.base import CATALOG, Experiment, guarded
+from biaslab.experiments.supervised import setup, with_probes
+from biaslab.experiments.base import CATALOG, Experiment, Result
 from biaslab.plot import new_figure
 from biaslab.probes import curvature, sharpness
 from biaslab.runtime import generator
@@ -91,17 +91,13 @@ def final_measures(model, data: datasets.Dataset, loss: str, init: dict, seed: i
     return {k: v for k, v in row.items() if not k.startswith("norm_frobenius.")}
 
 
-def run(spec: RunSpec) -> RunRecord:
+def run(spec: RunSpec) -> Result:
     """Train to cross-entropy 0.01 (or the budget), then compute every measure."""
-
-    def body():
-        data, model, env = setup(spec)
-        init = probes.snapshot(model)
-        result = fit(model, data, spec.train, generator(spec.seed, "batches"))
-        measured = final_measures(model, data, spec.train.loss, init, spec.seed) if result.status == "ok" else {}
-        return result, env, measured
-
-    return guarded(spec, body)
+    data, model = setup(spec)
+    init = probes.snapshot(model)
+    result = fit(model, data, spec.train, generator(spec.seed, "batches"), with_probes(spec, model, data))
+    measured = final_measures(model, data, spec.train.loss, init, spec.seed) if result.status == "ok" else {}
+    return Result.of(result, measured, model=model)
 
 
 def _sweep(data: DataSpec, train: TrainSpec, grid: dict) -> Sweep:
@@ -247,7 +243,8 @@ class GeneralizationMeasures(Experiment):
         "sharpness and PAC-Bayes flatness the best predictors and norm products among the worst."
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
-    runner = staticmethod(run)
+    runner = run
+    trains_model = True
 
     def figures(self, records):
         return figures(records)

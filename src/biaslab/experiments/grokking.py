@@ -48,11 +48,11 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from biaslab.claims import Verdict
-from biaslab.experiments.base import CATALOG, Experiment
+from biaslab.experiments.base import CATALOG, Experiment, Result
 from biaslab.experiments.supervised import FOURIER_TOP_K, run_supervised
 from biaslab.plot import legend_once, new_figure
 from biaslab.spec import DataSpec, ModelSpec, RunSpec, Sweep, TrainSpec
-from biaslab.store import RunRecord
+from biaslab.store import RunRecord, curves_from_rows
 
 NAME = "grokking"
 PROBES = ("norms", "fourier")
@@ -112,12 +112,12 @@ def summarize(curves: dict[str, list[float]]) -> dict[str, float]:
     return summary
 
 
-def run_grokking(spec: RunSpec) -> RunRecord:
-    """The standard supervised run, with the curve summary added to the final metrics; never raises."""
-    record = run_supervised(spec)
-    if record.status == "ok":
-        record.final |= summarize(record.curves)
-    return record
+def run_grokking(spec: RunSpec) -> Result:
+    """The standard supervised run, with the curve summary added to the final metrics."""
+    result = run_supervised(spec)
+    if result.status == "ok":
+        result.final |= summarize(curves_from_rows(result.history))
+    return result
 
 
 # ----------------------------------------------------------------------------- presets
@@ -192,7 +192,8 @@ class Grokking(Experiment):
         "while weight decay pulls the weight norm down from its peak."
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
-    runner = staticmethod(run_grokking)
+    runner = run_grokking
+    trains_model = True
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
         runs = _finished(records)

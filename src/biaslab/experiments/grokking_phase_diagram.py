@@ -127,7 +127,8 @@ class GrokkingPhaseDiagram(Experiment):
         "above it the steps to generalize fall as the fraction grows."
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
-    runner = staticmethod(run_grokking)
+    runner = run_grokking
+    trains_model = True
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
         table = cells(records)

@@ -48,12 +48,11 @@ import torch
 from matplotlib.figure import Figure
 
 from biaslab.claims import Verdict
-from biaslab.experiments.base import CATALOG, Experiment, guarded, require
+from biaslab.experiments.base import CATALOG, Experiment, Result, require
 from biaslab.plot import new_figure
-from biaslab.runtime import generator, provenance
+from biaslab.runtime import generator
 from biaslab.spec import BackwardError, RunSpec, SpecError, Sweep, TrainSpec
 from biaslab.store import RunRecord, records_table
-from biaslab.train import Fit
 from biaslab.train.flow import gradient, gradient_descent, modified_gradient, rk4, sgd_modified_gradient, shuffled_sgd_mean
 
 NAME = "implicit-gradient-regularization"
@@ -143,43 +142,39 @@ class TinyRegression:
 # --- one run ---------------------------------------------------------------------------------------------
 
 
-def run(spec: RunSpec) -> RunRecord:
-    def body():
-        problem, h = spec.problem, spec.train.lr
-        steps = steps_for(problem, h)
-        if problem.model == "two_parameter":
-            loss, theta0, model = two_parameter_loss, torch.tensor(TWO_PARAMETER_START, dtype=torch.float64), None
-        else:
-            model = TinyRegression(problem, spec.seed)
-            loss, theta0 = model.loss, model.theta0
-        rk_steps = steps * problem.substeps
-        iterate = gradient_descent(gradient(loss), theta0, h, steps)
-        flow = rk4(gradient(loss), theta0, problem.horizon, rk_steps)
-        modified = rk4(modified_gradient(loss, h), theta0, problem.horizon, rk_steps)
-        row = {
-            "h": h,
-            "steps": float(steps),
-            "loss_start": loss(theta0).item(),
-            "loss_end": loss(iterate).item(),
-            "displacement": (flow - theta0).norm().item(),  # how far the flow moves: the scale of the distances
-            "dist_plain": (iterate - flow).norm().item(),
-            "dist_modified": (iterate - modified).norm().item(),
+def run(spec: RunSpec) -> Result:
+    problem, h = spec.problem, spec.train.lr
+    steps = steps_for(problem, h)
+    if problem.model == "two_parameter":
+        loss, theta0, model = two_parameter_loss, torch.tensor(TWO_PARAMETER_START, dtype=torch.float64), None
+    else:
+        model = TinyRegression(problem, spec.seed)
+        loss, theta0 = model.loss, model.theta0
+    rk_steps = steps * problem.substeps
+    iterate = gradient_descent(gradient(loss), theta0, h, steps)
+    flow = rk4(gradient(loss), theta0, problem.horizon, rk_steps)
+    modified = rk4(modified_gradient(loss, h), theta0, problem.horizon, rk_steps)
+    row = {
+        "h": h,
+        "steps": float(steps),
+        "loss_start": loss(theta0).item(),
+        "loss_end": loss(iterate).item(),
+        "displacement": (flow - theta0).norm().item(),  # how far the flow moves: the scale of the distances
+        "dist_plain": (iterate - flow).norm().item(),
+        "dist_modified": (iterate - modified).norm().item(),
+    }
+    if model is not None and problem.sgd_paths:
+        batch_losses = [model.batch_loss(k) for k in range(problem.batches)]
+        sgd_flow = rk4(sgd_modified_gradient(batch_losses, h), theta0, problem.horizon, rk_steps)
+        mean = shuffled_sgd_mean(model.path_batch_loss, theta0, h, steps // problem.batches, problem.batches, problem.sgd_paths, generator(spec.seed, "batches"))
+        row |= {
+            "sgd_dist_full_batch_modified": (mean - modified).norm().item(),
+            "sgd_dist_sgd_modified": (mean - sgd_flow).norm().item(),
+            "sgd_dist_plain": (mean - flow).norm().item(),
+            "modified_flows_apart": (sgd_flow - modified).norm().item(),
         }
-        if model is not None and problem.sgd_paths:
-            batch_losses = [model.batch_loss(k) for k in range(problem.batches)]
-            sgd_flow = rk4(sgd_modified_gradient(batch_losses, h), theta0, problem.horizon, rk_steps)
-            mean = shuffled_sgd_mean(model.path_batch_loss, theta0, h, steps // problem.batches, problem.batches, problem.sgd_paths, generator(spec.seed, "batches"))
-            row |= {
-                "sgd_dist_full_batch_modified": (mean - modified).norm().item(),
-                "sgd_dist_sgd_modified": (mean - sgd_flow).norm().item(),
-                "sgd_dist_plain": (mean - flow).norm().item(),
-                "modified_flows_apart": (sgd_flow - modified).norm().item(),
-            }
-        finite = all(math.isfinite(v) for v in row.values())
-        fit = Fit(history=[row], status="ok" if finite else "diverged", stopped="budget" if finite else "diverged", steps=steps)
-        return fit, provenance(torch.device("cpu")), {}
-
-    return guarded(spec, body)
+    finite = all(math.isfinite(v) for v in row.values())
+    return Result([row], dict(row), status="ok" if finite else "diverged", stopped="budget" if finite else "diverged")  # row has the steps
 
 
 def log_slope(h, distance) -> float:
@@ -211,9 +206,9 @@ class ImplicitGradientRegularization(Experiment):
         "that also penalizes the variance of the minibatch gradients."
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
-    runner = staticmethod(run)
+    runner = run
 
-    def check(self, spec: RunSpec) -> None:
+    def refuse(self, spec: RunSpec) -> None:
         require(spec, {"problem.kind": ("backward_error",)})
         if spec.train.optimizer != "gd" or spec.dtype != "float64":
             raise SpecError(f"train.optimizer/dtype: {NAME} runs full-batch 'gd' in 'float64' only")

@@ -55,10 +55,10 @@ from scipy.optimize import minimize_scalar
 
 from biaslab import models
 from biaslab.claims import Verdict
-from biaslab.experiments.base import CATALOG, Experiment, guarded, require
+from biaslab.experiments.base import CATALOG, Experiment, Result, require
 from biaslab.plot import new_figure
 from biaslab.probes.curvature import top_eigenvalues
-from biaslab.runtime import generator, provenance
+from biaslab.runtime import generator
 from biaslab.spec import ImplicitRegularizer, ModelSpec, RunSpec, Sweep, TrainSpec
 from biaslab.store import RunRecord, records_table
 from biaslab.train import Fit, minimize
@@ -100,7 +100,6 @@ def paper() -> Sweep:
 @dataclass(frozen=True)
 class Match:
     """lambda minimizing ||grad L + lambda grad R||, and the share of ||grad L||^2 it explains."""
-
     coefficient: float
     r_squared: float
 
@@ -147,7 +146,7 @@ def squared_loss(X: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Ten
     return 0.5 * (X @ w - y).square().mean()
 
 
-def early_stopping(spec: RunSpec, X: torch.Tensor, y: torch.Tensor):
+def early_stopping(spec: RunSpec, X: torch.Tensor, y: torch.Tensor) -> Result:
     top = torch.linalg.eigvalsh(X.T @ X / X.shape[0])[-1].item()
     eta = spec.train.lr / top
     w = torch.zeros(X.shape[1], dtype=X.dtype, requires_grad=True)
@@ -173,10 +172,10 @@ def early_stopping(spec: RunSpec, X: torch.Tensor, y: torch.Tensor):
     extra = {"eta": eta, "s_max": top, "evals_in_regime": float(len(in_regime))}
     if in_regime:
         extra["max_rel_error_in_regime"] = max(abs(row["ratio"] - 1.0) for row in in_regime)
-    return fit, extra
+    return Result.of(fit, extra)
 
 
-def dropout(spec: RunSpec, X: torch.Tensor, y: torch.Tensor):
+def dropout(spec: RunSpec, X: torch.Tensor, y: torch.Tensor) -> Result:
     p, n = spec.problem.dropout, X.shape[0]
     top = torch.linalg.eigvalsh(X.T @ X / n)[-1].item()
     eta, steps = spec.train.lr / top, spec.train.max_steps
@@ -206,10 +205,10 @@ def dropout(spec: RunSpec, X: torch.Tensor, y: torch.Tensor):
         "dist_to_expected_minimizer": ((mean - expected_minimizer).norm() / expected_minimizer.norm()).item(),
     }
     fit = Fit(history=[{"step": float(steps), "loss": squared_loss(X, y, w).item()} | row], steps=steps)
-    return fit, {"eta": eta, "s_max": top}, {"lambda_per_coordinate": per_coordinate.tolist(), "diagonal": diagonal.tolist()}
+    return Result.of(fit, {"eta": eta, "s_max": top}, {"lambda_per_coordinate": per_coordinate.tolist(), "diagonal": diagonal.tolist()})
 
 
-def mlp_early_stopping(spec: RunSpec, X: torch.Tensor, y: torch.Tensor):
+def mlp_early_stopping(spec: RunSpec, X: torch.Tensor, y: torch.Tensor) -> Result:
     model = models.build(ModelSpec(width=spec.problem.width, depth=1, activation="tanh"), (X.shape[1],), 1, generator(spec.seed, "init"), dtype=X.dtype)
     loss_fn = lambda out, target: 0.5 * (out[:, 0] - target).square().mean()  # noqa: E731
     top = top_eigenvalues(model, loss_fn, [(X, y)], kind="ggn", tol=1e-4, generator=generator(spec.seed, "lanczos")).values[0]
@@ -234,19 +233,16 @@ def mlp_early_stopping(spec: RunSpec, X: torch.Tensor, y: torch.Tensor):
         }
 
     fit = minimize(params, lambda: loss_fn(model(X), y), spec.train.model_copy(update={"lr": eta}), on_eval)
-    return fit, {"eta": eta, "ggn_top_at_init": top}
+    return Result.of(fit, {"eta": eta, "ggn_top_at_init": top})
 
 
 PROCEDURES = {"early_stopping": early_stopping, "dropout": dropout, "mlp_early_stopping": mlp_early_stopping}
 
 
-def run(spec: RunSpec) -> RunRecord:
-    def body():
-        X, y = regression(spec.problem, spec.seed)
-        fit, extra, *arrays = PROCEDURES[spec.problem.procedure](spec, X, y)
-        return (fit, provenance(torch.device("cpu")), extra, *arrays)
-
-    return guarded(spec, body)
+def run(spec: RunSpec) -> Result:
+    """The spec's regression problem, then its procedure (early stopping, dropout, or the MLP)."""
+    X, y = regression(spec.problem, spec.seed)
+    return PROCEDURES[spec.problem.procedure](spec, X, y)
 
 
 class EstimateImplicitRegularizer(Experiment):
@@ -262,9 +258,9 @@ class EstimateImplicitRegularizer(Experiment):
         "dropout matches Wager et al.'s data-weighted L2 with lambda = p/(1-p), and a small MLP is reported with its fit quality."
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
-    runner = staticmethod(run)
+    runner = run
 
-    def check(self, spec: RunSpec) -> None:
+    def refuse(self, spec: RunSpec) -> None:
         require(spec, {"problem.kind": ("implicit_regularizer",)})
         require(spec, {"device": ("cpu",), "dtype": ("float64",), "train.optimizer": ("gd",), "train.momentum": (0.0,), "train.weight_decay": (0.0,), "train.schedule": ("constant",)})
 

@@ -46,7 +46,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from biaslab.claims import Verdict
-from biaslab.experiments.base import CATALOG, Experiment, require
+from biaslab.experiments.base import CATALOG, Experiment, Result, require
 from biaslab.experiments.double_descent import MNIST1D_BANDWIDTH, run_classifier
 from biaslab.plot import legend_once, new_figure
 from biaslab.spec import DataSpec, EstimatorSpec, RunSpec, SpecError, Sweep, TrainSpec
@@ -61,7 +61,7 @@ LABELS = {"kernel": "RBF kernel interpolant", "mlp": "MLP", "cnn": "CNN"}
 ORDERS = {"none": "ordered", "shuffled_pixels": "shuffled"}
 
 
-def run(spec: RunSpec) -> RunRecord:
+def run(spec: RunSpec) -> Result:
     """One fit on MNIST-1D (the double-descent classifier run: squared loss and zero-one error on train and test)."""
     return run_classifier(spec)
 
@@ -180,9 +180,9 @@ class KernelsVsConvolutions(Experiment):
         "kernel and MLP unchanged: the architecture's bias, not its capacity, makes the difference."
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
-    runner = staticmethod(run)
+    runner = run
 
-    def check(self, spec: RunSpec) -> None:
+    def refuse(self, spec: RunSpec) -> None:
         if spec.estimator is None or spec.estimator.kind not in ("kernel_ridge", "neural_net"):
             raise SpecError(f"estimator.kind: {NAME} supports 'kernel_ridge', 'neural_net' only, got {spec.estimator.kind if spec.estimator else None!r}")
         if spec.estimator.kind == "neural_net":

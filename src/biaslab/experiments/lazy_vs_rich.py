@@ -50,7 +50,7 @@ from torch.func import functional_call
 
 from biaslab.claims import Verdict, spearman
 from biaslab.experiments.supervised import setup
-from biaslab.experiments.base import CATALOG, Experiment, guarded, require
+from biaslab.experiments.base import CATALOG, Experiment, Result, require
 from biaslab.plot import mean_band, new_figure
 from biaslab.probes.curvature import top_eigenvalues
 from biaslab.probes.core import snapshot
@@ -85,56 +85,53 @@ def paper() -> Sweep:
     return _sweep(DataSpec(), ModelSpec(width=512, depth=2), alphas, 10000, 200, seeds=(0, 1, 2))
 
 
-def run(spec: RunSpec) -> RunRecord:
-    def body():
-        alpha, problem = spec.problem.alpha, spec.problem
-        data, model, env = setup(spec)
-        top = top_eigenvalues(model, squared_error, [(data.x_train, data.y_train)], kind="ggn", tol=1e-3, generator=generator(spec.seed, "lanczos")).values[0]
-        train = spec.train.model_copy(update={"lr": spec.train.lr / top})  # train.lr in units of 1 / lambda_max(GGN at init)
-        params0 = snapshot(model)
-        outputs = lambda params, x: functional_call(model, params, (x,))  # noqa: E731
-        with torch.no_grad():
-            start_train, start_test = outputs(params0, data.x_train), outputs(params0, data.x_test)
+def run(spec: RunSpec) -> Result:
+    alpha, problem = spec.problem.alpha, spec.problem
+    data, model = setup(spec)
+    top = top_eigenvalues(model, squared_error, [(data.x_train, data.y_train)], kind="ggn", tol=1e-3, generator=generator(spec.seed, "lanczos")).values[0]
+    train = spec.train.model_copy(update={"lr": spec.train.lr / top})  # train.lr in units of 1 / lambda_max(GGN at init)
+    params0 = snapshot(model)
+    outputs = lambda params, x: functional_call(model, params, (x,))  # noqa: E731
+    with torch.no_grad():
+        start_train, start_test = outputs(params0, data.x_train), outputs(params0, data.x_test)
 
-        def scaled_net(params, x, start):  # alpha (f(x; w) - f(x; w0))
-            return alpha * (outputs(params, x) - start)
+    def scaled_net(params, x, start):  # alpha (f(x; w) - f(x; w0))
+        return alpha * (outputs(params, x) - start)
 
-        def scaled_linear(params, x, start):  # alpha J(x; w0) (w - w0)
-            return alpha * linearized_outputs(model, params0, params, x)
+    def scaled_linear(params, x, start):  # alpha J(x; w0) (w - w0)
+        return alpha * linearized_outputs(model, params0, params, x)
 
-        def train_model(predict):
-            params = {name: p.clone().requires_grad_(True) for name, p in params0.items()}
+    def train_model(predict):
+        params = {name: p.clone().requires_grad_(True) for name, p in params0.items()}
 
-            def on_eval(step: int) -> dict[str, float]:
-                with torch.no_grad():
-                    test = predict(params, data.x_test, start_test)
-                    return {
-                        "train_loss": squared_error(predict(params, data.x_train, start_train), data.y_train).item(),
-                        "test_error": (test.argmax(dim=1) != data.y_test).double().mean().item(),
-                        "rel_weight_change": relative_change(params, params0),
-                    }
-
-            objective = lambda: squared_error(predict(params, data.x_train, start_train), data.y_train) / alpha**2  # noqa: E731
-            return minimize(list(params.values()), objective, train, on_eval), params
-
-        fit, trained = train_model(scaled_net)
-        x_kernel = data.x_test[: problem.kernel_points]
-        extra = {"alpha": alpha, "lr": train.lr, "ggn_top_at_init": top}
-        extra["kernel_alignment"] = kernel_alignment(empirical_ntk(model, params0, x_kernel), empirical_ntk(model, trained, x_kernel))
-        extra["kernel_change"] = 1.0 - extra["kernel_alignment"]
-        if problem.linearized and fit.status == "ok":
-            linear_fit, linear = train_model(scaled_linear)
+        def on_eval(step: int) -> dict[str, float]:
             with torch.no_grad():
-                net, lin = scaled_net(trained, data.x_test, start_test), scaled_linear(linear, data.x_test, start_test)
-            extra |= {
-                "linearization_distance": ((net - lin).norm() / net.norm()).item(),
-                "test_error_linearized": linear_fit.final["test_error"],
-                "train_loss_linearized": linear_fit.final["train_loss"],
-                "rel_weight_change_linearized": linear_fit.final["rel_weight_change"],
-            }
-        return fit, env, extra
+                test = predict(params, data.x_test, start_test)
+                return {
+                    "train_loss": squared_error(predict(params, data.x_train, start_train), data.y_train).item(),
+                    "test_error": (test.argmax(dim=1) != data.y_test).double().mean().item(),
+                    "rel_weight_change": relative_change(params, params0),
+                }
 
-    return guarded(spec, body)
+        objective = lambda: squared_error(predict(params, data.x_train, start_train), data.y_train) / alpha**2  # noqa: E731
+        return minimize(list(params.values()), objective, train, on_eval), params
+
+    fit, trained = train_model(scaled_net)
+    x_kernel = data.x_test[: problem.kernel_points]
+    extra = {"alpha": alpha, "lr": train.lr, "ggn_top_at_init": top}
+    extra["kernel_alignment"] = kernel_alignment(empirical_ntk(model, params0, x_kernel), empirical_ntk(model, trained, x_kernel))
+    extra["kernel_change"] = 1.0 - extra["kernel_alignment"]
+    if problem.linearized and fit.status == "ok":
+        linear_fit, linear = train_model(scaled_linear)
+        with torch.no_grad():
+            net, lin = scaled_net(trained, data.x_test, start_test), scaled_linear(linear, data.x_test, start_test)
+        extra |= {
+            "linearization_distance": ((net - lin).norm() / net.norm()).item(),
+            "test_error_linearized": linear_fit.final["test_error"],
+            "train_loss_linearized": linear_fit.final["train_loss"],
+            "rel_weight_change_linearized": linear_fit.final["rel_weight_change"],
+        }
+    return Result.of(fit, extra)
 
 
 class LazyVsRich(Experiment):
@@ -147,9 +144,9 @@ class LazyVsRich(Experiment):
         "alpha the weights travel and the kernel changes (rich, feature learning)."
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
-    runner = staticmethod(run)
+    runner = run
 
-    def check(self, spec: RunSpec) -> None:
+    def refuse(self, spec: RunSpec) -> None:
         require(spec, {"problem.kind": ("lazy_scaling",)})
         if spec.train.optimizer != "gd" or spec.train.loss != "mse":
             raise SpecError(f"train.optimizer/loss: {NAME} runs full-batch 'gd' on the 'mse' loss only (Chizat et al.'s scaled squared loss)")

@@ -53,8 +53,8 @@ from matplotlib.figure import Figure
 
 from biaslab import data as datasets
 from biaslab.claims import Verdict
-from biaslab.experiments.supervised import setup
-from biaslab.experiments.base import CATALOG, Experiment, guarded
+from biaslab.experiments.supervised import setup, with_probes
+from biaslab.experiments.base import CATALOG, Experiment, Result
 from biaslab.plot import landscape_contour, legend_once, new_figure
 from biaslab.probes import landscape
 from biaslab.runtime import generator
@@ -132,25 +132,21 @@ def _padded(values: np.ndarray) -> np.ndarray:
     return np.linspace(low - margin, high + margin, GRID)
 
 
-def run(spec: RunSpec) -> RunRecord:
+def run(spec: RunSpec) -> Result:
     """Train with snapshots at every evaluation, then take every landscape view of the solution."""
+    data, model = setup(spec)
+    init = landscape.parameters(model)
+    snapshots: list[dict] = []
 
-    def body():
-        data, model, env = setup(spec)
-        init = landscape.parameters(model)
-        snapshots: list[dict] = []
+    def keep(model, step: int) -> dict[str, float]:
+        snapshots.append(landscape.parameters(model))
+        return {}
 
-        def keep(model, step: int) -> dict[str, float]:
-            snapshots.append(landscape.parameters(model))
-            return {}
-
-        result = fit(model, data, spec.train, generator(spec.seed, "batches"), keep)
-        if result.status != "ok":
-            return result, env, {}
-        final, arrays = _landscape(model, LOSSES[spec.train.loss], data, init, snapshots, spec.seed)
-        return result, env, final, arrays
-
-    return guarded(spec, body)
+    result = fit(model, data, spec.train, generator(spec.seed, "batches"), with_probes(spec, model, data, keep))
+    if result.status != "ok":
+        return Result.of(result, model=model)
+    final, arrays = _landscape(model, LOSSES[spec.train.loss], data, init, snapshots, spec.seed)
+    return Result.of(result, final, arrays, model=model)
 
 
 # ---------------------------------------------------------------- presets
@@ -221,7 +217,8 @@ class LossLandscape(Experiment):
         "initialization to the solution is tested for monotone loss, and the wide solution's slice curvature is compared with the narrow one's."
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
-    runner = staticmethod(run)
+    runner = run
+    trains_model = True
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
         done = _finished(records)

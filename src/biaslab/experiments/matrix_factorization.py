@@ -38,9 +38,9 @@ from matplotlib.figure import Figure
 from biaslab.claims import Verdict, spearman
 from biaslab.convex import effective_rank, min_nuclear_norm_completion
 from biaslab.data.problems import matrix_completion
-from biaslab.experiments.base import CATALOG, Experiment, guarded
+from biaslab.experiments.base import CATALOG, Experiment, Result
 from biaslab.plot import mean_band, new_figure
-from biaslab.runtime import generator, provenance, resolve_device, resolve_dtype
+from biaslab.runtime import generator, resolve_device, resolve_dtype
 from biaslab.spec import MatrixCompletion, ModelSpec, RunSpec, Sweep, TrainSpec
 from biaslab.store import RunRecord, records_table
 from biaslab.train import minimize
@@ -75,45 +75,42 @@ def nuclear_reference(problem: MatrixCompletion, seed: int) -> np.ndarray:
     return min_nuclear_norm_completion(c.W_star.shape, c.rows, c.cols, c.W_star[c.rows, c.cols])
 
 
-def run(spec: RunSpec) -> RunRecord:
-    def body():
-        device, dtype = resolve_device(spec.device), resolve_dtype(spec.dtype)
-        problem, depth, scale = spec.problem, spec.model.depth, spec.model.init_scale
-        c = matrix_completion(problem, spec.seed)
-        truth = torch.as_tensor(c.W_star, device=device, dtype=dtype)
-        rows, cols = torch.as_tensor(c.rows, device=device), torch.as_tensor(c.cols, device=device)
-        observed = truth[rows, cols]
-        g = generator(spec.seed, "init")
-        factor_std = scale ** (1.0 / depth) / np.sqrt(problem.n)
-        factors = [(torch.randn(problem.n, problem.n, generator=g, dtype=dtype) * factor_std).to(device).requires_grad_(True) for _ in range(depth)]
+def run(spec: RunSpec) -> Result:
+    device, dtype = resolve_device(spec.device), resolve_dtype(spec.dtype)
+    problem, depth, scale = spec.problem, spec.model.depth, spec.model.init_scale
+    c = matrix_completion(problem, spec.seed)
+    truth = torch.as_tensor(c.W_star, device=device, dtype=dtype)
+    rows, cols = torch.as_tensor(c.rows, device=device), torch.as_tensor(c.cols, device=device)
+    observed = truth[rows, cols]
+    g = generator(spec.seed, "init")
+    factor_std = scale ** (1.0 / depth) / np.sqrt(problem.n)
+    factors = [(torch.randn(problem.n, problem.n, generator=g, dtype=dtype) * factor_std).to(device).requires_grad_(True) for _ in range(depth)]
 
-        def product() -> torch.Tensor:
-            W = factors[0]
-            for factor in factors[1:]:
-                W = factor @ W
-            return W
+    def product() -> torch.Tensor:
+        W = factors[0]
+        for factor in factors[1:]:
+            W = factor @ W
+        return W
 
-        def on_eval(step: int) -> dict[str, float]:
-            with torch.no_grad():
-                W = product()
-                sigma = torch.linalg.svdvals(W)
-                row = {"error": ((W - truth).norm() / truth.norm()).item(), "nuclear_norm": sigma.sum().item()}
-                row["effective_rank"] = effective_rank(W.cpu().numpy())
-                return row | {f"sv_{i + 1}": s for i, s in enumerate(sigma[:TOP_SINGULAR_VALUES].tolist())}
-
-        result = minimize(factors, lambda: 0.5 * (product()[rows, cols] - observed).square().mean(), spec.train, on_eval)
-        reference = nuclear_reference(problem, spec.seed)
+    def on_eval(step: int) -> dict[str, float]:
         with torch.no_grad():
-            W = product().cpu().numpy()
-        extra = {
-            "nuc_ref_error": float(np.linalg.norm(reference - c.W_star) / np.linalg.norm(c.W_star)),
-            "nuc_ref_effective_rank": effective_rank(reference),
-            "nuc_ref_nuclear_norm": float(np.linalg.svd(reference, compute_uv=False).sum()),
-            "dist_to_nuc_ref": float(np.linalg.norm(W - reference) / np.linalg.norm(reference)),
-        }
-        return result, provenance(device), extra
+            W = product()
+            sigma = torch.linalg.svdvals(W)
+            row = {"error": ((W - truth).norm() / truth.norm()).item(), "nuclear_norm": sigma.sum().item()}
+            row["effective_rank"] = effective_rank(W.cpu().numpy())
+            return row | {f"sv_{i + 1}": s for i, s in enumerate(sigma[:TOP_SINGULAR_VALUES].tolist())}
 
-    return guarded(spec, body)
+    result = minimize(factors, lambda: 0.5 * (product()[rows, cols] - observed).square().mean(), spec.train, on_eval)
+    reference = nuclear_reference(problem, spec.seed)
+    with torch.no_grad():
+        W = product().cpu().numpy()
+    extra = {
+        "nuc_ref_error": float(np.linalg.norm(reference - c.W_star) / np.linalg.norm(c.W_star)),
+        "nuc_ref_effective_rank": effective_rank(reference),
+        "nuc_ref_nuclear_norm": float(np.linalg.svd(reference, compute_uv=False).sum()),
+        "dist_to_nuc_ref": float(np.linalg.norm(W - reference) / np.linalg.norm(reference)),
+    }
+    return Result.of(result, extra)
 
 
 class MatrixFactorization(Experiment):
@@ -126,7 +123,7 @@ class MatrixFactorization(Experiment):
         "minimum-nuclear-norm completion do not: the bias is toward low rank, not toward a norm."
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
-    runner = staticmethod(run)
+    runner = run
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
         finished = [r for r in records if r.status == "ok"]

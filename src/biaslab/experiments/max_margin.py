@@ -34,9 +34,8 @@ from scipy.special import expit
 from biaslab.claims import Verdict
 from biaslab.convex import hard_margin_svm
 from biaslab.data.problems import separable
-from biaslab.experiments.base import CATALOG, Experiment, guarded, require
+from biaslab.experiments.base import CATALOG, Experiment, Result, require
 from biaslab.plot import legend_once, new_figure
-from biaslab.runtime import provenance, resolve_device
 from biaslab.spec import RunSpec, Separable, Sweep, TrainSpec
 from biaslab.store import RunRecord
 from biaslab.train import Fit, evaluation_steps
@@ -107,24 +106,21 @@ def descend(Z: np.ndarray, spec: TrainSpec, on_eval) -> Fit:
     return result
 
 
-def run(spec: RunSpec) -> RunRecord:
-    def body():
-        data = separable(spec.problem, spec.seed)
-        Z = data.X * data.y[:, None]
-        w_svm = hard_margin_svm(data.X, data.y)
-        svm_norm = float(np.linalg.norm(w_svm))
+def run(spec: RunSpec) -> Result:
+    data = separable(spec.problem, spec.seed)
+    Z = data.X * data.y[:, None]
+    w_svm = hard_margin_svm(data.X, data.y)
+    svm_norm = float(np.linalg.norm(w_svm))
 
-        def on_eval(w: np.ndarray) -> dict[str, float]:
-            norm = float(np.linalg.norm(w))
-            if norm == 0.0:
-                return {"norm": 0.0}
-            cosine = float(np.clip(w @ w_svm / (norm * svm_norm), -1.0, 1.0))
-            return {"norm": norm, "angle_deg": math.degrees(math.acos(cosine)), "margin": float((Z @ w).min() / norm)}
+    def on_eval(w: np.ndarray) -> dict[str, float]:
+        norm = float(np.linalg.norm(w))
+        if norm == 0.0:
+            return {"norm": 0.0}
+        cosine = float(np.clip(w @ w_svm / (norm * svm_norm), -1.0, 1.0))
+        return {"norm": norm, "angle_deg": math.degrees(math.acos(cosine)), "margin": float((Z @ w).min() / norm)}
 
-        result = descend(Z, spec.train, on_eval)
-        return result, provenance(resolve_device("cpu")), {"svm_norm": svm_norm, "svm_margin": 1.0 / svm_norm}
-
-    return guarded(spec, body)
+    result = descend(Z, spec.train, on_eval)
+    return Result.of(result, {"svm_norm": svm_norm, "svm_margin": 1.0 / svm_norm})
 
 
 def _label(record: RunRecord) -> str:
@@ -164,9 +160,9 @@ class MaxMargin(Experiment):
         "the hard-margin SVM. The norm grows like ln t and the loss falls like 1/t, but the direction converges only like 1/ln t."
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
-    runner = staticmethod(run)
+    runner = run
 
-    def check(self, spec: RunSpec) -> None:
+    def refuse(self, spec: RunSpec) -> None:
         require(spec, {"device": ("cpu",), "train.optimizer": ("gd", "adam"), "train.weight_decay": (0.0,), "train.nesterov": (False,), "train.schedule": ("constant",)})
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:

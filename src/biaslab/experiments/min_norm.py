@@ -26,9 +26,9 @@ from matplotlib.figure import Figure
 from biaslab.claims import Verdict
 from biaslab.convex import min_norm_interpolant
 from biaslab.data.problems import least_squares
-from biaslab.experiments.base import CATALOG, Experiment, guarded
+from biaslab.experiments.base import CATALOG, Experiment, Result
 from biaslab.plot import legend_once, new_figure
-from biaslab.runtime import provenance, resolve_device, resolve_dtype
+from biaslab.runtime import resolve_device, resolve_dtype
 from biaslab.spec import LeastSquares, RunSpec, Sweep, TrainSpec
 from biaslab.store import RunRecord, records_table
 from biaslab.train import minimize
@@ -55,30 +55,27 @@ def paper() -> Sweep:
     return _sweep(LeastSquares(n=200, d=1000), (0, 1, 2, 3, 4), 200000)
 
 
-def run(spec: RunSpec) -> RunRecord:
-    def body():
-        device, dtype = resolve_device(spec.device), resolve_dtype(spec.dtype)
-        system = least_squares(spec.problem, spec.seed)
-        tensor = lambda a: torch.as_tensor(a, device=device, dtype=dtype)  # noqa: E731
-        A, b = tensor(system.A), tensor(system.b)
-        nearest = tensor(min_norm_interpolant(system.A, system.b, system.w0))  # the theory's answer
-        minimum = tensor(min_norm_interpolant(system.A, system.b))  # A^+ b
-        w = tensor(system.w0).clone().requires_grad_(True)
-        top = torch.linalg.matrix_norm(A, ord=2).item() ** 2  # top eigenvalue of the Hessian A^T A
-        train = spec.train.model_copy(update={"lr": spec.train.lr / top})
+def run(spec: RunSpec) -> Result:
+    device, dtype = resolve_device(spec.device), resolve_dtype(spec.dtype)
+    system = least_squares(spec.problem, spec.seed)
+    tensor = lambda a: torch.as_tensor(a, device=device, dtype=dtype)  # noqa: E731
+    A, b = tensor(system.A), tensor(system.b)
+    nearest = tensor(min_norm_interpolant(system.A, system.b, system.w0))  # the theory's answer
+    minimum = tensor(min_norm_interpolant(system.A, system.b))  # A^+ b
+    w = tensor(system.w0).clone().requires_grad_(True)
+    top = torch.linalg.matrix_norm(A, ord=2).item() ** 2  # top eigenvalue of the Hessian A^T A
+    train = spec.train.model_copy(update={"lr": spec.train.lr / top})
 
-        def on_eval(step: int) -> dict[str, float]:
-            with torch.no_grad():
-                return {
-                    "dist_to_nearest": ((w - nearest).norm() / nearest.norm()).item(),
-                    "dist_to_min_norm": ((w - minimum).norm() / minimum.norm()).item(),
-                    "norm": w.norm().item(),
-                }
+    def on_eval(step: int) -> dict[str, float]:
+        with torch.no_grad():
+            return {
+                "dist_to_nearest": ((w - nearest).norm() / nearest.norm()).item(),
+                "dist_to_min_norm": ((w - minimum).norm() / minimum.norm()).item(),
+                "norm": w.norm().item(),
+            }
 
-        result = minimize([w], lambda: 0.5 * (A @ w - b).square().sum(), train, on_eval)
-        return result, provenance(device), {"min_norm": minimum.norm().item(), "nearest_norm": nearest.norm().item()}
-
-    return guarded(spec, body)
+    result = minimize([w], lambda: 0.5 * (A @ w - b).square().sum(), train, on_eval)
+    return Result.of(result, {"min_norm": minimum.norm().item(), "nearest_norm": nearest.norm().item()})
 
 
 class MinNorm(Experiment):
@@ -90,7 +87,7 @@ class MinNorm(Experiment):
         "row space through its start, so from zero it finds the minimum-norm interpolant and from w0 the one nearest w0."
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
-    runner = staticmethod(run)
+    runner = run
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
         fig, (ax_curve, ax_final) = new_figure(ncols=2)

@@ -45,10 +45,10 @@ from matplotlib.figure import Figure
 from biaslab import data as datasets
 from biaslab import models
 from biaslab.claims import Verdict, spearman
-from biaslab.experiments.base import CATALOG, Experiment, guarded, require
+from biaslab.experiments.base import CATALOG, Experiment, Result, require
 from biaslab.plot import legend_once, new_figure
 from biaslab.probes import connectivity, landscape
-from biaslab.runtime import generator, provenance, resolve_device, resolve_dtype
+from biaslab.runtime import generator, resolve_device, resolve_dtype
 from biaslab.spec import DataSpec, ModelSpec, RunSpec, Sweep, TrainSpec
 from biaslab.store import RunRecord
 from biaslab.train import LOSSES, fit
@@ -86,37 +86,32 @@ def _paths(spec: RunSpec, data: datasets.Dataset, model, a: dict, b: dict, c: di
     }
 
 
-def run(spec: RunSpec) -> RunRecord:
+def run(spec: RunSpec) -> Result:
     """Train A, B (independent) and C (A's init, B's batch order); measure the four paths between them."""
-
-    def body():
-        device, dtype = resolve_device(spec.device), resolve_dtype(spec.dtype)
-        data = datasets.load(spec.data, device, dtype)
-        model_a, fit_a = _train(spec, data, "init", "batches", device, dtype)
-        model_b, fit_b = _train(spec, data, "init-second", "batches-second", device, dtype)
-        model_c, fit_c = _train(spec, data, "init", "batches-second", device, dtype)
-        env = provenance(device) | {"seed": spec.seed}
-        for result in (fit_a, fit_b, fit_c):
-            if result.status != "ok":
-                return result, env, {}
-        a, b, c = (landscape.parameters(m) for m in (model_a, model_b, model_c))
-        paths = _paths(spec, data, model_a, a, b, c)
-        final = {
-            "train_error_b": fit_b.final["train_error"],
-            "train_error_spawned": fit_c.final["train_error"],
-            "test_error_b": fit_b.final["test_error"],
-            "n_params": float(sum(t.numel() for t in a.values())),
-        }
-        arrays = {"t": PATH_TS.tolist()}
-        for name, (train, test) in paths.items():
-            final[f"barrier_loss.{name}"] = connectivity.barrier(train.loss)
-            final[f"barrier_train_error.{name}"] = connectivity.barrier(train.error)
-            final[f"barrier_test_error.{name}"] = connectivity.barrier(test.error)
-            arrays[f"loss.{name}"] = train.loss.tolist()
-            arrays[f"test_error.{name}"] = test.error.tolist()
-        return fit_a, env, final, arrays
-
-    return guarded(spec, body)
+    device, dtype = resolve_device(spec.device), resolve_dtype(spec.dtype)
+    data = datasets.load(spec.data, device, dtype)
+    model_a, fit_a = _train(spec, data, "init", "batches", device, dtype)
+    model_b, fit_b = _train(spec, data, "init-second", "batches-second", device, dtype)
+    model_c, fit_c = _train(spec, data, "init", "batches-second", device, dtype)
+    for result in (fit_a, fit_b, fit_c):
+        if result.status != "ok":
+            return Result.of(result)
+    a, b, c = (landscape.parameters(m) for m in (model_a, model_b, model_c))
+    paths = _paths(spec, data, model_a, a, b, c)
+    final = {
+        "train_error_b": fit_b.final["train_error"],
+        "train_error_spawned": fit_c.final["train_error"],
+        "test_error_b": fit_b.final["test_error"],
+        "n_params": float(sum(t.numel() for t in a.values())),
+    }
+    arrays = {"t": PATH_TS.tolist()}
+    for name, (train, test) in paths.items():
+        final[f"barrier_loss.{name}"] = connectivity.barrier(train.loss)
+        final[f"barrier_train_error.{name}"] = connectivity.barrier(train.error)
+        final[f"barrier_test_error.{name}"] = connectivity.barrier(test.error)
+        arrays[f"loss.{name}"] = train.loss.tolist()
+        arrays[f"test_error.{name}"] = test.error.tolist()
+    return Result.of(fit_a, final, arrays)
 
 
 # ---------------------------------------------------------------- presets
@@ -181,9 +176,9 @@ class ModeConnectivity(Experiment):
         "initialization with different batch orders are measured beside them."
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
-    runner = staticmethod(run)
+    runner = run
 
-    def check(self, spec: RunSpec) -> None:
+    def refuse(self, spec: RunSpec) -> None:
         require(spec, {"model.kind": ("mlp", "cnn")})  # the architectures whose layer graph weight matching follows
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:

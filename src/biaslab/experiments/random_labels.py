@@ -316,7 +316,8 @@ class RandomLabels(Experiment):
         "dropout and crops move test error by little, and a fixed pixel shuffle costs a CNN but not a permutation-equivariant MLP."
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
-    runner = staticmethod(run_supervised)
+    runner = run_supervised
+    trains_model = True
     trains_populations = True
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:

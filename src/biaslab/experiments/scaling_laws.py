@@ -70,13 +70,12 @@ from threadpoolctl import threadpool_limits
 
 from biaslab.claims import Verdict
 from biaslab.estimators import least_squares
-from biaslab.experiments.base import CATALOG, Experiment, guarded, require
+from biaslab.experiments.base import CATALOG, Experiment, Result, refuse_model_fields, require
 from biaslab.experiments.supervised import run_supervised
 from biaslab.plot import legend_once, new_figure
-from biaslab.runtime import numpy_generator, provenance
+from biaslab.runtime import numpy_generator
 from biaslab.spec import DataSpec, EstimatorSpec, ModelSpec, PowerLawFeatures, RunSpec, SpecError, Sweep, TrainSpec
 from biaslab.store import RunRecord, records_table
-from biaslab.train import Fit
 
 NAME = "scaling-laws"
 CONFIDENCE = 0.95
@@ -105,34 +104,30 @@ def excess_loss(problem: PowerLawFeatures, n_features: int, ridge: float, rng: n
     return float(np.sum(lam * d * d))
 
 
-def run(spec: RunSpec) -> RunRecord:
+def run(spec: RunSpec) -> Result:
     """Dispatch: a spec with a `problem` is the solvable model (part a), one without is an MLP run (part b)."""
     return run_mlp(spec) if spec.problem is None else run_solvable(spec)
 
 
-def run_mlp(spec: RunSpec) -> RunRecord:
+def run_mlp(spec: RunSpec) -> Result:
     """The standard supervised run, plus its best test cross-entropy over the evaluations (`best_test_loss`)."""
-    record = run_supervised(spec)
-    if record.status == "ok":
-        losses = [v for v in record.curves.get("test_loss", []) if math.isfinite(v)]
+    result = run_supervised(spec)
+    if result.status == "ok":
+        losses = [row["test_loss"] for row in result.history if math.isfinite(row.get("test_loss", math.nan))]
         if losses:
-            record.final["best_test_loss"] = float(min(losses))
-    return record
+            result.final["best_test_loss"] = float(min(losses))
+    return result
 
 
-def run_solvable(spec: RunSpec) -> RunRecord:
+def run_solvable(spec: RunSpec) -> Result:
     """One run of the solvable model: the mean exact excess loss over `problem.draws` teachers and training sets."""
-
-    def body():
-        with threadpool_limits(limits=torch.get_num_threads()):
-            problem, est = spec.problem, spec.estimator
-            rng = numpy_generator(spec.seed, "power_law_features")
-            losses = np.array([excess_loss(problem, est.n_features, est.ridge, rng) for _ in range(problem.draws)])
-        size = problem.n if est.axis == "train_size" else est.n_features
-        row = {"test_loss": float(losses.mean()), "test_loss_se": float(losses.std(ddof=1) / math.sqrt(len(losses))) if len(losses) > 1 else math.nan, "size": float(size)}
-        return Fit(history=[row]), provenance(torch.device("cpu")) | {"seed": spec.seed}, row, {"losses": losses.tolist()}
-
-    return guarded(spec, body)
+    with threadpool_limits(limits=torch.get_num_threads()):
+        problem, est = spec.problem, spec.estimator
+        rng = numpy_generator(spec.seed, "power_law_features")
+        losses = np.array([excess_loss(problem, est.n_features, est.ridge, rng) for _ in range(problem.draws)])
+    size = problem.n if est.axis == "train_size" else est.n_features
+    row = {"test_loss": float(losses.mean()), "test_loss_se": float(losses.std(ddof=1) / math.sqrt(len(losses))) if len(losses) > 1 else math.nan, "size": float(size)}
+    return Result.estimate([row], row, {"losses": losses.tolist()})
 
 
 # ---------------------------------------------------------------- presets
@@ -335,9 +330,10 @@ class ScalingLaws(Experiment):
         "beside it, one-hidden-layer MLPs on MNIST-1D swept in data and width, with fitted exponents and seed intervals."
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
-    runner = staticmethod(run)
+    runner = run
+    trains_model = True  # part (b); part (a), the solvable model, refuses probes and save_weights
 
-    def check(self, spec: RunSpec) -> None:
+    def refuse(self, spec: RunSpec) -> None:
         if spec.problem is None:  # part (b): an MLP trained by the supervised runner
             if spec.estimator is not None:
                 raise SpecError(f"estimator: the MLP runs of {NAME} (no problem) train model + train; leave estimator unset")
@@ -348,6 +344,7 @@ class ScalingLaws(Experiment):
         if spec.estimator is None:
             raise SpecError(f"estimator: {NAME} needs estimator.kind='min_norm'")
         require(spec, {"estimator.kind": ("min_norm",), "device": ("cpu",)})
+        refuse_model_fields(spec, f"the solvable model of {NAME} is computed in closed form and trains no network")
         if spec.estimator.n_features > spec.problem.latent:
             raise SpecError(f"estimator.n_features: at most problem.latent = {spec.problem.latent}, got {spec.estimator.n_features}")
 

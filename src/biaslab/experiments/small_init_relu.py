@@ -32,9 +32,9 @@ import torch
 from matplotlib.figure import Figure
 
 from biaslab.claims import Verdict, spearman
-from biaslab.experiments.base import CATALOG, Experiment, guarded
+from biaslab.experiments.base import CATALOG, Experiment, Result
 from biaslab.plot import legend_once, new_figure
-from biaslab.runtime import generator, provenance, resolve_device, resolve_dtype
+from biaslab.runtime import generator, resolve_device, resolve_dtype
 from biaslab.spec import ModelSpec, RunSpec, Sweep, TrainSpec
 from biaslab.store import RunRecord, records_table
 from biaslab.train import minimize
@@ -75,38 +75,35 @@ def count_directions(w: np.ndarray, a: np.ndarray) -> int:
     return len(centers)
 
 
-def run(spec: RunSpec) -> RunRecord:
-    def body():
-        device, dtype = resolve_device(spec.device), resolve_dtype(spec.dtype)
-        rng = np.random.default_rng(spec.seed)
-        X = np.linalg.qr(rng.standard_normal((DIM, N_INPUTS)))[0].T  # (n, d) orthonormal rows
-        y = np.where(np.arange(N_INPUTS) < N_INPUTS // 2, 1.0, -1.0)
-        g = generator(spec.seed, "init")
-        width, scale = spec.model.width, spec.model.init_scale
-        w0 = torch.randn(width, DIM, generator=g, dtype=dtype) * scale / np.sqrt(DIM)
-        signs = torch.randint(0, 2, (width,), generator=g).to(dtype) * 2 - 1
-        a = (signs * w0.norm(dim=1)).to(device).requires_grad_(True)  # balanced: |a_j| = ||w_j||
-        W = w0.clone().to(device).requires_grad_(True)
-        Xt, yt = torch.as_tensor(X, device=device, dtype=dtype), torch.as_tensor(y, device=device, dtype=dtype)
+def run(spec: RunSpec) -> Result:
+    device, dtype = resolve_device(spec.device), resolve_dtype(spec.dtype)
+    rng = np.random.default_rng(spec.seed)
+    X = np.linalg.qr(rng.standard_normal((DIM, N_INPUTS)))[0].T  # (n, d) orthonormal rows
+    y = np.where(np.arange(N_INPUTS) < N_INPUTS // 2, 1.0, -1.0)
+    g = generator(spec.seed, "init")
+    width, scale = spec.model.width, spec.model.init_scale
+    w0 = torch.randn(width, DIM, generator=g, dtype=dtype) * scale / np.sqrt(DIM)
+    signs = torch.randint(0, 2, (width,), generator=g).to(dtype) * 2 - 1
+    a = (signs * w0.norm(dim=1)).to(device).requires_grad_(True)  # balanced: |a_j| = ||w_j||
+    W = w0.clone().to(device).requires_grad_(True)
+    Xt, yt = torch.as_tensor(X, device=device, dtype=dtype), torch.as_tensor(y, device=device, dtype=dtype)
 
-        def objective() -> torch.Tensor:
-            return 0.5 * (torch.relu(Xt @ W.T) @ a - yt).square().mean()
+    def objective() -> torch.Tensor:
+        return 0.5 * (torch.relu(Xt @ W.T) @ a - yt).square().mean()
 
-        def on_eval(step: int) -> dict[str, float]:
-            with torch.no_grad():
-                variation = (a.abs() * W.norm(dim=1)).sum().item()
-            return {"directions": float(count_directions(W.detach().cpu().numpy(), a.detach().cpu().numpy())), "variation_norm": variation}
+    def on_eval(step: int) -> dict[str, float]:
+        with torch.no_grad():
+            variation = (a.abs() * W.norm(dim=1)).sum().item()
+        return {"directions": float(count_directions(W.detach().cpu().numpy(), a.detach().cpu().numpy())), "variation_norm": variation}
 
-        result = minimize([W, a], objective, spec.train, on_eval)
-        losses = np.array([row["loss"] for row in result.history])
-        steps = np.array([row["step"] for row in result.history])
-        below_half = np.nonzero(losses <= 0.5 * losses[0])[0]
-        escape = float(steps[below_half[0]]) if len(below_half) else float(spec.train.max_steps)  # censored at the budget
-        minimum = float(np.sqrt((y > 0).sum()) + np.sqrt((y < 0).sum()))  # min variation norm of an interpolator (see docstring)
-        final = {"escape_step": escape, "min_variation_norm": minimum, "variation_ratio": result.final["variation_norm"] / minimum}
-        return result, provenance(device), final
-
-    return guarded(spec, body)
+    result = minimize([W, a], objective, spec.train, on_eval)
+    losses = np.array([row["loss"] for row in result.history])
+    steps = np.array([row["step"] for row in result.history])
+    below_half = np.nonzero(losses <= 0.5 * losses[0])[0]
+    escape = float(steps[below_half[0]]) if len(below_half) else float(spec.train.max_steps)  # censored at the budget
+    minimum = float(np.sqrt((y > 0).sum()) + np.sqrt((y < 0).sum()))  # min variation norm of an interpolator (see docstring)
+    final = {"escape_step": escape, "min_variation_norm": minimum, "variation_ratio": result.final["variation_norm"] / minimum}
+    return Result.of(result, final)
 
 
 class SmallInitRelu(Experiment):
@@ -118,7 +115,7 @@ class SmallInitRelu(Experiment):
         "few directions, then fits the data with those few: a simple, small-norm solution. From a large init the neurons stay spread."
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
-    runner = staticmethod(run)
+    runner = run
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
         fig, (ax_loss, ax_dirs, ax_norm) = new_figure(ncols=3)

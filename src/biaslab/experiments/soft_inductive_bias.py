@@ -42,18 +42,15 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import torch
 from matplotlib.figure import Figure
 
 from biaslab.claims import Verdict
 from biaslab.data.problems import polynomial_data, polynomial_target
 from biaslab.estimators import make_estimator
-from biaslab.experiments.base import CATALOG, Experiment, guarded, require
+from biaslab.experiments.base import CATALOG, Experiment, Result, require
 from biaslab.plot import legend_once, new_figure
-from biaslab.runtime import provenance
 from biaslab.spec import EstimatorSpec, Polynomial, RunSpec, SpecError, Sweep
 from biaslab.store import RunRecord
-from biaslab.train import Fit
 
 NAME = "soft-inductive-bias"
 CLOSE_FACTOR = 2.0  # the soft model is "close to the best" when within this factor of the better other model, at every n
@@ -81,22 +78,18 @@ def model_name(estimator: dict | EstimatorSpec) -> str:
     return "low order" if get("degree") <= 3 else "high order"
 
 
-def run(spec: RunSpec) -> RunRecord:
+def run(spec: RunSpec) -> Result:
     """Draw n noisy points, fit the polynomial, measure the error against the noiseless target."""
-
-    def body():
-        problem = spec.problem
-        x, y = polynomial_data(problem, spec.seed)
-        model = make_estimator(spec.estimator, spec.model, spec.train, spec.seed).fit(x[:, None], y)
-        grid = np.linspace(-1.0, 1.0, problem.n_test)
-        test = float(np.mean((model.predict(grid[:, None]) - polynomial_target(problem, grid)) ** 2))
-        train = float(np.mean((model.predict(x[:, None]) - y) ** 2))
-        plot = np.linspace(-1.0, 1.0, PLOT_POINTS)
-        final = {"test_mse": test, "train_mse": train, "coef_norm": float(np.linalg.norm(model.coef_)), "n_train": float(problem.n)}
-        arrays = {"x_train": x.tolist(), "y_train": y.tolist(), "fit": model.predict(plot[:, None]).tolist()}
-        return Fit(history=[{"test_mse": test, "train_mse": train}]), provenance(torch.device("cpu")) | {"seed": spec.seed}, final, arrays
-
-    return guarded(spec, body)
+    problem = spec.problem
+    x, y = polynomial_data(problem, spec.seed)
+    model = make_estimator(spec.estimator, spec.model, spec.train, spec.seed).fit(x[:, None], y)
+    grid = np.linspace(-1.0, 1.0, problem.n_test)
+    test = float(np.mean((model.predict(grid[:, None]) - polynomial_target(problem, grid)) ** 2))
+    train = float(np.mean((model.predict(x[:, None]) - y) ** 2))
+    plot = np.linspace(-1.0, 1.0, PLOT_POINTS)
+    final = {"test_mse": test, "train_mse": train, "coef_norm": float(np.linalg.norm(model.coef_)), "n_train": float(problem.n)}
+    arrays = {"x_train": x.tolist(), "y_train": y.tolist(), "fit": model.predict(plot[:, None]).tolist()}
+    return Result.estimate([{"test_mse": test, "train_mse": train}], final, arrays)
 
 
 # ---------------------------------------------------------------- presets
@@ -205,9 +198,9 @@ class SoftInductiveBias(Experiment):
         "The soft bias is near the best on both targets at every data size while each alternative fails on one."
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
-    runner = staticmethod(run)
+    runner = run
 
-    def check(self, spec: RunSpec) -> None:
+    def refuse(self, spec: RunSpec) -> None:
         require(spec, {"problem.kind": ("polynomial",)})
         if spec.estimator is None:
             raise SpecError(f"estimator: {NAME} needs estimator.kind='polynomial'")

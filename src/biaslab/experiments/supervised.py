@@ -1,54 +1,74 @@
-"""The standard supervised run: data -> model -> fit with probes -> RunRecord.
+"""The standard supervised run: data -> model -> fit with probes -> Result.
 
 Most catalog entries train a classifier and measure it; they share this runner.
-A run that raises is returned as a 'failed' record with its traceback, so a
-sweep goes on; a run whose loss stops being finite is 'diverged'.
+`execute` turns its Result into a record (a raise: a 'failed' record with its
+traceback, so a sweep goes on); a run whose loss stops being finite is
+'diverged'. A population of such runs trains together and still gives one
+record per member.
 """
 
 from __future__ import annotations
 
 import time
 import traceback
+from collections.abc import Callable
 
+import torch
 from torch import nn
 
 from biaslab import data as datasets
 from biaslab import models, probes
-from biaslab.runtime import generator, provenance, resolve_device, resolve_dtype
+from biaslab.registry import Registry
+from biaslab.runtime import generator, resolve_device, resolve_dtype
 from biaslab.spec import RunSpec
-from biaslab.experiments.base import fit_record, guarded, state_arrays
+from biaslab.experiments.base import Result, execute, record_of, run_env
 from biaslab.store import RunRecord
-from biaslab.train import Fit, fit
+from biaslab.train import OnEval, fit
 from biaslab.train.population import fit_population
 
 
 FOURIER_TOP_K = 5  # frequencies counted by the Fourier probe: Nanda et al. 2023 found 5 key frequencies at p = 113
 
 
-def probe_hook(spec: RunSpec, model: nn.Module, data: datasets.Dataset):
-    """The on_eval callback that measures the probes the spec names."""
+Probe = Callable[[nn.Module, datasets.Dataset, dict[str, torch.Tensor]], dict[str, float]]  # (model, data, init) -> scalars
+
+PROBES: Registry[Probe] = Registry("probe")  # the names `spec.probes` may hold, in the order they are measured
+PROBES.add("norms", lambda model, data, init: probes.norms(model) | probes.distance_from(model, init))
+PROBES.add("path_norm", lambda model, data, init: probes.path_norm(model))
+PROBES.add("margin", lambda model, data, init: probes.normalized_margin(model, data.x_train, data.y_train))
+PROBES.add("fourier", lambda model, data, init: probes.fourier_concentration(models.token_embedding(model), FOURIER_TOP_K))
+
+
+def probe_hook(spec: RunSpec, model: nn.Module, data: datasets.Dataset) -> OnEval:
+    """The on_eval callback that measures the probes the spec names (distances from the model as it is now, at init)."""
     init = probes.snapshot(model)
+    chosen = [PROBES.get(name) for name in PROBES if name in spec.probes]
 
     def on_eval(model: nn.Module, step: int) -> dict[str, float]:
         row: dict[str, float] = {}
-        if "norms" in spec.probes:
-            row |= probes.norms(model) | probes.distance_from(model, init)
-        if "path_norm" in spec.probes:
-            row |= probes.path_norm(model)
-        if "margin" in spec.probes:
-            row |= probes.normalized_margin(model, data.x_train, data.y_train)
-        if "fourier" in spec.probes:
-            row |= probes.fourier_concentration(models.token_embedding(model), FOURIER_TOP_K)
+        for probe in chosen:
+            row |= probe(model, data, init)
         return row
 
     return on_eval
 
 
-def setup(spec: RunSpec) -> tuple[datasets.Dataset, nn.Module, dict]:
-    """The spec's data, its model freshly initialized from the seed, and the run's provenance: every runner starts here."""
+def with_probes(spec: RunSpec, model: nn.Module, data: datasets.Dataset, own: OnEval | None = None) -> OnEval | None:
+    """A runner's own measurements at each evaluation (`own`, if any) with the spec's probes added: the one hook
+    through which every runner that trains a network honours `spec.probes`. Call it before training starts."""
+    if not spec.probes:
+        return own
+    measure = probe_hook(spec, model, data)
+    if own is None:
+        return measure
+    return lambda model, step: own(model, step) | measure(model, step)
+
+
+def setup(spec: RunSpec) -> tuple[datasets.Dataset, nn.Module]:
+    """The spec's data and its model freshly initialized from the seed: every runner that trains a classifier starts here."""
     device, dtype = resolve_device(spec.device), resolve_dtype(spec.dtype)
     data = datasets.load(spec.data, device, dtype)
-    return data, fresh_model(spec, data), provenance(device) | {"seed": spec.seed}
+    return data, fresh_model(spec, data)
 
 
 def fresh_model(spec: RunSpec, data: datasets.Dataset) -> nn.Module:
@@ -60,25 +80,11 @@ def _n_params(model: nn.Module) -> dict[str, float]:
     return {"n_params": float(sum(p.numel() for p in model.parameters()))}
 
 
-def run_supervised(spec: RunSpec) -> RunRecord:
-    """Train and measure one classifier as `spec` says; never raises."""
-
-    trained: list[nn.Module] = []
-
-    def body():
-        data, model, env = setup(spec)
-        trained.append(model)
-        result = fit(model, data, spec.train, generator(spec.seed, "batches"), probe_hook(spec, model, data))
-        return result, env, _n_params(model)
-
-    return _keep_weights(spec, guarded(spec, body), trained[0] if trained else None)
-
-
-def _keep_weights(spec: RunSpec, record: RunRecord, model: nn.Module | None) -> RunRecord:
-    """Attach the trained weights to a finished run's record when the spec asks for them."""
-    if spec.save_weights and record.status == "ok" and model is not None:
-        record.weights = state_arrays(model)
-    return record
+def run_supervised(spec: RunSpec) -> Result:
+    """Train and measure one classifier as `spec` says."""
+    data, model = setup(spec)
+    result = fit(model, data, spec.train, generator(spec.seed, "batches"), probe_hook(spec, model, data))
+    return Result.of(result, _n_params(model), model=model)
 
 
 def run_supervised_population(specs: list[RunSpec]) -> list[RunRecord]:
@@ -90,24 +96,24 @@ def run_supervised_population(specs: list[RunSpec]) -> list[RunRecord]:
     """
     started = time.perf_counter()
     try:
+        envs = [run_env(spec) | {"population": len(specs)} for spec in specs]
         setups = [setup(spec) for spec in specs]
-        hooks = [probe_hook(spec, model, data) for spec, (data, model, _) in zip(specs, setups)]
+        hooks = [probe_hook(spec, model, data) for spec, (data, model) in zip(specs, setups)]
         results = fit_population(
-            [model for _, model, _ in setups],
-            [data for data, _, _ in setups],
+            [model for _, model in setups],
+            [data for data, _ in setups],
             [spec.train for spec in specs],
             [generator(spec.seed, "batches") for spec in specs],
             hooks,
         )
     except Exception:
         reason = traceback.format_exc().strip().splitlines()[-1]
-        records = [run_supervised(spec) for spec in specs]
+        records = [execute(run_supervised, spec) for spec in specs]
         for record in records:  # say why these ran alone: a population bug must not hide behind the fallback
             record.env["population_error"] = reason
         return records
     share = (time.perf_counter() - started) / len(specs)
     return [
-        _keep_weights(spec, fit_record(spec, result, env | {"population": len(specs)}, share, _n_params(model)), model)
-        for spec, result, (_, model, env) in zip(specs, results, setups)
+        record_of(spec, Result.of(result, _n_params(model), model=model), env, share)
+        for spec, result, (_, model), env in zip(specs, results, setups, envs)
     ]
-

@@ -50,12 +50,10 @@ from threadpoolctl import threadpool_limits
 from biaslab.claims import Verdict
 from biaslab.data.problems import tabular
 from biaslab.estimators import make_estimator
-from biaslab.experiments.base import CATALOG, Experiment, guarded, require
+from biaslab.experiments.base import CATALOG, Experiment, Result, require
 from biaslab.plot import legend_once, new_figure
-from biaslab.runtime import provenance
 from biaslab.spec import EstimatorSpec, ModelSpec, RunSpec, SpecError, Sweep, Tabular, TrainSpec
 from biaslab.store import RunRecord
-from biaslab.train import Fit
 
 NAME = "trees-vs-nets"
 CLEAR_GAP = 0.05  # (1) trees ahead of the MLP on the irregular target by at least 5 accuracy points
@@ -79,23 +77,18 @@ def task_name(problem: dict | Tabular) -> str:
     return name
 
 
-def run(spec: RunSpec) -> RunRecord:
+def run(spec: RunSpec) -> Result:
     """Draw the task from the seed, fit the estimator, measure train and test accuracy."""
-
-    def body():
-        with threadpool_limits(limits=torch.get_num_threads()):
-            data = tabular(spec.problem, spec.seed)
-            model = make_estimator(spec.estimator, spec.model, spec.train, spec.seed, spec.device, spec.dtype)
-            model.fit(data.x_train, data.y_train)
-            row = {
-                "train_accuracy": float(np.mean(model.predict(data.x_train) == data.y_train)),
-                "test_accuracy": float(np.mean(model.predict(data.x_test) == data.y_test)),
-            }
-        history = getattr(model, "history_", None)
-        result = Fit(history=list(history)) if history else Fit(history=[row])
-        return result, provenance(torch.device(spec.device)) | {"seed": spec.seed}, row
-
-    return guarded(spec, body)
+    with threadpool_limits(limits=torch.get_num_threads()):
+        data = tabular(spec.problem, spec.seed)
+        model = make_estimator(spec.estimator, spec.model, spec.train, spec.seed, spec.device, spec.dtype)
+        model.fit(data.x_train, data.y_train)
+        row = {
+            "train_accuracy": float(np.mean(model.predict(data.x_train) == data.y_train)),
+            "test_accuracy": float(np.mean(model.predict(data.x_test) == data.y_test)),
+        }
+    history = getattr(model, "history_", None)
+    return Result.estimate(list(history) if history else [row], row)
 
 
 # ---------------------------------------------------------------- presets
@@ -231,9 +224,9 @@ class TreesVsNets(Experiment):
         "Trees win on irregular axis-aligned targets and lose that edge under rotation; the MLP suffers more from noise features."
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
-    runner = staticmethod(run)
+    runner = run
 
-    def check(self, spec: RunSpec) -> None:
+    def refuse(self, spec: RunSpec) -> None:
         require(spec, {"problem.kind": ("tabular",)})
         if spec.estimator is None:
             raise SpecError(f"estimator: {NAME} needs an estimator section; estimator.kind one of {', '.join(MODELS)}")

@@ -88,7 +88,8 @@ class WidthSweep(Experiment):
         "instead it keeps falling, while norms that the optimizer keeps small stay controlled."
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
-    runner = staticmethod(run_supervised)
+    runner = run_supervised
+    trains_model = True
     trains_populations = True
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:

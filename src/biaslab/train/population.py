@@ -15,8 +15,11 @@ population agrees with a loop of `fit` calls to rounding (tested in float64).
 
 Not supported, with a clear error: modules with buffers (BatchNorm running
 statistics), random layers (dropout; `vmap` also runs with randomness="error")
-and batch augmentation (`train.augment`). The sweep never pools such runs
-(`experiments.can_pool`).
+batch augmentation (`train.augment`) and the l1 penalty (`train.l1`). The
+rule of which runs may share a population lives here alone: `poolable(spec)`
+says whether a run may join one at all, MEMBER_FIELDS which spec fields its
+members may differ in (the sweep groups by everything else), and
+`fit_population` refuses what `poolable` excludes with the same reasons.
 """
 
 from __future__ import annotations
@@ -30,14 +33,36 @@ from torch import nn
 from torch.func import functional_call, grad, stack_module_state, vmap
 
 from biaslab.data import Dataset
-from biaslab.spec import TrainSpec
+from biaslab.spec import RunSpec, TrainSpec
 from biaslab.train import LOSSES, Fit, OnEval, Row, evaluation_steps, lr_factor, stop_reason
 
 SHARED_FIELDS = (
     "optimizer", "batch_size", "loss", "max_steps", "eval_every", "eval_spacing", "eval_points",
     "schedule", "lr_decay", "decay_every", "stop_zero_error_evals", "stop_loss", "nesterov",
 )  # fmt: skip
+MEMBER_FIELDS = (
+    "seed", "data.label_noise", "data.seed", "data.inputs", "train.lr", "train.momentum", "train.weight_decay",
+    "train.betas", "model.init_scale", "model.init",
+)  # fmt: skip  # RunSpec paths members of one population may differ in; all other fields must be equal
 Params = dict[str, torch.Tensor]  # name -> (members, *shape)
+
+
+def refusal(train: TrainSpec, dropout: float) -> str | None:
+    """Why a run with this training and model dropout cannot join a population; None when it can."""
+    if dropout > 0.0:
+        return "fit_population: dropout draws a random mask per member and step, which vmap refuses; run these models with fit"
+    if train.augment != "none":
+        return f"train.augment: populations train unaugmented batches only, got {train.augment!r}; run these with fit"
+    if train.l1 > 0.0:
+        return "train.l1: populations do not apply an l1 penalty; train these runs one by one with fit"
+    if train.optimizer in ("sam", "asam"):
+        return f"train.optimizer: populations do not take sharpness-aware steps ({train.optimizer}); train these runs with fit"
+    return None
+
+
+def poolable(spec: RunSpec) -> bool:
+    """Whether a run may train in a population (with others that differ from it only in MEMBER_FIELDS)."""
+    return refusal(spec.train, spec.model.dropout) is None
 
 
 def _check_compatible(models: Sequence[nn.Module], datasets: Sequence[Dataset], specs: Sequence[TrainSpec]) -> None:
@@ -52,14 +77,10 @@ def _check_compatible(models: Sequence[nn.Module], datasets: Sequence[Dataset], 
         raise ValueError("fit_population: members must have the same architecture (parameter names and shapes)")
     if any(True for m in models for _ in m.buffers()):
         raise ValueError("fit_population: modules with buffers (e.g. BatchNorm running statistics) are not supported; use fit")
-    if any(isinstance(layer, nn.Dropout) and layer.p > 0 for m in models for layer in m.modules()):
-        raise ValueError("fit_population: dropout draws a random mask per member and step, which vmap refuses; run these models with fit")
-    if any(s.augment != "none" for s in specs):
-        raise ValueError(f"train.augment: populations train unaugmented batches only, got {specs[0].augment!r}; run these with fit")
-    if any(s.l1 > 0.0 for s in specs):
-        raise ValueError("train.l1: populations do not apply an l1 penalty; train these runs one by one with fit")
-    if specs[0].optimizer in ("sam", "asam"):
-        raise ValueError(f"train.optimizer: populations do not take sharpness-aware steps ({specs[0].optimizer}); train these runs with fit")
+    dropout = max((layer.p for m in models for layer in m.modules() if isinstance(layer, nn.Dropout)), default=0.0)
+    for reason in (refusal(s, dropout) for s in specs):
+        if reason is not None:
+            raise ValueError(reason)
     sizes = {(d.x_train.shape, d.x_test.shape) for d in datasets}
     if len(sizes) > 1:
         raise ValueError("fit_population: members' datasets must have the same shapes")

@@ -1,0 +1,55 @@
+"""A claim check or a figure that raises is shown as FAIL with its error, in the CLI and in the report, and the
+report still renders every other experiment. Records give back their typed spec."""
+
+from __future__ import annotations
+
+import pytest
+
+from biaslab.cli import main
+from biaslab.experiments import CATALOG
+from biaslab.report import write_report
+from biaslab.spec import RunSpec
+from biaslab.store import Store
+from biaslab.sweep import run_sweep
+
+
+def test_grokking_without_its_probes_prints_fail_with_the_missing_metric(tmp_path, capsys):
+    """grokking's claim reads the weight norm that the `norms` probe records: without it the check cannot be made."""
+    code = main(["run", "grokking", "--preset", "tiny", "--set", "probes=[]", "--set", "seed=[0]", "--store", str(tmp_path), "--executor", "inprocess"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "FAIL: the claim check raised KeyError: 'norm_final'" in out
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "the claim check raised KeyError" in page and "drawing the figures raised KeyError" in page
+
+
+def test_the_report_renders_other_experiments_beside_a_broken_one(tmp_path, monkeypatch):
+    store = Store(tmp_path)
+    for name in ("min-norm", "max-margin"):
+        run_sweep(CATALOG.get(name).sweep("tiny"), store, "tiny", executor="inprocess")
+    broken = CATALOG.get("min-norm")
+
+    def raises(records):
+        raise ValueError("a bug in the check")
+
+    monkeypatch.setattr(broken, "claim", raises)
+    monkeypatch.setattr(broken, "figures", raises)
+    page = write_report(store, tmp_path / "out").read_text()
+    assert "the claim check raised ValueError: a bug in the check" in page
+    assert "drawing the figures raised ValueError: a bug in the check" in page
+    assert CATALOG.get("max-margin").title in page and "max-margin" in page and "figures/" in page  # the other one is drawn
+
+
+def test_a_record_gives_back_its_validated_spec(tmp_path):
+    store = Store(tmp_path)
+    outcome = run_sweep(CATALOG.get("min-norm").sweep("tiny"), store, "tiny", executor="inprocess")
+    for record in store.records_of(r.spec_id for r in outcome.records):
+        assert isinstance(record.run_spec, RunSpec) and record.run_spec.spec_id == record.spec_id
+
+
+def test_a_stored_spec_that_no_longer_validates_raises_on_access():
+    from biaslab.store import RunRecord
+
+    record = RunRecord(spec={"experiment": "min-norm", "train": {"lr": -1.0}}, spec_id="x", status="ok")
+    with pytest.raises(ValueError):
+        record.run_spec
