@@ -79,3 +79,23 @@ def test_a_bad_config_file_is_one_line(tmp_path, capsys, text, message):
 def test_a_missing_config_file_is_one_line(tmp_path, capsys):
     assert main(["run", "min-norm", "--config", str(tmp_path / "none.yaml")]) == 2
     assert "--config: no such file" in capsys.readouterr().err
+
+
+def test_run_says_its_plan_first_and_what_is_stored_already(tmp_path, capsys):
+    args = ["run", "min-norm", "--preset", "tiny", "--store", str(tmp_path), "--no-report", "--executor", "inprocess"]
+    assert main(args) == 0
+    first = capsys.readouterr().err.splitlines()[0]
+    assert first == "min-norm (tiny): 2 runs, 0 already in the store; 2 to run as 2 jobs in this process"
+    assert main(args) == 0
+    assert capsys.readouterr().err.splitlines()[0].startswith("min-norm (tiny): 2 runs, 2 already in the store; 0 to run")
+
+
+def test_a_busy_machine_is_said_in_one_line(monkeypatch):
+    import os
+
+    from biaslab import cli
+
+    monkeypatch.setattr(os, "getloadavg", lambda: (64.0, 0.0, 0.0))
+    assert "the machine is busy (load average 64.0" in cli._busy_note()
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert cli._busy_note() is None

@@ -296,6 +296,10 @@ def _run_with_progress(sweep, store: Store, preset: str, overrides: dict, args: 
     from biaslab.sweep import run_sweep
 
     total = len({s.spec_id for s in sweep.expand()} - store.finished_ids())
+    print(_plan_line(sweep, store, preset, args), file=sys.stderr)
+    busy = _busy_note()
+    if busy:
+        print(busy, file=sys.stderr)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
     with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
         task = progress.add_task(f"{sweep.base.experiment} runs", total=total)
@@ -303,6 +307,36 @@ def _run_with_progress(sweep, store: Store, preset: str, overrides: dict, args: 
             sweep, store, preset, overrides, args.executor, args.workers,
             on_record=lambda r: progress.advance(task), backend=args.backend, address=args.address,
         )  # fmt: skip
+
+
+def _plan_line(sweep, store: Store, preset: str, args: argparse.Namespace) -> str:
+    """The run's first line: how many runs, how many are stored already, and how the rest will be spread."""
+    from biaslab.sweep import default_workers, plan
+
+    specs = sweep.expand()
+    done = store.finished_ids()
+    todo = list({s.spec_id: s for s in specs if s.spec_id not in done}.values())
+    workers = args.workers or default_workers()
+    jobs, use_processes = plan(todo, args.executor, workers)
+    populations = sum(len(job) > 1 for job in jobs)
+    where = "on Ray" if args.backend == "ray" else f"in {min(workers, len(jobs))} worker processes" if use_processes else "in this process"
+    pooled = f" ({populations} populations of runs trained together)" if populations else ""
+    return f"{sweep.base.experiment} ({preset}): {len(specs)} runs, {len(specs) - len(todo)} already in the store; {len(todo)} to run as {len(jobs)} jobs{pooled} {where}"
+
+
+BUSY_LOAD_PER_CORE = 0.5  # a 1-minute load average above this many per core means other work shares the cores
+
+
+def _busy_note() -> str | None:
+    """A line saying the machine is busy (from the load average), so a slow run explains itself; None when quiet."""
+    if not hasattr(os, "getloadavg"):
+        return None
+    load = os.getloadavg()[0]
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if load <= BUSY_LOAD_PER_CORE * cores:
+        return None
+    return (f"note: the machine is busy (load average {load:.1f} on {cores} cores): other processes share the cores, "
+            "so runs take longer than the times in the README, which were measured on a quiet machine")  # fmt: skip
 
 
 def cmd_report(args: argparse.Namespace) -> int:
