@@ -33,6 +33,14 @@ class _Parser(argparse.ArgumentParser):
         raise InputError(message)
 
 
+def _sweep_arguments(parser: argparse.ArgumentParser) -> None:
+    """What names a sweep, for `run` and `config` alike: the experiment, its preset, a config file, --set overrides."""
+    parser.add_argument("experiment")
+    parser.add_argument("--preset", default=None, help="tiny, quick (default) or paper")
+    parser.add_argument("--config", dest="config_file", type=Path, default=None, metavar="FILE.yaml", help="overrides from a YAML file (before --set)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="e.g. train.lr=0.05")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="biaslab", description="Measure the implicit regularization of deep learning.")
     parser.add_argument("--version", action="version", version=_version_text())
@@ -41,17 +49,11 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--long", action="store_true", help="full titles, references and presets")
 
     config = commands.add_parser("config", help="print an experiment's resolved sweep as YAML, or with --fields every settable field")
-    config.add_argument("experiment")
-    config.add_argument("--preset", default=None, help="tiny, quick (default) or paper")
-    config.add_argument("--config", dest="config_file", type=Path, default=None, metavar="FILE.yaml", help="overrides from a YAML file (before --set)")
-    config.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="e.g. train.lr=0.05")
+    _sweep_arguments(config)
     config.add_argument("--fields", action="store_true", help="every settable field with its type, value, default and allowed values")
 
     run = commands.add_parser("run", help="run an experiment's sweep, print its verdict, write the report")
-    run.add_argument("experiment")
-    run.add_argument("--preset", default=None, help="tiny, quick (default) or paper")
-    run.add_argument("--config", dest="config_file", type=Path, default=None, metavar="FILE.yaml", help="overrides from a YAML file (before --set)")
-    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="e.g. train.lr=0.05")
+    _sweep_arguments(run)
     run.add_argument("--store", type=Path, default=DEFAULT_PATH)
     run.add_argument("--executor", default="auto", help="auto (default), inprocess, processes or population")
     run.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core)")
