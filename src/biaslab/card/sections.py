@@ -314,6 +314,8 @@ class UnitCosts:
     pacbayes_step: float  # one posterior-optimization step of the PAC-Bayes bound (nan: no init, no bound)
     pacbayes_sample: float  # one Monte-Carlo draw of the PAC-Bayes posterior's training error
     spectra: float  # the singular values of every weight matrix
+    probe_product: float = 0.0  # the probes' own cost per Hessian-vector product beyond the product (Lanczos, bookkeeping)
+    probe_evaluation: float = 0.0  # the sharpness probes' own cost per perturbed evaluation beyond the forward pass
 
 
 def _timed(work: Callable[[], object], device: torch.device, repeats: int = 2, patience: float = 0.2) -> float:
@@ -358,7 +360,21 @@ def unit_costs(subject: Subject, options: CardOptions) -> UnitCosts:
     step, sample = _pacbayes_costs(subject, device)
     matrices = [w for _, w in probes.weight_matrices(model)]
     spectra_seconds = _timed(lambda: [torch.linalg.svdvals(w.detach().double().cpu()) for w in matrices], torch.device("cpu"), 1)
-    return UnitCosts(x.shape[0], forward, gradient_subset, hvp, forward_train, step, sample, spectra_seconds)
+    per_product, per_evaluation = _probe_overheads(subject, device)
+    return UnitCosts(x.shape[0], forward, gradient_subset, hvp, forward_train, step, sample, spectra_seconds, per_product, per_evaluation)
+
+
+OVERHEAD_PRODUCTS = 8  # products and evaluations timed on two examples to find what the probes cost beyond the passes
+
+
+def _probe_overheads(subject: Subject, device: torch.device) -> tuple[float, float]:
+    """Seconds per product of the curvature probe and per evaluation of the sharpness probe on two examples, where
+    the passes themselves cost almost nothing: what Lanczos, the trace estimator and the perturbations add to each."""
+    model, loss_fn = subject.model, subject.loss_fn
+    tiny = [(subject.data.x_train[:2], subject.data.y_train[:2])]
+    product = _timed(lambda: curvature.trace(model, loss_fn, tiny, OVERHEAD_PRODUCTS, "hutch++", generator(0, "card-cost")), device, 1)
+    evaluation = _timed(lambda: sharpness.average(model, loss_fn, tiny, 0.01, OVERHEAD_PRODUCTS, False, generator(0, "card-cost")), device, 1)
+    return product / OVERHEAD_PRODUCTS, evaluation / (OVERHEAD_PRODUCTS + 1)
 
 
 def _pacbayes_costs(subject: Subject, device: torch.device) -> tuple[float, float]:
@@ -388,7 +404,9 @@ def estimate(subject: Subject, options: CardOptions, sections: Sequence[str] | N
     costs = costs or unit_costs(subject, options)
     n, t = subject.data.x_train.shape[0], subject.data.x_test.shape[0]
     share = subset_size(subject, options) / costs.subset_examples
-    fwd, grad, hvp = costs.forward_subset * share, costs.gradient_subset * share, costs.hvp_subset * share
+    fwd = costs.forward_subset * share + costs.probe_evaluation
+    grad = costs.gradient_subset * share + costs.probe_evaluation
+    hvp = costs.hvp_subset * share + costs.probe_product
     train_pass, test_pass = costs.forward_train, costs.forward_train * t / n
     lanczos = min(options.lanczos_max, LANCZOS_TYPICAL)
     pac_bayes = 0.0 if math.isnan(costs.pacbayes_step) else costs.pacbayes_step * options.pacbayes_steps + costs.pacbayes_sample * options.pacbayes_samples
