@@ -397,3 +397,14 @@ def test_an_empty_preset_is_not_the_default_preset(capsys, tmp_path, preset, no_
 def test_the_experiment_is_not_settable_with_set(capsys, tmp_path, no_runs) -> None:
     assert_bad_input(*run_with(capsys, tmp_path, "experiment=min-norm"), "experiment", "not settable")
     assert no_runs == []
+
+
+# ----------------------------------------------------------------------------- found by tests/test_fuzz.py
+
+
+def test_a_section_set_to_a_value_then_a_field_inside_it(capsys, tmp_path) -> None:
+    assert_bad_input(*run_with(capsys, tmp_path, "train=0", "train.augment=0"), "train.augment", "section")
+
+
+def test_a_newline_in_a_key_stays_on_one_line(capsys, tmp_path) -> None:
+    assert_bad_input(*run_with(capsys, tmp_path, "0\n0=0"), "0\\n0")

@@ -145,6 +145,17 @@ def test_export_and_show_go_on_past_a_damaged_record_with_one_warning_line(tmp_p
     assert_one_error_line(*cli(capsys, "show", record(2).spec_id, "--store", store.path), record(2).spec_id, "damaged")
 
 
+def test_a_cell_that_is_not_utf8_is_one_skipped_record_not_a_failed_query(tmp_path: Path) -> None:
+    store = filled(tmp_path, n=3)
+    connection = sqlite3.connect(store.db)
+    connection.execute("UPDATE runs SET created = CAST(X'80ff' AS TEXT) WHERE spec_id = ?", (record(2).spec_id,))
+    connection.commit()
+    connection.close()
+    with pytest.warns(StoreWarning, match="created: not UTF-8"):
+        assert [r.spec_id for r in store.records()] == [record(1).spec_id, record(3).spec_id]
+    assert check_store(tmp_path).statuses == {"ok": 2}
+
+
 def test_a_row_with_a_malformed_id_is_skipped(tmp_path: Path) -> None:
     store = filled(tmp_path, n=1)
     connection = sqlite3.connect(store.db)

@@ -92,7 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             args = _parser().parse_args(argv)
             return commands[args.command](args)
         except (InputError, SpecError, RunNotFound, StoreError) as error:
-            print(f"biaslab: error: {error}", file=sys.stderr)
+            one_line = str(error).replace("\r", "\\r").replace("\n", "\\n")  # user input echoed in it may hold newlines
+            print(f"biaslab: error: {one_line}", file=sys.stderr)
             return BAD_INPUT
         finally:
             _show_warnings(caught)

@@ -528,9 +528,11 @@ def with_values(spec: RunSpec, values: dict[str, Any]) -> RunSpec:
         node = data
         *parents, leaf = path.split(".")
         for depth, part in enumerate(parents):
+            where = ".".join(parents[: depth + 1])
             if node[part] is None:
-                where = ".".join(parents[: depth + 1])
                 raise SpecError(f"{path}: {where} is not set in this spec; set {where} as a whole first (e.g. {where}.kind)")
+            if not isinstance(node[part], dict):  # the section itself was set to a plain value just before
+                raise SpecError(f"{path}: {where} is a section, not a value ({where}={json.dumps(node[part])})")
             node = node[part]
         node[leaf] = value
     try:

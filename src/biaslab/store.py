@@ -59,6 +59,7 @@ _SQLITE_HEADER = b"SQLite format 3\x00"
 _DEFAULTS = {"arrays": "'{}'"}  # what a read-only store without an added column reads for it
 _JSON_COLUMNS = ("spec", "curves", "final", "env", "arrays")
 RECOVERED = "recovered"  # the preset name of a sweep rebuilt from the runs
+_DAMAGE = (sqlite3.DatabaseError, UnicodeDecodeError)  # what reading a damaged file raises (SQLite's message itself can be bad UTF-8)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -162,6 +163,18 @@ class StoreError(Exception):
     """A store that cannot be opened, read or written as asked: the message is one line naming the file."""
 
 
+class _Undecodable(bytes):
+    """A text cell whose bytes are not UTF-8 (a damaged record): kept as bytes so the row can be named and skipped."""
+
+
+def _text(value: bytes) -> str | _Undecodable:
+    """sqlite3 text_factory: UTF-8 text, or an _Undecodable marker instead of a UnicodeDecodeError that would end the whole query."""
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return _Undecodable(value)
+
+
 class StoreWarning(UserWarning):
     """A damaged record or sweep that readers skipped; the rest of the store is read as usual."""
 
@@ -240,10 +253,11 @@ class Store:
                 connection.execute("PRAGMA synchronous=FULL")
         except sqlite3.Error as error:
             raise StoreError(f"store {self.db}: cannot open ({error})") from None
+        connection.text_factory = _text
         try:
             with connection:  # one transaction: committed on success, rolled back on error
                 yield connection
-        except sqlite3.DatabaseError as error:
+        except _DAMAGE as error:
             raise StoreError(_damaged(self.db, self.path, error)) from None
         finally:
             connection.close()
@@ -471,6 +485,9 @@ def _dumps(value: Any, **options: Any) -> str:
 
 def _record(row: tuple) -> RunRecord:
     spec_id, _experiment, status, spec, curves, final, env, seconds, error, created, arrays = row
+    bad = [name for name, value in zip(COLUMNS, row) if isinstance(value, _Undecodable)]
+    if bad:
+        raise ValueError(f"{', '.join(bad)}: not UTF-8 text")
     check_spec_id(spec_id)
     return RunRecord(
         spec=json.loads(spec),
@@ -507,7 +524,7 @@ def _sweep(row: tuple) -> SweepEntry:
 
 def _shown(value: object) -> str:
     """A stored value quoted for a message, cut short: a damaged id can be anything."""
-    text = repr(value)
+    text = repr(value.decode("utf-8", "replace") if isinstance(value, bytes) else value)
     return text if len(text) <= 40 else text[:37] + "..."
 
 
@@ -533,6 +550,10 @@ def _check_sound(connection: sqlite3.Connection, db: Path, path: Path) -> None:
         raise StoreError(_damaged(db, path, f"quick_check: {problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")))
     if "runs" not in _tables(connection):
         raise StoreError(f"store {db}: has no runs table, so it is not a biaslab store")
+    _check_columns(connection, db)
+
+
+def _check_columns(connection: sqlite3.Connection, db: Path) -> None:
     missing = [c for c in COLUMNS if c not in _columns(connection) and c not in ADDED_COLUMNS]
     if missing:
         raise StoreError(f"store {db}: its runs table lacks the columns {', '.join(missing)}, so it is not a biaslab store")
@@ -581,7 +602,9 @@ class Salvage:
 def _raw_readonly(db: Path) -> sqlite3.Connection:
     """A read-only connection that does not check anything (for check and repair, which look at damage themselves)."""
     _check_header(db)
-    return sqlite3.connect(_readonly_uri(db, db.parent), uri=True)
+    connection = sqlite3.connect(_readonly_uri(db, db.parent), uri=True)
+    connection.text_factory = _text
+    return connection
 
 
 def _readonly_uri(db: Path, path: Path) -> str:
@@ -596,7 +619,7 @@ def _readonly_uri(db: Path, path: Path) -> str:
             return f"{uri}?{options}"
         except sqlite3.OperationalError as error:  # cannot open (no -shm, locked): try the next way
             failure = error
-        except sqlite3.DatabaseError as error:  # the schema itself is damaged
+        except _DAMAGE as error:  # the schema itself is damaged
             raise StoreError(_damaged(db, path, error)) from None
         finally:
             connection.close()
@@ -618,15 +641,16 @@ def check_store(path: str | Path) -> StoreHealth:
     try:
         try:
             problems = [row[0] for row in connection.execute("PRAGMA integrity_check")]
-        except sqlite3.DatabaseError as error:
+        except _DAMAGE as error:
             problems = [str(error)]
         health.problems += [f"integrity_check: {p}" for p in problems if p != "ok"]
         try:
             tables = _tables(connection)
-        except sqlite3.DatabaseError as error:
+            if "runs" not in tables:
+                raise StoreError(f"store {db}: has no runs table, so it is not a biaslab store")
+            _check_columns(connection, db)
+        except _DAMAGE as error:
             raise StoreError(_damaged(db, path, error)) from None
-        if "runs" not in tables:
-            raise StoreError(f"store {db}: has no runs table, so it is not a biaslab store")
         for decoded in _salvaged_rows(connection, health.problems):
             health.statuses[decoded.status] = health.statuses.get(decoded.status, 0) + 1
         sweeps = _salvaged_sweeps(connection, health.problems) if "sweeps" in tables else []
@@ -655,10 +679,14 @@ def repair_store(path: str | Path, destination: str | Path) -> Salvage:
     connection = _raw_readonly(db)
     salvage = Salvage(destination)
     try:
+        try:
+            _check_columns(connection, db)
+        except _DAMAGE as error:
+            raise StoreError(_damaged(db, path, error)) from None
         records = list(_salvaged_rows(connection, salvage.lost))
         try:
             sweeps = _salvaged_sweeps(connection, salvage.lost) if "sweeps" in _tables(connection) else []
-        except sqlite3.DatabaseError as error:
+        except _DAMAGE as error:
             salvage.lost.append(f"sweeps table: {error}")
             sweeps = []
     finally:
@@ -691,7 +719,7 @@ def _salvaged_rows(connection: sqlite3.Connection, lost: list[str]) -> Iterator[
     try:
         for (rowid,) in connection.execute("SELECT rowid FROM runs"):
             rowids.append(rowid)
-    except sqlite3.DatabaseError as error:
+    except _DAMAGE as error:
         lost.append(f"runs table scan stopped after {len(rowids)} rows: {error}")
         rowids += _rowids_past_damage(connection, rowids)
     seen: set[str] = set()
@@ -699,7 +727,7 @@ def _salvaged_rows(connection: sqlite3.Connection, lost: list[str]) -> Iterator[
         yield from _one_row(connection, f"SELECT {selected} FROM runs WHERE rowid = ?", rowid, f"row {rowid}", seen, lost)
     try:  # ids the primary-key index still lists, for rows the table scan could not reach
         indexed = [row[0] for row in connection.execute("SELECT spec_id FROM runs ORDER BY spec_id")]
-    except sqlite3.DatabaseError:
+    except _DAMAGE:
         indexed = []
     for spec_id in indexed:
         if spec_id not in seen:
@@ -710,7 +738,7 @@ def _rowids_past_damage(connection: sqlite3.Connection, known: list[int]) -> lis
     """Rowids after a damaged page, found by asking for each one in turn up to the largest rowid."""
     try:
         largest = connection.execute("SELECT max(rowid) FROM runs").fetchone()[0] or 0
-    except sqlite3.DatabaseError:
+    except _DAMAGE:
         return []
     start = (max(known) if known else 0) + 1
     found = []
@@ -718,7 +746,7 @@ def _rowids_past_damage(connection: sqlite3.Connection, known: list[int]) -> lis
         try:
             if connection.execute("SELECT 1 FROM runs WHERE rowid = ?", (rowid,)).fetchone():
                 found.append(rowid)
-        except sqlite3.DatabaseError:
+        except _DAMAGE:
             continue
     return found
 
@@ -726,7 +754,7 @@ def _rowids_past_damage(connection: sqlite3.Connection, known: list[int]) -> lis
 def _one_row(connection: sqlite3.Connection, query: str, key: object, name: str, seen: set[str], lost: list[str]) -> Iterator[RunRecord]:
     try:
         row = connection.execute(query, (key,)).fetchone()
-    except sqlite3.DatabaseError as error:
+    except _DAMAGE as error:
         lost.append(f"{name}: unreadable ({error})")
         return
     if row is None:
@@ -746,7 +774,7 @@ def _salvaged_sweeps(connection: sqlite3.Connection, lost: list[str]) -> list[Sw
     entries = []
     try:
         rows = connection.execute("SELECT experiment, preset, overrides, spec_ids, created FROM sweeps ORDER BY created, sweep_id").fetchall()
-    except sqlite3.DatabaseError as error:
+    except _DAMAGE as error:
         lost.append(f"sweeps table: unreadable ({error})")
         return []
     for row in rows:
