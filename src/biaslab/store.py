@@ -568,6 +568,9 @@ def _columns(connection: sqlite3.Connection) -> set[str]:
 
 
 def _damaged(db: Path, path: Path, error: object) -> str:
+    """The one-line message for a failed SQLite call: damage (with the repair hint), or what SQLite said (locked, read-only)."""
+    if isinstance(error, sqlite3.OperationalError):  # not damage: locked, read-only, no space, cannot open
+        return f"store {db}: {error}"
     return f"store {db} is damaged ({str(error).splitlines()[0] if str(error) else error!r}); salvage its readable records with `biaslab store repair --store {path} --out NEW`"
 
 
