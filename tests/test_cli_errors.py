@@ -326,9 +326,10 @@ def test_run_with_a_store_that_is_not_writable(capsys, tmp_path, no_runs, monkey
     assert no_runs == [] and list(path.iterdir()) == []
 
 
-def test_export_to_a_directory(capsys, store, tmp_path) -> None:
+@pytest.mark.parametrize("format_flag", [[], ["--format", "csv"]], ids=["no-format", "format"])
+def test_export_to_a_directory(capsys, store, tmp_path, format_flag) -> None:
     (tmp_path / "out").mkdir()
-    assert_bad_input(*cli(capsys, "export", tmp_path / "out", "--format", "csv", "--store", store), str(tmp_path / "out"), "is a directory")
+    assert_bad_input(*cli(capsys, "export", tmp_path / "out", *format_flag, "--store", store), str(tmp_path / "out"), "is a directory")
     assert list((tmp_path / "out").iterdir()) == []
 
 

@@ -9,6 +9,7 @@ test_cli_errors.py; one test runs it on a real read-only file system.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import sqlite3
@@ -207,8 +208,9 @@ def test_reading_commands_never_write_to_the_store(tmp_path: Path, capsys) -> No
 def test_a_read_only_store_refuses_writes(tmp_path: Path) -> None:
     filled(tmp_path, n=1)
     readonly = Store(tmp_path, readonly=True)
-    with pytest.raises(StoreError, match="readonly"):
+    with pytest.raises(StoreError, match="readonly") as refused:
         readonly.put(record(9))
+    assert "damaged" not in str(refused.value)  # a refused write is not damage: no repair hint
     assert [r.spec_id for r in readonly.records()] == [record(1).spec_id]
 
 
@@ -244,19 +246,26 @@ def _read_only_mount_works() -> bool:
 def test_report_and_export_on_a_read_only_file_system(tmp_path: Path) -> None:
     store = filled(tmp_path / "s", n=3)
     (tmp_path / "out").mkdir()
+    s, out = str(store.path), str(tmp_path / "out")
     code = (
-        "import sys; from biaslab.cli import main\n"
-        f"rc = main(['export', {str(tmp_path / 'out' / 'o.csv')!r}, '--store', {str(store.path)!r}])\n"
-        f"rc += main(['report', '--store', {str(store.path)!r}, '--out', {str(tmp_path / 'out' / 'r')!r}])\n"
-        f"rc += 10 * main(['report', '--store', {str(store.path)!r}])\n"  # STORE/report cannot be written: exit 2
-        "sys.exit(rc)\n"
+        "import json; from biaslab.cli import main\n"
+        "print(json.dumps([\n"
+        f"    main(['export', '{out}/o.csv', '--store', '{s}']),\n"
+        f"    main(['report', '--store', '{s}', '--out', '{out}/r']),\n"
+        f"    main(['report', '--store', '{s}']),\n"  # STORE/report cannot be written
+        f"    main(['export', '{s}/o.csv', '--store', '{s}']),\n"  # nor can STORE/o.csv
+        f"    main(['run', 'min-norm', '--preset', 'tiny', '--store', '{s}']),\n"  # nor the store itself
+        "]))\n"
     )
     script = f"mount --bind -o ro {store.path} {store.path} && mount -o remount,ro,bind {store.path} && {sys.executable} -c \"$CODE\""
     source = str(Path(biaslab.__file__).resolve().parents[1])  # this biaslab, not another install
     env = {**os.environ, "CODE": code, "PYTHONPATH": os.pathsep.join([source, os.environ.get("PYTHONPATH", "")])}
     result = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=300, env=env)
-    assert result.returncode == 20, result.stderr
-    assert "Traceback" not in result.stderr and "--out" in result.stderr
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == [0, 0, 2, 2, 2], result.stdout
+    errors = result.stderr.splitlines()
+    assert "Traceback" not in result.stderr and len(errors) == 3, result.stderr
+    assert "--out" in errors[0] and "cannot write" in errors[1] and "not writable" in errors[2], errors
     assert len(pd.read_csv(tmp_path / "out" / "o.csv")) == 3
     assert (tmp_path / "out" / "r" / "index.html").is_file()
 

@@ -88,3 +88,14 @@ def test_guarded_lines_are_those_under_the_main_test(tmp_path: Path) -> None:
 
 def test_pytest_itself_is_a_place_workers_can_start_from() -> None:
     assert spawn_problem([]) is None
+
+
+def test_an_experiment_defined_in_main_keeps_the_sweep_in_process(monkeypatch) -> None:
+    from biaslab.experiments import CATALOG, Experiment
+    from biaslab.spec import RunSpec
+
+    notebook_experiment = type("NotebookExperiment", (Experiment,), {"__module__": "__main__", "name": "from-a-notebook"})
+    monkeypatch.setitem(CATALOG._items, "from-a-notebook", notebook_experiment())
+    problem = spawn_problem([[RunSpec(experiment="from-a-notebook")]])
+    assert problem is not None and "'from-a-notebook' is defined in __main__" in problem
+    assert spawn_problem([[RunSpec(experiment="width-sweep")]]) is None

@@ -366,12 +366,12 @@ def _writable_directory(path: Path, what: str, hint: str = "") -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    fmt = args.format or args.destination.suffix.lstrip(".")
-    if fmt not in ("csv", "parquet"):
-        raise InputError(f"--format: {fmt!r} is not supported; allowed: csv, parquet")
     destination: Path = args.destination
     if destination.is_dir():
-        raise InputError(f"export: {destination} is a directory; give a file name, e.g. {destination / ('runs.' + fmt)}")
+        raise InputError(f"export: {destination} is a directory; give a file name, e.g. {destination / 'runs.csv'}")
+    fmt = args.format or destination.suffix.lstrip(".")
+    if fmt not in ("csv", "parquet"):
+        raise InputError(f"--format: {fmt!r} is not supported; allowed: csv, parquet")
     store = _store(args.store)
     try:
         path = store.export(destination, fmt)
