@@ -348,3 +348,28 @@ def test_probing_on_cuda_without_a_gpu_is_one_line(owner, tmp_path, monkeypatch,
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "--device:" in err and "CUDA is not available" in err and err.count("\n") == 1
+
+
+def test_effective_dimensionality_matches_the_dense_hessian():
+    """N_eff = sum max(lambda, 0) / (max(lambda, 0) + z) from SLQ with full Lanczos steps, against the exact eigenvalues."""
+    from biaslab.probes import curvature
+
+    model, x, y = tiny_problem()
+    params = list(model.parameters())
+    dim = sum(p.numel() for p in params)
+    density = curvature.spectral_density(model, nn.functional.cross_entropy, [(x, y)], probes=300, steps=dim, generator=torch.Generator().manual_seed(0))
+    names, shapes = [n for n, _ in model.named_parameters()], [p.shape for p in params]
+
+    def loss_of(flat):
+        pieces, start = [], 0
+        for shape in shapes:
+            pieces.append(flat[start : start + shape.numel()].view(shape))
+            start += shape.numel()
+        return nn.functional.cross_entropy(torch.func.functional_call(model, dict(zip(names, pieces)), (x,)), y)
+
+    eigenvalues = torch.linalg.eigvalsh(torch.autograd.functional.hessian(loss_of, torch.cat([p.detach().flatten() for p in params]))).clamp_min(0)
+    for z in (0.01, 0.1, 1.0):
+        exact = (eigenvalues / (eigenvalues + z)).sum().item()
+        estimate = density.effective_dimensionality(z)
+        assert abs(estimate.value - exact) <= 4 * estimate.stderr + 1e-9 and estimate.stderr < 0.1 * exact, (z, estimate, exact)
+    assert density.effective_dimensionality(0.01).value > density.effective_dimensionality(1.0).value

@@ -72,6 +72,9 @@ EXACT: dict[str, Info] = {
     "hessian_converged": _flag("Lanczos converged", "whether every eigenvalue met the tolerance"),
     "hessian_trace": Info("Hessian trace", "sum of all Hessian eigenvalues (Hutch++ estimate; ± its standard error)", "nats / weight²", LOWER_FLAT),
     "hessian_trace_samples": _count("trace products", "Hessian-vector products the trace estimate used"),
+    "effective_dim": Info("effective dimensionality", "N_eff = sum of lambda / (lambda + z) over Hessian eigenvalues (Maddox et al. 2020; SLQ estimate ± s.e.): directions the data pin down", "parameters", "lower = simpler (fewer determined directions)"),
+    "effective_dim_samples": _count("N_eff probes", "random probe vectors of the SLQ estimate"),
+    "effective_dim_z": Info("N_eff's z", "the prior precision z in lambda / (lambda + z)", "nats / weight²"),
     "examples": _count("examples used", "training examples (a random subset) this section measured on"),
     # sharpness
     "sharpness_keskar": Info("ε-sharpness (Keskar)", "largest loss rise within a box of half-width ε(|w| + 1) around the weights", "nats", LOWER_FLAT),
@@ -228,6 +231,8 @@ def headline(sections: dict) -> list[Headline]:
     if "curvature" in sections:
         rows.append(_line(sections, "curvature", "hessian_top"))
         rows.append(_line(sections, "curvature", "hessian_trace"))
+        if "effective_dim" in sections["curvature"]:
+            rows.append(_line(sections, "curvature", "effective_dim"))
     if "sharpness" in sections:
         rows.append(_line(sections, "sharpness", "sharpness_adaptive"))
     if "margins" in sections and "margin_raw_median" in sections["margins"]:

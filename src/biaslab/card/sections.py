@@ -50,6 +50,7 @@ class CardOptions:
     keskar_epsilon: float = 1e-3
     adaptive_rho: float = 0.05
     average_sigma: float = 0.01
+    effective_dim_z: float = 1.0  # z of the effective dimensionality sum lambda / (lambda + z) (Maddox et al. 2020 use 1)
     calibration_bins: int = 15
     pacbayes_steps: int = 2000  # posterior optimization steps (Dziugaite & Roy used 1000 epochs of a far larger set)
     pacbayes_samples: int = 1000  # Monte-Carlo draws of the posterior's training error
@@ -169,6 +170,8 @@ def curvature_section(subject: Subject, options: CardOptions, card: Card) -> dic
     density = curvature.spectral_density(
         model, loss_fn, batches, options.density_probes, options.density_steps, generator(options.seed, "card-slq")
     )
+    row |= density.effective_dimensionality(options.effective_dim_z).metrics("effective_dim")
+    row["effective_dim_z"] = options.effective_dim_z
     card.arrays["density_nodes"] = density.nodes.reshape(-1).tolist()
     card.arrays["density_weights"] = density.weights.reshape(-1).tolist()
     card.figures["hessian_density"] = _density_figure(density, eigen.values[0])

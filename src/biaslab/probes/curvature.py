@@ -297,6 +297,18 @@ class Density:
         per_probe = self.dim * (self.weights * self.nodes).sum(dim=1)
         return _mean_estimate(per_probe, "slq")
 
+    def effective_dimensionality(self, z: float = 1.0) -> Estimate:
+        """N_eff(H, z) = sum_i lambda_i / (lambda_i + z) (Maddox, Benton & Wilson 2020), with its s.e. over probes.
+
+        The number of directions in which the data determine the weights more than a prior of precision z does.
+        Negative eigenvalues (non-convex directions) count as 0: lambda is clamped at 0 before the ratio.
+        """
+        if z <= 0:
+            raise ValueError(f"z: must be positive, got {z}")
+        positive = self.nodes.clamp_min(0.0)
+        per_probe = self.dim * (self.weights * positive / (positive + z)).sum(dim=1)
+        return _mean_estimate(per_probe, "slq")
+
 
 def spectral_density(
     model: nn.Module,
