@@ -156,6 +156,14 @@ def test_the_card_records_size_layers_and_a_hash_of_the_weights(owner):
     assert biaslab.probe(changed, **data).subject["weights_sha256"] != card.subject["weights_sha256"]
 
 
+def test_the_hash_covers_buffers_of_every_shape():
+    """BatchNorm keeps a 0-d int64 counter: the hash must read it like any other tensor."""
+    model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))
+    first = subjects.weights_hash(model)
+    model[1].num_batches_tracked += 1
+    assert subjects.weights_hash(model) != first
+
+
 def test_an_exported_program_is_read_only_when_trusted(owner, tmp_path):
     root, split, model, errors = owner
     program = torch.export.export(model, (torch.from_numpy(split["x_train"][:4]),), dynamic_shapes=({0: torch.export.Dim("batch")},))
