@@ -24,7 +24,7 @@ def test_the_docs_build_strictly_with_a_page_per_experiment(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     for name in CATALOG:
         page = (tmp_path / "site" / "catalog" / name / "index.html").read_text(encoding="utf-8")
-        assert "Reference:" in page and f"biaslab run {name}" in page
+        assert "Reference:</em>" in page and f"<h1 id=\"{name}\">{name}" in page
         assert "Measured at" in page
     api = (tmp_path / "site" / "api" / "index.html").read_text(encoding="utf-8")
     assert "biaslab.api.run" in api and "biaslab.card.probe" in api
