@@ -12,6 +12,7 @@ from __future__ import annotations
 # name -> (title, reference, presets); order as `biaslab list` prints it
 INDEX: dict[str, tuple[str, str, tuple[str, ...]]] = {
     'batch-size-sharpness': ("Large-batch training reaches sharper minima (and Dinh et al.'s caveat)", 'Keskar et al. 2017, On Large-Batch Training for Deep Learning (ICLR); Dinh et al. 2017, Sharp Minima Can Generalize for Deep Nets (ICML)', ('tiny', 'quick', 'paper')),
+    'benign-overfitting': ('Benign overfitting: interpolating noisy labels is harmless when the covariance has a heavy small-eigenvalue tail', 'Bartlett, Long, Lugosi & Tsigler 2020, Benign overfitting in linear regression (PNAS)', ('tiny', 'quick', 'paper')),
     'calibration': ('Calibration against width and training time: ECE and NLL past interpolation', 'Guo, Pleiss, Sun & Weinberger 2017, On Calibration of Modern Neural Networks (ICML)', ('tiny', 'quick', 'paper')),
     'compressibility': ('Trained networks compress: pruning, quantization and lottery tickets across widths', 'Frankle & Carbin 2019, The Lottery Ticket Hypothesis (ICLR); Han, Mao & Dally 2016, Deep Compression (ICLR); Arora, Ge, Neyshabur & Zhang 2018, Stronger Generalization Bounds via a Compression Approach (ICML)', ('tiny', 'quick', 'paper')),
     'diagonal-networks': ('Small init finds the sparse (min-L1) interpolant, large init the min-L2 one', 'Woodworth, Gunasekar, Lee, Moroshko, Savarese, Golan, Soudry & Srebro 2020, Kernel and Rich Regimes in Overparametrized Models (COLT)', ('tiny', 'quick', 'paper')),

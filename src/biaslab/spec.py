@@ -315,10 +315,36 @@ class PowerLawFeatures(_Frozen):
     draws: int = Field(10, ge=1)  # independent training sets (and teachers) per run
 
 
+class BenignRegression(_Frozen):
+    """Bartlett, Long, Lugosi & Tsigler 2020's setting: y = <x, beta> + noise eps, x ~ N(0, Sigma) in p = n^p_exponent
+    dimensions, fitted by the minimum-norm interpolant of the n noisy labels.
+
+    spiked: Sigma has eigenvalue 1 in `spikes` directions (beta, of norm 1, spread evenly over them) and
+    n^-tail_exponent in the other p - spikes (a tail of total mass ~ n^(p_exponent - tail_exponent)); isotropic:
+    Sigma = I_p, the same beta. Each run averages `draws` training sets and reports the exact excess risk given X
+    (the expectation over the label noise), split into bias and variance.
+    """
+
+    kind: Literal["benign_regression"] = "benign_regression"
+    spectrum: Literal["spiked", "isotropic"] = "spiked"
+    n: int = Field(40, ge=2)  # training examples
+    p_exponent: float = Field(2.0, gt=1.0)  # p = round(n ** p_exponent) dimensions (more than n: interpolation)
+    spikes: int = Field(5, ge=1)  # spiked: directions of eigenvalue 1
+    tail_exponent: float = Field(1.5, gt=0.0)  # spiked: the tail eigenvalue is n^-tail_exponent
+    noise: float = Field(0.5, ge=0.0)  # standard deviation of the label noise
+    draws: int = Field(20, ge=1)  # independent training sets per run
+
+    @model_validator(mode="after")
+    def _more_dimensions_than_spikes(self) -> "BenignRegression":
+        if round(self.n**self.p_exponent) <= max(self.n, self.spikes):
+            raise ValueError(f"problem.p_exponent: p = n^{self.p_exponent} must exceed n = {self.n} and the spikes ({self.spikes})")
+        return self
+
+
 Problem = Annotated[
     Union[
         LeastSquares, Separable, SparseRegression, MatrixCompletion, GaussianFeatures, BackwardError, LazyScaling, ImplicitRegularizer,
-        Tabular, Polynomial, PowerLawFeatures,
+        Tabular, Polynomial, PowerLawFeatures, BenignRegression,
     ], Field(discriminator="kind")
 ]
 EstimatorKind = Literal["min_norm", "random_features", "random_forest", "boosting", "kernel_ridge", "neural_net", "polynomial"]

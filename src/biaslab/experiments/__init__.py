@@ -6,6 +6,7 @@ from biaslab.experiments.base import CATALOG, Experiment, Result, execute
 from biaslab.experiments.supervised import run_supervised, run_supervised_population
 from biaslab.experiments import (  # noqa: F401  (each module registers its experiment)
     batch_size_sharpness,
+    benign_overfitting,
     calibration,
     compressibility,
     diagonal_networks,
