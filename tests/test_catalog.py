@@ -37,6 +37,7 @@ def test_catalog_entry_contract(name, tmp_path):
     assert len(outcome.records) == len({s.spec_id for s in specs})  # records written
     assert {r.spec_id for r in store.records(name)} >= {s.spec_id for s in specs}
     assert all(r.status == "ok" for r in outcome.records)
+    assert experiment.missing_probes(outcome.records) is None  # the presets measure what the claim reads
     figures = experiment.figures(outcome.records)
     assert figures and all(isinstance(f, Figure) and any(ax.has_data() for ax in f.axes) for f in figures.values())
     verdict = experiment.claim(outcome.records)
