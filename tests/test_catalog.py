@@ -17,7 +17,6 @@ from biaslab.spec import RunSpec
 from biaslab.store import RunRecord, Store
 from biaslab.sweep import run_sweep
 
-HELPER_MODULES = {"base", "supervised"}  # the framework and the shared supervised runner: no experiment of their own
 
 
 @pytest.mark.parametrize("name", CATALOG.names())
@@ -94,7 +93,8 @@ def test_width_sweep_uses_the_seed_mean():
 
 def test_every_module_of_the_catalog_registers_an_experiment():
     registered = {CATALOG.get(name).__class__.__module__ for name in CATALOG}
-    modules = {f"biaslab.experiments.{m.name}" for m in pkgutil.iter_modules(biaslab.experiments.__path__) if m.name not in HELPER_MODULES}
+    helpers = biaslab.experiments.HELPER_MODULES
+    modules = {f"biaslab.experiments.{m.name}" for m in pkgutil.iter_modules(biaslab.experiments.__path__) if m.name not in helpers}
     for module in modules:
         importlib.import_module(module)
     assert modules == registered, f"modules without an experiment: {sorted(modules - registered)}"
