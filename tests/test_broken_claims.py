@@ -13,14 +13,15 @@ from biaslab.store import Store
 from biaslab.sweep import run_sweep
 
 
-def test_grokking_without_its_probes_prints_fail_with_the_missing_metric(tmp_path, capsys):
-    """grokking's claim reads the weight norm that the `norms` probe records: without it the check cannot be made."""
+def test_grokking_without_its_probes_prints_fail_naming_the_missing_probes(tmp_path, capsys):
+    """grokking's claim reads the weight norm and Fourier concentration that the `norms` and `fourier` probes record:
+    without them the check cannot be made, and it says which probes are missing instead of crashing."""
     code = main(["run", "grokking", "--preset", "tiny", "--set", "probes=[]", "--set", "seed=[0]", "--store", str(tmp_path), "--executor", "inprocess"])
     out = capsys.readouterr().out
     assert code == 0
-    assert "FAIL: the claim check raised KeyError: 'norm_final'" in out
+    assert "FAIL: grokking reads the probes fourier, norms, which these runs did not measure" in out
     page = (tmp_path / "report" / "index.html").read_text()
-    assert "the claim check raised KeyError" in page and "drawing the figures raised KeyError" in page
+    assert page.count("grokking reads the probes fourier, norms") == 2  # the verdict and, in place of the figures, the reason
 
 
 def test_the_report_renders_other_experiments_beside_a_broken_one(tmp_path, monkeypatch):

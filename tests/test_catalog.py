@@ -17,7 +17,6 @@ from biaslab.spec import RunSpec
 from biaslab.store import RunRecord, Store
 from biaslab.sweep import run_sweep
 
-HELPER_MODULES = {"base", "supervised"}  # the framework and the shared supervised runner: no experiment of their own
 
 
 @pytest.mark.parametrize("name", CATALOG.names())
@@ -37,6 +36,7 @@ def test_catalog_entry_contract(name, tmp_path):
     assert len(outcome.records) == len({s.spec_id for s in specs})  # records written
     assert {r.spec_id for r in store.records(name)} >= {s.spec_id for s in specs}
     assert all(r.status == "ok" for r in outcome.records)
+    assert experiment.missing_probes(outcome.records) is None  # the presets measure what the claim reads
     figures = experiment.figures(outcome.records)
     assert figures and all(isinstance(f, Figure) and any(ax.has_data() for ax in f.axes) for f in figures.values())
     verdict = experiment.claim(outcome.records)
@@ -93,7 +93,8 @@ def test_width_sweep_uses_the_seed_mean():
 
 def test_every_module_of_the_catalog_registers_an_experiment():
     registered = {CATALOG.get(name).__class__.__module__ for name in CATALOG}
-    modules = {f"biaslab.experiments.{m.name}" for m in pkgutil.iter_modules(biaslab.experiments.__path__) if m.name not in HELPER_MODULES}
+    helpers = biaslab.experiments.HELPER_MODULES
+    modules = {f"biaslab.experiments.{m.name}" for m in pkgutil.iter_modules(biaslab.experiments.__path__) if m.name not in helpers}
     for module in modules:
         importlib.import_module(module)
     assert modules == registered, f"modules without an experiment: {sorted(modules - registered)}"

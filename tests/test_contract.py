@@ -89,3 +89,13 @@ def test_probes_and_save_weights_are_honoured_or_refused(name):
         assert record.status == "ok", record.error
         assert "norm_frobenius" in record.curves and "dist_init" in record.curves  # the probe was measured
         assert record.weights, "save_weights was set but no weights were kept"
+
+
+def test_interpolation_width_is_the_narrowest_width_every_seed_fits():
+    import pandas as pd
+
+    from biaslab.claims import interpolation_width
+
+    table = pd.DataFrame({"model.width": [8, 8, 16, 16, 32, 32], "train_error": [0.1, 0.0, 0.0, 0.01, 0.0, 0.0]})
+    assert interpolation_width(table) == 32  # at 16 one seed still errs
+    assert interpolation_width(table[table["model.width"] < 32]) is None and interpolation_width(table.iloc[0:0]) is None

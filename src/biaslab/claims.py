@@ -5,8 +5,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from scipy import stats
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,15 @@ class Verdict:
 
 def _fmt(value: float) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def interpolation_width(table: pd.DataFrame) -> int | None:
+    """The narrowest `model.width` at which every run (every seed) ends with zero `train_error`; None if none does."""
+    if not len(table):
+        return None
+    worst = table.groupby("model.width")["train_error"].max()  # over seeds
+    zero = worst[worst == 0.0]
+    return int(zero.index.min()) if len(zero) else None
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:

@@ -1,39 +1,28 @@
-"""The catalog of phenomena. Importing this package registers every experiment in `CATALOG`."""
+"""The catalog of phenomena. Importing this package imports each of its modules, and each registers its
+experiment in `CATALOG`: a new experiment is one new file here and nothing else."""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
 from biaslab.experiments.base import CATALOG, Experiment, Result, execute
 from biaslab.experiments.supervised import run_supervised, run_supervised_population
-from biaslab.experiments import (  # noqa: F401  (each module registers its experiment)
-    batch_size_sharpness,
-    benign_overfitting,
-    calibration,
-    compressibility,
-    diagonal_networks,
-    double_descent,
-    edge_of_stability,
-    generalization_measures,
-    grokking,
-    grokking_phase_diagram,
-    implicit_gradient_regularization,
-    implicit_regularizer,
-    kernels_vs_convolutions,
-    lazy_vs_rich,
-    loss_landscape,
-    matrix_factorization,
-    max_margin,
-    min_norm,
-    mode_connectivity,
-    random_labels,
-    scaling_laws,
-    small_init_relu,
-    soft_inductive_bias,
-    trees_vs_nets,
-    width_sweep,
-)
 from biaslab.spec import RunSpec
 from biaslab.store import RunRecord
 from biaslab.train.population import poolable
+
+HELPER_MODULES = ("base", "supervised")  # the framework and the shared supervised runner: no experiment of their own
+
+
+def _register_all() -> None:
+    """Import every experiment module of this package (in name order); importing one registers its experiment."""
+    for module in pkgutil.iter_modules(__path__):
+        if module.name not in HELPER_MODULES:
+            importlib.import_module(f"{__name__}.{module.name}")
+
+
+_register_all()
 
 
 def run_spec(spec: RunSpec) -> RunRecord:

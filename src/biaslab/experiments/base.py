@@ -78,6 +78,7 @@ class Experiment:
     presets: dict[str, Callable[[], Sweep]] = {}
     default_preset = "quick"
     trains_populations = False  # True when `run` is the standard supervised run, so specs can share a population
+    needs_probes: tuple[str, ...] = ()  # probes the claim and figures read: runs without them get a FAIL naming them
     trains_model = False  # True when the runner trains one network: it measures spec.probes (supervised.with_probes)
     # at every evaluation and returns the network in its Result, for spec.save_weights; False: both fields are refused
 
@@ -124,17 +125,30 @@ class Experiment:
     def verdict(self, records: list[RunRecord]) -> Verdict:
         """The claim check, never raising: a check that raises is a FAIL whose reason is the error, so a report or a
         command that shows it goes on (a missing probe or a broken check must not hide the other results)."""
+        missing = self.missing_probes(records)
+        if missing is not None:
+            return Verdict(self.title or self.name, False, {}, f"FAIL: {missing}")
         try:
             return self.claim(records)
         except Exception as error:  # shown as FAIL with the error, never swallowed
             return Verdict(self.title or self.name, False, {}, f"FAIL: the claim check raised {error_line(error)}")
 
     def drawn_figures(self, records: list[RunRecord]) -> tuple[dict[str, Figure], str | None]:
-        """The figures, and None; or no figures and the error when drawing them raised."""
+        """The figures, and None; or no figures and why not (probes missing, or drawing them raised)."""
+        missing = self.missing_probes(records)
+        if missing is not None:
+            return {}, missing
         try:
             return self.figures(records), None
         except Exception as error:  # shown beside the verdict, never swallowed
             return {}, f"drawing the figures raised {error_line(error)}"
+
+    def missing_probes(self, records: list[RunRecord]) -> str | None:
+        """Which of `needs_probes` the finished runs did not measure, in one line; None when none is missing."""
+        lacking = sorted({p for r in records if r.status == "ok" for p in self.needs_probes if p not in r.run_spec.probes})
+        if not lacking:
+            return None
+        return f"{self.name} reads the probes {', '.join(lacking)}, which these runs did not measure (their spec's probes lack them)"
 
 
 CATALOG: Registry[Experiment] = Registry("experiment")

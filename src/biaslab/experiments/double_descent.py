@@ -67,7 +67,7 @@ from matplotlib.figure import Figure
 from threadpoolctl import threadpool_limits
 
 from biaslab import data as datasets
-from biaslab.claims import Verdict
+from biaslab.claims import Verdict, interpolation_width
 from biaslab.estimators import MinNormRegressor, class_scores, make_estimator, risk_and_error
 from biaslab.experiments.base import CATALOG, Experiment, Result, Runner, require
 from biaslab.plot import legend_once, new_figure
@@ -574,15 +574,6 @@ class DoubleDescent(Experiment):
                 rise = largest_rise(ridge_envelope(frame))
                 numbers[f"{name}_rff_ridged_rise_se"] = rise
                 (passes if rise <= NO_PEAK_SE else failures).append(f"(b) {name}: best-ridge curve rises at most {rise:.2f} SE (<= {NO_PEAK_SE:g}, rises under {NO_PEAK_REL:.0%} not counted)")
-
-
-def interpolation_width(part: pd.DataFrame) -> float | None:
-    """The narrowest width at which every seed ends with zero training error."""
-    if not len(part):
-        return None
-    fits = part.groupby("model.width")["train_error"].max()
-    zero = fits[fits == 0.0]
-    return float(zero.index.min()) if len(zero) else None
 
 
 def _rff_notes(table: pd.DataFrame, numbers: dict[str, float]) -> tuple[str, ...]:

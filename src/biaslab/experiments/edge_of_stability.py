@@ -234,7 +234,7 @@ def edge_numbers(steps: Sequence[float], sharpness: Sequence[float], loss: Seque
 
 def _record_numbers(record: RunRecord) -> EdgeNumbers:
     curves = record.curves
-    return edge_numbers(curves["step"], curves.get("hessian_top", [math.nan] * len(curves["step"])), curves["train_loss"], record.spec["train"]["lr"])
+    return edge_numbers(curves["step"], curves.get("hessian_top", [math.nan] * len(curves["step"])), curves["train_loss"], record.run_spec.train.lr)
 
 
 def _tasks(records: list[RunRecord]) -> dict[str, list[RunRecord]]:
@@ -242,8 +242,8 @@ def _tasks(records: list[RunRecord]) -> dict[str, list[RunRecord]]:
     groups: dict[str, list[RunRecord]] = {}
     for record in records:
         if record.status == "ok" and "hessian_top" in record.curves:
-            groups.setdefault(record.spec["data"]["name"], []).append(record)
-    return {name: sorted(group, key=lambda r: r.spec["train"]["lr"]) for name, group in sorted(groups.items())}
+            groups.setdefault(record.run_spec.data.name, []).append(record)
+    return {name: sorted(group, key=lambda r: r.run_spec.train.lr) for name, group in sorted(groups.items())}
 
 
 def _judge_task(name: str, group: list[RunRecord]) -> tuple[bool, dict[str, float], list[str]]:
@@ -300,7 +300,7 @@ def claim(records: list[RunRecord]) -> Verdict:
         problems += task_problems
     gaps = [abs(v) for r in records if r.status == "ok" for v in r.curves.get("hessian_warm_gap", []) if not math.isnan(v)]
     numbers["max_warm_cold_gap"] = float(max(gaps)) if gaps else math.nan
-    diverged = [f"{r.spec['data']['name']} eta={r.spec['train']['lr']:g}" for r in records if r.status == "diverged"]
+    diverged = [f"{r.run_spec.data.name} eta={r.run_spec.train.lr:g}" for r in records if r.status == "diverged"]
     notes = (f"diverged (left out): {', '.join(diverged)}",) if diverged else ()
     if gaps:
         off = sum(g > 0.01 for g in gaps)
@@ -328,7 +328,7 @@ def figures(records: list[RunRecord]) -> dict[str, Figure]:
     for column, (name, group) in enumerate(tasks.items()):
         loss_ax, sharp_ax = axes[column], axes[len(tasks) + column]
         for i, record in enumerate(group):
-            lr, color = record.spec["train"]["lr"], f"C{i}"
+            lr, color = record.run_spec.train.lr, f"C{i}"
             steps = record.curves["step"]
             loss_ax.plot(steps, record.curves["train_loss"], color=color, linewidth=1, label=f"eta={lr:g}")
             sharp_ax.plot(steps, record.curves["hessian_top"], color=color, linewidth=1)

@@ -194,6 +194,7 @@ class Grokking(Experiment):
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
     runner = run_grokking
     trains_model = True
+    needs_probes = PROBES  # the weight norm and the embedding's Fourier concentration
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
         runs = _finished(records)

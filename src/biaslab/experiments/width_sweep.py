@@ -33,7 +33,7 @@ import numpy as np
 
 from matplotlib.figure import Figure
 
-from biaslab.claims import Verdict, spearman
+from biaslab.claims import Verdict, interpolation_width, spearman
 from biaslab.experiments.base import CATALOG, Experiment
 from biaslab.experiments.supervised import run_supervised
 from biaslab.plot import mean_band, new_figure
@@ -100,7 +100,7 @@ class WidthSweep(Experiment):
             part = table[table["data.label_noise"] == noise]
             mean_band(ax, part, "model.width", "train_error", label="train")
             mean_band(ax, part, "model.width", "test_error", label="test")
-            width = _interpolation_width(part)
+            width = interpolation_width(part)
             if width is not None:
                 ax.axvline(width, color="grey", linestyle="--", linewidth=1, label=f"zero train error (H={width})")
             ax.set(xscale="log", xlabel="hidden units H", ylabel="0/1 error", title=f"label noise {noise:.0%}")
@@ -129,7 +129,7 @@ class WidthSweep(Experiment):
         clean = table[table["data.label_noise"] == 0.0] if len(table) else table
         if len(clean) == 0:
             return Verdict(claim, False, {}, "no finished clean-label runs to judge")
-        width = _interpolation_width(clean)
+        width = interpolation_width(clean)
         numbers: dict[str, float] = {"n_seeds": float(clean["seed"].nunique())}
         notes = _noise_notes(table)
         if width is None:
@@ -161,19 +161,12 @@ def _finished(records: list[RunRecord]):
     return table
 
 
-def _interpolation_width(table) -> int | None:
-    """The narrowest width at which every seed ends with zero training error."""
-    fits = table.groupby("model.width")["train_error"].max()
-    zero = fits[fits == 0.0]
-    return int(zero.index.min()) if len(zero) else None
-
-
 def _noise_notes(table) -> tuple[str, ...]:
     """For each noisy level: does test error bump up near the interpolation width?"""
     notes = []
     for noise in sorted(n for n in table["data.label_noise"].unique() if n > 0) if len(table) else []:
         part = table[table["data.label_noise"] == noise]
-        width = _interpolation_width(part)
+        width = interpolation_width(part)
         test = part.groupby("model.width")["test_error"].mean()
         if width is None:
             notes.append(f"label noise {noise:.0%}: no width reached zero training error; test error {test.min():.3f}..{test.max():.3f}")
