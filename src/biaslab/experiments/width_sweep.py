@@ -103,24 +103,25 @@ class WidthSweep(Experiment):
             width = interpolation_width(part)
             if width is not None:
                 ax.axvline(width, color="grey", linestyle="--", linewidth=1, label=f"zero train error (H={width})")
-            ax.set(xscale="log", xlabel="hidden units H", ylabel="0/1 error", title=f"label noise {noise:.0%}")
+            ax.set(xscale="log", xlabel="hidden units H", ylabel="0/1 error", title=f"label noise {noise:.0%} (band: min to max over seeds)")
             ax.set_xscale("log", base=2)
             ax.legend(fontsize=8)
         norms, axes = new_figure(ncols=5, width=3.3)
-        measures = [
-            ("norm_frobenius", "Frobenius norm"),
-            ("dist_init", "distance from init"),
-            ("path_norm", "path norm"),
-            ("norm_spectral_product", "spectral-norm product"),
-            ("margin_q10", "normalized margin (10th pct)"),
+        measures = [  # (column, title, y-axis label with its unit)
+            ("norm_frobenius", "Frobenius norm", "||W||_F, all parameters"),
+            ("dist_init", "distance from init", "||W - W0||_F"),
+            ("path_norm", "path norm", "l2 path norm"),
+            ("norm_spectral_product", "spectral-norm product", "prod_l ||W_l||_2"),
+            ("margin_q10", "normalized margin (10th pct)", "margin / prod_l ||W_l||_2"),
         ]
-        for ax, (column, label) in zip(axes, measures):
+        for ax, (column, label, unit) in zip(axes, measures):
             for noise in noise_levels:
                 if column in table:
                     mean_band(ax, table[table["data.label_noise"] == noise], "model.width", column, label=f"noise {noise:.0%}")
             ax.set_xscale("log", base=2)
-            ax.set(xlabel="hidden units H", title=label)
-        axes[0].legend(fontsize=8)
+            ax.set(xlabel="hidden units H", ylabel=unit, title=label)
+            ax.legend(fontsize=7)
+        norms.suptitle("Norms at the end of training (line: mean over seeds; band: min to max over seeds)", fontsize=9)
         return {"errors": errors, "norms": norms}
 
     def claim(self, records: list[RunRecord]) -> Verdict:
