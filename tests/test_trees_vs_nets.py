@@ -117,6 +117,12 @@ def test_claim_fails_when_the_rotation_costs_the_mlp_as_much():
     assert not verdict.passed and "(2)" in verdict.reason and "(1)" not in verdict.reason
 
 
+def test_claim_fails_when_the_mlp_never_learned_the_unrotated_board():
+    """At chance before the rotation, the MLP has nothing to lose: 'costs the MLP nothing' must not count (issue 18)."""
+    verdict = experiment.claim(_records(GOOD | {("checkerboard", "neural_net"): 0.52, ("checkerboard rotated", "neural_net"): 0.52}))
+    assert not verdict.passed and "(2)" in verdict.reason and "need >= 0.60: it must have learned the board" in verdict.reason
+
+
 def test_claim_fails_when_uninformative_features_cost_boosting_as_much():
     verdict = experiment.claim(_records(GOOD | {("smooth + uninformative", "boosting"): 0.70}))
     assert not verdict.passed and "(3)" in verdict.reason
