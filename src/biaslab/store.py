@@ -440,18 +440,84 @@ class Store:
         """One row per run: id, status, seconds, the flattened spec ('model.width', ...) and final metrics."""
         return records_table(self.records(experiment))
 
-    def export(self, destination: str | Path, format: str) -> Path:
-        """Write `table()` to CSV or Parquet."""
-        if format not in ("csv", "parquet"):
-            raise ValueError(f"format: {format!r} is not supported; allowed: csv, parquet")
-        destination = Path(destination)
-        destination.parent.mkdir(parents=True, exist_ok=True)
+    def curves_table(self, experiment: str | None = None):
+        """Every run's curves in long format, one row per (run, metric, evaluation): see `curves_table`."""
+        return curves_table(self.records(experiment))
+
+    def export(self, destination: str | Path, format: str, drop_constant: bool = False) -> Path:
+        """Write `table()` to CSV or Parquet; with `drop_constant`, without the columns that are the same in every run."""
         frame = self.table()
-        if format == "csv":
-            frame.to_csv(destination, index=False)
-        else:
-            frame.to_parquet(destination, index=False)
-        return destination
+        return write_table(drop_constant_columns(frame) if drop_constant else frame, destination, format)
+
+    def export_curves(self, destination: str | Path, format: str) -> Path:
+        """Write `curves_table()` (run_id, metric, step, value) to CSV or Parquet."""
+        return write_table(self.curves_table(), destination, format)
+
+
+EXPORT_FORMATS = ("csv", "parquet")
+CURVE_COLUMNS = ("run_id", "metric", "step", "value")  # the long format of curves_table
+KEPT_COLUMNS = ("run_id",)  # never dropped as constant: it joins the runs table to the curves
+
+
+def write_table(frame, destination: str | Path, format: str) -> Path:
+    """Write a DataFrame (no index) to `destination` as CSV or Parquet, creating its directory; ValueError for another format."""
+    if format not in EXPORT_FORMATS:
+        raise ValueError(f"format: {format!r} is not supported; allowed: {', '.join(EXPORT_FORMATS)}")
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    if format == "csv":
+        frame.to_csv(destination, index=False)
+    else:
+        frame.to_parquet(destination, index=False)
+    return destination
+
+
+def drop_constant_columns(frame):
+    """`frame` without the columns whose value is the same in every row (NaN counts as a value), except KEPT_COLUMNS.
+
+    In one sweep most spec fields never change (58 of 83 columns in a width
+    sweep); they say nothing about how the runs differ. A frame without rows
+    keeps all its columns: nothing is known to be constant there.
+    """
+    if frame.empty:
+        return frame
+    constant = [c for c in frame.columns if c not in KEPT_COLUMNS and frame[c].astype(str).nunique(dropna=False) <= 1]
+    return frame.drop(columns=constant)
+
+
+def curves_table(records: Iterable[RunRecord]):
+    """A pandas DataFrame of the records' curves in long format, one row per run, metric and evaluation.
+
+    Columns: run_id (the record's spec_id), metric (a curve's name, e.g.
+    'train_loss'), step (the training step of that evaluation, from the run's
+    own 'step' curve; the evaluation's index 0, 1, ... for a run without one)
+    and value (float; NaN where the metric was not measured). The 'step'
+    curve itself is not a metric row. Long format is what pandas, seaborn and
+    R join and plot without reshaping, and it holds runs with different
+    metrics and numbers of evaluations in one table.
+    """
+    import pandas as pd
+
+    parts = [_curve_rows(r) for r in records]
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return pd.DataFrame({"run_id": pd.Series(dtype=str), "metric": pd.Series(dtype=str), "step": pd.Series(dtype=float), "value": pd.Series(dtype=float)})
+    return pd.concat(parts, ignore_index=True)
+
+
+def _curve_rows(record: RunRecord):
+    """One record's curves as long rows (see `curves_table`)."""
+    import pandas as pd
+
+    steps = record.curves.get("step")
+    frames = []
+    for metric, values in record.curves.items():
+        if metric == "step":
+            continue
+        n = len(values)
+        step = [float(steps[i]) if i < len(steps) else math.nan for i in range(n)] if steps is not None else [float(i) for i in range(n)]
+        frames.append(pd.DataFrame({"run_id": record.spec_id, "metric": metric, "step": step, "value": np.asarray(values, dtype=float)}))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(CURVE_COLUMNS))
 
 
 def records_table(records: Iterable[RunRecord]):
