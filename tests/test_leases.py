@@ -179,6 +179,7 @@ def test_a_sweep_waits_for_a_live_owner_and_redoes_a_run_whose_owner_stopped_bea
     store = Store(tmp_path / "s")
     specs = tiny_sweep().expand()
     crashed, recorded = specs[0].spec_id, specs[1]
+    started = time.monotonic()
     plant(store, crashed, FOREIGN, age=0.0)  # its owner never beats again: free 2 s from now
     plant(store, recorded.spec_id, "other.example:7:cafe", age=0.0)
     beating = threading.Event()
@@ -191,13 +192,12 @@ def test_a_sweep_waits_for_a_live_owner_and_redoes_a_run_whose_owner_stopped_bea
         beating.set()
 
     thread = threading.Thread(target=other_sweep)
-    started = time.monotonic()
     thread.start()
     outcome = run_sweep(tiny_sweep(), store, "tiny", executor=executor, workers=2)
     thread.join()
     assert beating.is_set()
     assert (outcome.ran, outcome.elsewhere, outcome.skipped) == (len(specs) - 1, 1, 1)  # it ran the crashed run, not the recorded one
-    assert time.monotonic() - started >= 2.0  # it waited for the lease to expire
+    assert time.monotonic() - started >= 2.0  # it waited for the lease to expire (planted after `started`)
     assert [r.spec_id for r in outcome.records] == [s.spec_id for s in specs] and store.leases() == []
     assert store.get(crashed).env.get("host") is not None and store.get(recorded.spec_id).env == {}
 
