@@ -250,6 +250,33 @@ def test_export_format_xlsx_lists_the_formats(capsys, store, tmp_path, how) -> N
     assert not (tmp_path / "out.xlsx").exists() and not (tmp_path / "out.csv").exists()
 
 
+def test_export_curves_and_drop_constant_from_the_command_line(capsys, store, tmp_path) -> None:
+    import pandas as pd
+
+    rc, out, err = cli(capsys, "export", tmp_path / "runs.parquet", "--curves", tmp_path / "curves.csv", "--drop-constant", "--store", store)
+    assert rc == 0 and err == "" and out.split() == [str(tmp_path / "runs.parquet"), str(tmp_path / "curves.csv")]
+    curves = pd.read_csv(tmp_path / "curves.csv", dtype={"run_id": str})
+    assert curves.to_dict("list") == {"run_id": [RunSpec(seed=9).spec_id] * 2, "metric": ["train_error"] * 2, "step": [0.0, 1.0], "value": [0.5, 0.0]}
+    runs = pd.read_parquet(tmp_path / "runs.parquet")
+    assert "status" in runs.columns and "experiment" not in runs.columns and "seconds" not in runs.columns  # all three runs: experiment custom, 0 s
+
+
+@pytest.mark.parametrize("kind", ["directory", "format", "under-a-file", "same-file"])
+def test_export_curves_to_a_bad_destination(capsys, store, tmp_path, kind) -> None:
+    (tmp_path / "out").mkdir()
+    (tmp_path / "notes.txt").write_text("keep me")
+    curves, needles = {
+        "directory": (tmp_path / "out", (str(tmp_path / "out"), "is a directory")),
+        "format": (tmp_path / "curves.xlsx", ("--format", "'xlsx'", str(tmp_path / "curves.xlsx"))),
+        "under-a-file": (tmp_path / "notes.txt" / "curves.csv", ("export", "cannot write", str(tmp_path / "notes.txt" / "curves.csv"))),
+        "same-file": (tmp_path / "runs.csv", ("--curves", "their own file")),
+    }[kind]
+    assert_bad_input(*cli(capsys, "export", tmp_path / "runs.csv", "--curves", curves, "--store", store), *needles)
+    assert list((tmp_path / "out").iterdir()) == [] and (tmp_path / "notes.txt").read_text() == "keep me"
+    if kind != "under-a-file":  # checked before anything is written; a write that fails is found only by writing
+        assert not (tmp_path / "runs.csv").exists()
+
+
 # ----------------------------------------------------------------------------- the real console script
 
 

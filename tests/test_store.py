@@ -320,6 +320,51 @@ def test_export_unknown_format_names_the_allowed_ones(filled: Store, tmp_path: P
     assert not (tmp_path / f"runs.{fmt or 'x'}").exists()
 
 
+def test_curves_table_round_trips_every_value_of_every_curve(filled: Store, tmp_path: Path) -> None:
+    """Long rows rebuilt into curves equal the records' curves (NaN as NaN), with steps from each run's 'step' curve."""
+    filled.put(make_record(spec_id="4444000000000000", curves={"loss": [1.0, 0.5], "margin": [0.1, 0.2, 0.3]}))  # no 'step' curve
+    for fmt in ("csv", "parquet"):
+        path = filled.export_curves(tmp_path / f"curves.{fmt}", fmt)
+        read = pd.read_csv(path, dtype={"run_id": str}) if fmt == "csv" else pd.read_parquet(path)
+        assert list(read.columns) == ["run_id", "metric", "step", "value"]
+        for record in filled.records():
+            mine = read[read["run_id"] == record.spec_id]
+            metrics = [m for m in record.curves if m != "step"]
+            assert sorted(mine["metric"].unique()) == sorted(metrics)
+            for metric in metrics:
+                rows = mine[mine["metric"] == metric]
+                assert len(rows) == len(record.curves[metric])
+                assert all(same_floats(float(a), float(b)) for a, b in zip(rows["value"], record.curves[metric]))
+                want_steps = record.curves.get("step", list(range(len(record.curves[metric]))))
+                assert list(rows["step"]) == [float(s) for s in want_steps]
+        assert len(read) == 2 * 2 * 3 + 2 + 3  # two runs with two 3-point metrics, the failed run none, the last 2 + 3
+
+
+def test_curves_table_of_an_empty_store_has_the_columns(store: Store, tmp_path: Path) -> None:
+    assert list(store.curves_table().columns) == ["run_id", "metric", "step", "value"]
+    assert len(pd.read_parquet(store.export_curves(tmp_path / "c.parquet", "parquet"))) == 0
+
+
+def test_drop_constant_removes_exactly_the_constant_columns(filled: Store, tmp_path: Path) -> None:
+    table = filled.table()
+    constant = {c for c in table.columns if c != "run_id" and len({repr(v) for v in table[c]}) == 1}
+    assert {"train.lr", "experiment"} <= constant and "model.width" not in constant  # the fixture varies width only
+    for fmt in ("csv", "parquet"):
+        path = filled.export(tmp_path / f"runs.{fmt}", fmt, drop_constant=True)
+        read = pd.read_csv(path, dtype={"run_id": str}) if fmt == "csv" else pd.read_parquet(path)
+        assert list(read.columns) == [c for c in table.columns if c not in constant]
+        assert {"run_id", "status", "model.width", "test_error"} <= set(read.columns)  # what differs between the runs stays
+    assert list(filled.export(tmp_path / "all.csv", "csv").open().readline().rstrip().split(",")) == list(table.columns)  # the default keeps all
+
+
+def test_drop_constant_keeps_the_run_id_of_a_single_run(store: Store) -> None:
+    from biaslab.store import drop_constant_columns
+
+    store.put(make_record())
+    assert list(drop_constant_columns(store.table()).columns) == ["run_id"]
+    assert list(drop_constant_columns(pd.DataFrame(columns=["run_id", "a"])).columns) == ["run_id", "a"]  # no rows: nothing is known constant
+
+
 # ----------------------------------------------------------------------------- the file on disk
 
 

@@ -65,10 +65,12 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--store", type=Path, default=DEFAULT_PATH)
     report.add_argument("--out", type=Path, default=None)
 
-    export = commands.add_parser("export", help="write one row per run to CSV or Parquet")
+    export = commands.add_parser("export", help="write one row per run to CSV or Parquet (and the curves, in long format, with --curves)")
     export.add_argument("destination", type=Path)
     export.add_argument("--store", type=Path, default=DEFAULT_PATH)
-    export.add_argument("--format", default=None, help="csv or parquet (default: from the file name)")
+    export.add_argument("--format", default=None, help="csv or parquet (default: from each file's name)")
+    export.add_argument("--curves", type=Path, default=None, metavar="DEST", help="also write every curve in long format (run_id, metric, step, value) to DEST")
+    export.add_argument("--drop-constant", action="store_true", help="leave out the runs table's columns that are the same in every exported run")
 
     probe = commands.add_parser("probe", help="the generalization report card of a trained model: probes, error bars, bounds")
     probe.add_argument("run_id", nargs="?", help="a stored run whose weights were kept (--set save_weights=true)")
@@ -366,19 +368,37 @@ def _writable_directory(path: Path, what: str, hint: str = "") -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    destination: Path = args.destination
-    if destination.is_dir():
-        raise InputError(f"export: {destination} is a directory; give a file name, e.g. {destination / 'runs.csv'}")
-    fmt = args.format or destination.suffix.lstrip(".")
-    if fmt not in ("csv", "parquet"):
-        raise InputError(f"--format: {fmt!r} is not supported; allowed: csv, parquet")
+    """Write the runs table (and, with --curves, the curves in long format); every destination is checked before anything is written."""
+    runs_format = _export_format(args.destination, args.format, "runs.csv")
+    curves_format = _export_format(args.curves, args.format, "curves.csv") if args.curves is not None else None
+    if args.curves is not None and args.curves.resolve() == args.destination.resolve():
+        raise InputError(f"--curves: {args.curves} is also the runs table's destination; give the curves their own file")
     store = _store(args.store)
+    written = [_write_export(store, args.destination, runs_format, drop_constant=args.drop_constant)]
+    if args.curves is not None:
+        written.append(_write_export(store, args.curves, curves_format, curves=True))
+    print("\n".join(str(path) for path in written))  # only once every file is written: a failure prints one error line alone
+    return 0
+
+
+def _export_format(destination: Path, given: str | None, example: str) -> str:
+    """The format to write `destination` in (--format, else its suffix); InputError if it is a directory or not csv/parquet."""
+    from biaslab.store import EXPORT_FORMATS
+
+    if destination.is_dir():
+        raise InputError(f"export: {destination} is a directory; give a file name, e.g. {destination / example}")
+    fmt = given or destination.suffix.lstrip(".")
+    if fmt not in EXPORT_FORMATS:
+        raise InputError(f"--format: {fmt!r} is not supported for {destination}; allowed: {', '.join(EXPORT_FORMATS)}")
+    return fmt
+
+
+def _write_export(store: Store, destination: Path, fmt: str, curves: bool = False, drop_constant: bool = False) -> Path:
+    """Write the runs table (or the curves) to `destination`; a file system error is one line naming it (exit 2)."""
     try:
-        path = store.export(destination, fmt)
+        return store.export_curves(destination, fmt) if curves else store.export(destination, fmt, drop_constant=drop_constant)
     except OSError as error:
         raise InputError(f"export: cannot write {destination} ({error.strerror}: {error.filename})") from None
-    print(path)
-    return 0
 
 
 def cmd_probe(args: argparse.Namespace) -> int:

@@ -25,6 +25,17 @@ Reliability (what a damaged or foreign file gets):
 - Spec ids are checked (16 lowercase hex digits) before they become paths,
   and every path the store writes is checked to lie inside it.
 
+Many writers: sweeps in several processes of one machine may
+write one store. A run is leased before it runs: `claim` takes a row of the
+`leases` table (spec_id, owner `host:pid:token`, heartbeat time) in one
+`BEGIN IMMEDIATE` transaction, only where the run is not finished and no live
+lease of another owner exists. The owner refreshes its heartbeats while it
+runs (`heartbeat`); a lease whose heartbeat is older than the timeout
+(`lease_timeout()`: BIASLAB_LEASE_TIMEOUT seconds, default 120), or whose
+owner is a process of this host that no longer exists, is stale and may be
+taken over. `put` releases the record's lease in the transaction that writes
+it, so a run is never both unleased and unrecorded while its owner lives.
+
 This module never imports torch: it stores plain data.
 """
 
@@ -35,8 +46,11 @@ import json
 import math
 import os
 import re
+import secrets
 import shutil
+import socket
 import sqlite3
+import time
 import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -87,7 +101,67 @@ CREATE TABLE IF NOT EXISTS sweeps (
     spec_ids TEXT NOT NULL,
     created TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS leases (
+    spec_id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    heartbeat REAL NOT NULL,
+    taken REAL NOT NULL
+);
 """
+DEFAULT_LEASE_TIMEOUT = 120.0  # seconds without a heartbeat after which a lease is stale (owners beat every timeout / 4)
+
+
+def lease_timeout() -> float:
+    """Seconds after which a lease without a heartbeat is stale: BIASLAB_LEASE_TIMEOUT, default 120; ValueError if not a positive number."""
+    text = os.environ.get("BIASLAB_LEASE_TIMEOUT", str(DEFAULT_LEASE_TIMEOUT))
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"BIASLAB_LEASE_TIMEOUT: {text!r} is not a positive number of seconds")
+    return value
+
+
+def lease_owner() -> str:
+    """A new owner name for leases: `host:pid:token` (the token tells apart two sweeps of one process)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def _owner_gone(owner: str) -> bool:
+    """Whether `owner` names a process of this host that no longer exists (its leases need not wait for the timeout)."""
+    parts = owner.rsplit(":", 2)  # host names may hold ':' (IPv6): the pid and token are the last two fields
+    if len(parts) != 3 or parts[0] != socket.gethostname() or not parts[1].isdigit():
+        return False
+    pid = int(parts[1])
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return True
+    except OSError:  # it exists but belongs to someone else (EPERM)
+        return False
+    return False
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A run being run: who holds it and when it last said it was alive (unix seconds)."""
+
+    spec_id: str
+    owner: str
+    heartbeat: float
+    taken: float
+
+
+@dataclass
+class Claim:
+    """What `Store.claim` did with each asked spec_id: taken (now ours), held (by another live owner), settled (nothing left to do)."""
+
+    taken: list[str] = field(default_factory=list)
+    held: list[str] = field(default_factory=list)
+    settled: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -232,11 +306,11 @@ class Store:
         if not os.access(self.path, os.W_OK | os.X_OK):
             raise StoreError(f"store {self.path}: the directory is not writable (commands that only read, like report, export and show, work on it)")
         fresh = not self.db.exists()
-        if not fresh:
-            _check_header(self.db)
+        if fresh:
+            self._create()
+        _check_header(self.db)
         with self._connect() as connection:
-            if not fresh:
-                _check_sound(connection, self.db, self.path)
+            _check_sound(connection, self.db, self.path)
             connection.execute("PRAGMA journal_mode=WAL")
             connection.executescript(_SCHEMA)
             present = _columns(connection)
@@ -245,6 +319,32 @@ class Store:
                     connection.execute(f"ALTER TABLE runs ADD COLUMN {column} {declaration}")
         if not fresh:
             self._rebuild_sweeps()
+
+    def _create(self) -> None:
+        """Make a new store's database under a temporary name, then link it into place.
+
+        Another process opening the store at the same moment then finds no
+        `runs.sqlite` or a whole one, never the empty file SQLite starts
+        with (which `_check_header` rightly refuses). If it made one first,
+        its store is kept and this one dropped.
+        """
+        temporary = self.path / f".runs.sqlite.{os.getpid()}.{secrets.token_hex(4)}.new"
+        try:
+            connection = sqlite3.connect(temporary)
+            try:
+                connection.execute("PRAGMA journal_mode=WAL")  # kept in the file's header
+                connection.executescript(_SCHEMA)
+            finally:
+                connection.close()  # the last connection folds the WAL back into the file
+            try:
+                os.link(temporary, self.db)  # fails if a store appeared meanwhile: that one wins
+            except FileExistsError:
+                pass
+        except (OSError, sqlite3.Error) as error:
+            raise StoreError(f"store {self.db}: cannot create ({error})") from None
+        finally:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                Path(f"{temporary}{suffix}").unlink(missing_ok=True)
 
     def _select_list(self) -> str:
         """The columns to read, with the default of a column an older (read-only) store lacks."""
@@ -299,6 +399,75 @@ class Store:
                     _dumps(record.arrays),
                 ),
             )
+            connection.execute("DELETE FROM leases WHERE spec_id = ?", (record.spec_id,))  # the run is over: its lease goes with the write
+
+    @contextmanager
+    def _immediate(self) -> Iterator[sqlite3.Connection]:
+        """One transaction that holds the database's write lock from its first statement (BEGIN IMMEDIATE),
+        so what it reads cannot change before it writes: two claims of one run cannot both see it free."""
+        with self._connect() as connection:
+            connection.execute("BEGIN IMMEDIATE")
+            yield connection
+
+    def claim(self, spec_ids: Iterable[str], owner: str, timeout: float | None = None, stale_only: bool = False) -> Claim:
+        """Lease for `owner` every run of `spec_ids` that is free, in one transaction; say what happened to each.
+
+        A run is settled when it is finished (ok or diverged); held when
+        another owner's lease on it is live; otherwise taken: a new lease, a
+        lease `owner` already had, or a stale one (heartbeat older than
+        `timeout` seconds, default `lease_timeout()`, or an owner process of
+        this host that is gone) taken over. With `stale_only`, a run with no
+        lease is settled instead of taken: a sweep that saw a run held uses
+        this to take over only from a dead owner, since a lease that vanished
+        was released by a written record.
+        """
+        wanted = list(dict.fromkeys(spec_ids))
+        timeout = lease_timeout() if timeout is None else timeout
+        claim = Claim()
+        with self._immediate() as connection:
+            now = time.time()
+            finished = self._finished_among(connection, wanted)
+            leases = {lease.spec_id: lease for lease in self._leases_among(connection, wanted)}
+            for spec_id in wanted:
+                lease = leases.get(spec_id)
+                if spec_id in finished or (lease is None and stale_only):
+                    claim.settled.append(spec_id)
+                elif lease is not None and lease.owner != owner and now - lease.heartbeat <= timeout and not _owner_gone(lease.owner):
+                    claim.held.append(spec_id)
+                else:
+                    connection.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?)", (check_spec_id(spec_id), owner, now, now))
+                    claim.taken.append(spec_id)
+        return claim
+
+    def heartbeat(self, owner: str) -> int:
+        """Mark every lease of `owner` alive now; the number of leases it still holds (one taken over is no longer its own)."""
+        with self._connect() as connection:
+            return connection.execute("UPDATE leases SET heartbeat = ? WHERE owner = ?", (time.time(), owner)).rowcount
+
+    def release(self, owner: str) -> int:
+        """Drop every lease `owner` still holds (its runs ended without a record, or it stops): others may run them now."""
+        with self._connect() as connection:
+            return connection.execute("DELETE FROM leases WHERE owner = ?", (owner,)).rowcount
+
+    def leases(self) -> list[Lease]:
+        """Every lease in the store, live or stale, by spec_id."""
+        with self._connect() as connection:
+            if "leases" not in _tables(connection):  # a read-only store from before leases
+                return []
+            return [Lease(*row) for row in connection.execute("SELECT spec_id, owner, heartbeat, taken FROM leases ORDER BY spec_id")]
+
+    def _leases_among(self, connection: sqlite3.Connection, spec_ids: list[str]) -> list[Lease]:
+        return [Lease(*row) for row in _chunked(connection, "SELECT spec_id, owner, heartbeat, taken FROM leases WHERE spec_id IN ({})", spec_ids)]
+
+    def _finished_among(self, connection: sqlite3.Connection, spec_ids: list[str]) -> set[str]:
+        """Those of `spec_ids` with a finished record whose JSON SQLite can read (as `finished_ids`)."""
+        marks = ",".join("?" * len(FINISHED))
+        valid = " AND ".join(f"json_valid({c})" for c in _JSON_COLUMNS if c in self._present)
+        query = f"SELECT spec_id FROM runs WHERE status IN ({marks}) AND {valid} AND spec_id IN ({{}})"
+        try:
+            return {row[0] for row in _chunked(connection, query, spec_ids, FINISHED)}
+        except sqlite3.OperationalError:  # an SQLite without JSON functions
+            return {spec_id for spec_id in self.finished_ids() if spec_id in set(spec_ids)}
 
     def finished_ids(self) -> set[str]:
         """spec_ids of runs that need not run again (ok or diverged); a damaged record is run again, which replaces it."""
@@ -440,18 +609,93 @@ class Store:
         """One row per run: id, status, seconds, the flattened spec ('model.width', ...) and final metrics."""
         return records_table(self.records(experiment))
 
-    def export(self, destination: str | Path, format: str) -> Path:
-        """Write `table()` to CSV or Parquet."""
-        if format not in ("csv", "parquet"):
-            raise ValueError(f"format: {format!r} is not supported; allowed: csv, parquet")
-        destination = Path(destination)
-        destination.parent.mkdir(parents=True, exist_ok=True)
+    def curves_table(self, experiment: str | None = None):
+        """Every run's curves in long format, one row per (run, metric, evaluation): see `curves_table`."""
+        return curves_table(self.records(experiment))
+
+    def export(self, destination: str | Path, format: str, drop_constant: bool = False) -> Path:
+        """Write `table()` to CSV or Parquet; with `drop_constant`, without the columns that are the same in every run."""
         frame = self.table()
-        if format == "csv":
-            frame.to_csv(destination, index=False)
-        else:
-            frame.to_parquet(destination, index=False)
-        return destination
+        return write_table(drop_constant_columns(frame) if drop_constant else frame, destination, format)
+
+    def export_curves(self, destination: str | Path, format: str) -> Path:
+        """Write `curves_table()` (run_id, metric, step, value) to CSV or Parquet."""
+        return write_table(self.curves_table(), destination, format)
+
+
+EXPORT_FORMATS = ("csv", "parquet")
+CURVE_COLUMNS = ("run_id", "metric", "step", "value")  # the long format of curves_table
+KEPT_COLUMNS = ("run_id",)  # never dropped as constant: it joins the runs table to the curves
+
+
+def write_table(frame, destination: str | Path, format: str) -> Path:
+    """Write a DataFrame (no index) to `destination` as CSV or Parquet, creating its directory; ValueError for another format."""
+    if format not in EXPORT_FORMATS:
+        raise ValueError(f"format: {format!r} is not supported; allowed: {', '.join(EXPORT_FORMATS)}")
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    if format == "csv":
+        frame.to_csv(destination, index=False)
+    else:
+        frame.to_parquet(destination, index=False)
+    return destination
+
+
+def drop_constant_columns(frame):
+    """`frame` without the columns whose value is the same in every row (NaN counts as a value), except KEPT_COLUMNS.
+
+    In one sweep most spec fields never change (58 of 83 columns in a width
+    sweep); they say nothing about how the runs differ. A frame without rows
+    keeps all its columns: nothing is known to be constant there.
+    """
+    if frame.empty:
+        return frame
+    constant = [c for c in frame.columns if c not in KEPT_COLUMNS and frame[c].astype(str).nunique(dropna=False) <= 1]
+    return frame.drop(columns=constant)
+
+
+def curves_table(records: Iterable[RunRecord]):
+    """A pandas DataFrame of the records' curves in long format, one row per run, metric and evaluation.
+
+    Columns: run_id (the record's spec_id), metric (a curve's name, e.g.
+    'train_loss'), step (the training step of that evaluation, from the run's
+    own 'step' curve; the evaluation's index 0, 1, ... for a run without one)
+    and value (float; NaN where the metric was not measured). The 'step'
+    curve itself is not a metric row. Long format is what pandas, seaborn and
+    R join and plot without reshaping, and it holds runs with different
+    metrics and numbers of evaluations in one table.
+    """
+    import pandas as pd
+
+    parts = [_curve_rows(r) for r in records]
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return pd.DataFrame({"run_id": pd.Series(dtype=str), "metric": pd.Series(dtype=str), "step": pd.Series(dtype=float), "value": pd.Series(dtype=float)})
+    return pd.concat(parts, ignore_index=True)
+
+
+def _curve_rows(record: RunRecord):
+    """One record's curves as long rows (see `curves_table`)."""
+    import pandas as pd
+
+    steps = record.curves.get("step")
+    frames = []
+    for metric, values in record.curves.items():
+        if metric == "step":
+            continue
+        n = len(values)
+        step = [float(steps[i]) if i < len(steps) else math.nan for i in range(n)] if steps is not None else [float(i) for i in range(n)]
+        frames.append(pd.DataFrame({"run_id": record.spec_id, "metric": metric, "step": step, "value": np.asarray(values, dtype=float)}))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(CURVE_COLUMNS))
+
+
+def _chunked(connection: sqlite3.Connection, query: str, keys: list[str], leading: tuple = ()) -> list[tuple]:
+    """Rows of `query` (whose `{}` is filled with `?` marks for `keys`) over `keys` in chunks: SQLite caps bound parameters."""
+    rows: list[tuple] = []
+    for start in range(0, len(keys), 500):
+        chunk = keys[start : start + 500]
+        rows += connection.execute(query.format(",".join("?" * len(chunk))), (*leading, *chunk)).fetchall()
+    return rows
 
 
 def records_table(records: Iterable[RunRecord]):

@@ -34,6 +34,15 @@ and runs the jobs in this process instead, with a `SweepWarning` saying why.
 Resuming: every finished record is committed on its own, so a sweep killed at
 any point (even `kill -9`) loses only the runs in flight; running it again
 skips every spec_id the store has as ok or diverged and reruns failed ones.
+
+Many writers: this process leases each job's runs in the store just before
+the job starts (`Store.claim`; at most one job per worker is leased ahead, so
+a second sweep on the same store finds the rest free) and keeps its leases
+alive from a background thread. Runs another live sweep holds are skipped;
+at the end this sweep waits for them, re-checking the store, and runs those
+whose owner died (its heartbeat older than `lease_timeout()`, or a process of
+this host that is gone). So two sweeps on one store run each spec once, and a
+`kill -9`ed sweep's runs are redone by the other or by the next one.
 """
 
 from __future__ import annotations
@@ -43,12 +52,14 @@ import json
 import multiprocessing
 import os
 import sys
+import threading
 import time
 import traceback
 import warnings
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,7 +68,7 @@ from typing import Literal
 from biaslab.experiments import can_pool, run_population
 from biaslab.experiments.base import failed_record
 from biaslab.spec import RunSpec, Sweep
-from biaslab.store import RunRecord, Store, SweepEntry
+from biaslab.store import RunRecord, Store, StoreError, SweepEntry, lease_owner, lease_timeout
 from biaslab.train.population import MEMBER_FIELDS
 
 Executor = Literal["auto", "inprocess", "processes", "population"]
@@ -83,12 +94,72 @@ class SweepWarning(UserWarning):
 
 @dataclass
 class Outcome:
-    """What a sweep did: the records of all its runs, in grid order, and how many ran now."""
+    """What a sweep did: the records of all its runs, in grid order, and how many ran now.
+
+    `ran` counts the runs this process ran; `skipped` the rest: those stored
+    before it started and `elsewhere`, those another sweep on the store ran meanwhile.
+    """
 
     records: list[RunRecord] = field(default_factory=list)
     ran: int = 0
     skipped: int = 0
     executor: str = "inprocess"
+    elsewhere: int = 0
+
+
+Claimer = Callable[[Job], Job]  # leases a job's runs; returns the members to run now (maybe none)
+LEASE_POLL = 1.0  # seconds between looks at runs another sweep holds, at the end of a sweep
+
+
+class Leases:
+    """This sweep's leases on its runs in one store: taken job by job, kept alive while it runs, released when it ends.
+
+    Use as a context manager: a thread refreshes the heartbeats every
+    `timeout / 4` seconds; leaving releases what is still held (runs that
+    ended without a record, or an interrupted sweep) so other sweeps need not
+    wait for the timeout. `waiting` holds the runs another live sweep had.
+    """
+
+    def __init__(self, store: Store, timeout: float | None = None) -> None:
+        self.store = store
+        self.timeout = lease_timeout() if timeout is None else timeout
+        self.owner = lease_owner()
+        self.waiting: set[str] = set()
+        self._stop = threading.Event()
+        self._beater = threading.Thread(target=self._beat, name="biaslab-lease-heartbeat", daemon=True)
+
+    def __enter__(self) -> Leases:
+        self._beater.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._beater.join()
+        self.store.release(self.owner)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.timeout / 4):
+            try:
+                self.store.heartbeat(self.owner)
+            except StoreError:  # locked for longer than SQLite's wait: try again at the next beat
+                continue
+
+    def take(self, job: Job) -> Job:
+        """The members of `job` now leased to this sweep; those another live sweep holds go to `waiting`."""
+        claim = self.store.claim([spec.spec_id for spec in job], self.owner, self.timeout)
+        self.waiting |= set(claim.held)
+        taken = set(claim.taken)
+        return [spec for spec in job if spec.spec_id in taken]
+
+    def take_over(self, specs: dict[str, RunSpec]) -> list[RunSpec]:
+        """Of the runs in `waiting`, those whose owner died (now leased here); the ones it recorded or that it still holds drop out or stay."""
+        claim = self.store.claim(sorted(self.waiting), self.owner, self.timeout, stale_only=True)
+        self.waiting = set(claim.held)
+        return [specs[spec_id] for spec_id in claim.taken]
+
+
+def _no_claim(job: Job) -> Job:
+    return job
 
 
 def default_workers() -> int:
@@ -157,36 +228,54 @@ def run_sweep(
     todo = list({s.spec_id: s for s in specs if s.spec_id not in done}.values())  # identical specs run once
     workers = workers or default_workers()
     jobs, use_processes = plan(todo, executor, workers)
+    ran = 0
 
     def save(record: RunRecord) -> None:
-        store.put(record)
+        nonlocal ran
+        store.put(record)  # releases the run's lease in the same transaction
+        ran += 1
         if on_record is not None:
             on_record(record)
 
-    if backend == "ray" and jobs:
-        run_on_ray(jobs, save, address)
-        use_processes = False
-    elif use_processes and (problem := spawn_problem(jobs)) is not None:
+    if backend == "local" and use_processes and jobs and (problem := spawn_problem(jobs)) is not None:
         warnings.warn(f"run_sweep: worker processes cannot start here ({problem}); running the {len(jobs)} jobs in this process instead", SweepWarning, stacklevel=2)
         use_processes = False
-        run_here(jobs, save)
-    elif use_processes:
-        run_in_processes(jobs, min(workers, len(jobs)), save)
-    else:
-        run_here(jobs, save)
+    n_jobs = len(jobs)
+
+    def execute(jobs: list[Job], claim: Claimer) -> None:
+        if backend == "ray" and jobs:
+            run_on_ray(jobs, save, address, claim)
+        elif use_processes:
+            run_in_processes(jobs, min(workers, len(jobs)), save, claim)
+        else:
+            run_here(jobs, save, claim)
+
+    with Leases(store) as leases:
+        execute(jobs, leases.take)
+        by_id = {spec.spec_id: spec for spec in todo}
+        while leases.waiting:  # runs another sweep held: wait until it records them, or take them over if it died
+            time.sleep(min(LEASE_POLL, leases.timeout / 4))
+            if orphans := leases.take_over(by_id):
+                more, _ = plan(orphans, executor, workers)
+                n_jobs += len(more)
+                execute(more, _no_claim)  # already leased here
     populations = sum(len(job) > 1 for job in jobs)
     where = "ray" if backend == "ray" else f"processes x{min(workers, len(jobs))}" if use_processes else "in-process"
-    how = f"{where}, {len(jobs)} jobs, {populations} populations"
+    how = f"{where}, {n_jobs} jobs, {populations} populations"
     records = store.records_of(s.spec_id for s in specs)
-    return Outcome(records=records, ran=len(todo), skipped=len(specs) - len(todo), executor=how)
+    return Outcome(records=records, ran=ran, skipped=len(specs) - ran, executor=how, elsewhere=len(todo) - ran)
 
 
-def run_here(jobs: list[Job], save: Callable[[RunRecord], None]) -> None:
-    """Run jobs one after another in this process, with one torch thread as in workers (so every executor gives the same numbers)."""
+def run_here(jobs: list[Job], save: Callable[[RunRecord], None], claim: Claimer = _no_claim) -> None:
+    """Run jobs one after another in this process, with one torch thread as in workers (so every executor gives the same numbers).
+
+    Each job is claimed just before it starts; only the members claimed run.
+    """
     with one_torch_thread():
         for job in jobs:
-            for record in run_population(job):
-                save(record)
+            if mine := claim(job):
+                for record in run_population(mine):
+                    save(record)
 
 
 def spawn_problem(jobs: Sequence[Job] = ()) -> str | None:
@@ -295,31 +384,47 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def run_in_processes(jobs: list[Job], workers: int, save: Callable[[RunRecord], None]) -> None:
-    """Run jobs in a pool of spawned workers; this process writes every record as it arrives."""
-    pending = list(jobs)
+def run_in_processes(jobs: list[Job], workers: int, save: Callable[[RunRecord], None], claim: Claimer = _no_claim) -> None:
+    """Run jobs in a pool of spawned workers; this process writes every record as it arrives.
+
+    Jobs are claimed and submitted one per free worker, not all at once, so
+    a second sweep on the store finds the jobs not yet started free to take.
+    """
+    pending = deque(jobs)
     for _attempt in range(POOL_RETRIES + 1):
         context = multiprocessing.get_context("spawn")
         broken: list[Job] = []
         with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker) as pool:
-            futures: dict[Future, Job] = {pool.submit(run_population, job): job for job in pending}
-            for future in as_completed(futures):
-                job = futures[future]
-                try:
-                    records = future.result()
-                except BrokenProcessPool:
-                    broken.append(job)
-                    continue
-                except Exception:  # runners return failures as records; this is a bug or an unpicklable result
-                    records = [failed_record(spec, traceback.format_exc()) for spec in job]
-                for record in records:
-                    save(record)
+            running: dict[Future, Job] = {}
+            _submit(pool, pending, running, workers, claim)
+            while running:
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    job = running.pop(future)
+                    try:
+                        records = future.result()
+                    except BrokenProcessPool:
+                        broken.append(job)
+                        continue
+                    except Exception:  # runners return failures as records; this is a bug or an unpicklable result
+                        records = [failed_record(spec, traceback.format_exc()) for spec in job]
+                    for record in records:
+                        save(record)
+                if not broken:  # a broken pool takes no more work: the rest waits for the next pool
+                    _submit(pool, pending, running, workers, claim)
         if not broken:
             return
-        pending = broken
+        pending = deque(broken + list(pending))  # broken jobs are still leased here: claiming them again keeps them
     for job in pending:  # the pool kept dying: record these runs as failed, do not stop the caller
-        for spec in job:
+        for spec in claim(job):
             save(failed_record(spec, f"the worker process died {POOL_RETRIES + 1} times (BrokenProcessPool)"))
+
+
+def _submit(pool: ProcessPoolExecutor, pending: deque[Job], running: dict[Future, Job], slots: int, claim: Claimer) -> None:
+    """Claim and submit pending jobs until `slots` run (a job another sweep fully holds is dropped here)."""
+    while pending and len(running) < slots:
+        if mine := claim(pending.popleft()):
+            running[pool.submit(run_population, mine)] = mine
 
 
 def biaslab_job(job: Job) -> list[RunRecord]:
@@ -350,8 +455,12 @@ def _start_ray(ray, address: str | None, timeout: float | None = None) -> None:
                 ) from None
 
 
-def run_on_ray(jobs: list[Job], save: Callable[[RunRecord], None], address: str | None = None) -> None:
-    """Run jobs as Ray tasks; write each record here as its task finishes. Starts (and stops) a local Ray if none is up."""
+def run_on_ray(jobs: list[Job], save: Callable[[RunRecord], None], address: str | None = None, claim: Claimer = _no_claim) -> None:
+    """Run jobs as Ray tasks; write each record here as its task finishes. Starts (and stops) a local Ray if none is up.
+
+    Jobs are claimed and submitted one per CPU of the cluster at a time, so a
+    second sweep on the store finds the jobs not yet started free to take.
+    """
     try:
         import ray
     except ImportError:
@@ -361,8 +470,14 @@ def run_on_ray(jobs: list[Job], save: Callable[[RunRecord], None], address: str 
         _start_ray(ray, address)
     try:
         task = ray.remote(num_cpus=1, max_retries=RAY_RETRIES)(biaslab_job)
-        pending = {task.remote(job): job for job in jobs}
-        while pending:
+        slots = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        queue, pending = deque(jobs), {}
+        while queue or pending:
+            while queue and len(pending) < slots:
+                if mine := claim(queue.popleft()):
+                    pending[task.remote(mine)] = mine
+            if not pending:
+                break
             ready, _ = ray.wait(list(pending), num_returns=1)
             job = pending.pop(ready[0])
             try:
