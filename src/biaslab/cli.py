@@ -280,7 +280,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise InputError(str(error)) from None
     failed = [r for r in outcome.records if r.status == "failed"]
     diverged = sum(r.status == "diverged" for r in outcome.records)
-    print(f"{experiment.name} ({preset}): {outcome.ran} runs now, {outcome.skipped} already in {args.store}"
+    stored = outcome.skipped - outcome.elsewhere
+    others = f", {outcome.elsewhere} by another sweep on the store meanwhile" if outcome.elsewhere else ""
+    print(f"{experiment.name} ({preset}): {outcome.ran} runs now, {stored} already in {args.store}{others}"
           f" [{outcome.executor}]; {diverged} diverged, {len(failed)} failed")  # fmt: skip
     for record in failed[:3]:
         print(f"failed run {record.spec_id}: {(record.error or '').strip().splitlines()[-1]}  (biaslab show {record.spec_id})")
