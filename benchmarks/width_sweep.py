@@ -331,7 +331,7 @@ def print_report(result: dict) -> None:
         flops = phase["flops"]
         achieved = (flops["train"] + flops["eval"]) / phase["wall_s"] / 1e9
         print(f"{name}: {flops['train'] / 1e12:.3f} TFLOP training + {flops['eval'] / 1e12:.3f} TFLOP evaluation in {phase['wall_s']:.1f} s "
-              f"= {achieved:.1f} GFLOP/s = {achieved / max(peak["all_threads"], peak["one_thread"]):.1%} of the machine's peak")
+              f"= {achieved:.1f} GFLOP/s = {achieved / max(peak['all_threads'], peak['one_thread']):.1%} of the machine's peak")
     verdict = result["verdict"]
     print(f"\nspeed-up plain/biaslab-auto {verdict['ratio_plain_over_auto']:.2f}x, plain/biaslab-inprocess "
           f"{verdict['ratio_plain_over_inprocess']:.2f}x; errors within noise: {verdict['errors_within_noise']} "
