@@ -381,3 +381,20 @@ def test_effective_dimensionality_matches_the_dense_hessian():
         estimate = density.effective_dimensionality(z)
         assert abs(estimate.value - exact) <= 4 * estimate.stderr + 1e-9 and estimate.stderr < 0.1 * exact, (z, estimate, exact)
     assert density.effective_dimensionality(0.01).value > density.effective_dimensionality(1.0).value
+
+
+def test_the_init_is_honoured_on_a_named_dataset_too(owner, tmp_path, monkeypatch):
+    """--init with --data name=... must give the distance from init, not be dropped silently."""
+    root, _, model, _ = owner
+    monkeypatch.chdir(root)
+    flat = nn.Sequential(nn.Flatten(), *[layer for layer in model])
+    torch.save(flat.state_dict(), root / "flat.pt")
+    init = {f"{int(k.split('.')[0]) + 1}.{k.split('.')[1]}": v for k, v in torch.load(root / "init.pt", weights_only=True).items()}
+    torch.save(init, root / "flat_init.pt")
+    args = ["probe", "--model", "mynets:flat_mlp", "--weights", str(root / "flat.pt"), "--init", str(root / "flat_init.pt"),
+            "--data", "name=digits", "--out", str(tmp_path / "c"), "--sections", "norms"]  # fmt: skip
+    assert main(args) == 0
+    saved = json.loads((tmp_path / "c" / "card.json").read_text())
+    assert saved["subject"]["init_known"] is True and saved["sections"]["norms"]["dist_init"] > 0
+    card = biaslab.probe(flat, data="digits", init=init, sections=["norms"])
+    assert card["norms"]["dist_init"] == pytest.approx(saved["sections"]["norms"]["dist_init"], rel=1e-6)

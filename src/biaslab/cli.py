@@ -468,10 +468,16 @@ def _probe_subject(args: argparse.Namespace):
     if args.data_arg and not args.data_factory:
         raise InputError("--data-arg: only with --data-factory")
     model, source = _user_model(args)
+    init = None
+    if args.init is not None:
+        init = card.load_state_file(args.init)
+        subjects.load_state(_fresh_copy(model), init, str(args.init))  # the init must fit the model too
+        source["init"] = str(args.init)
     if args.data:
         spec = with_values(RunSpec(), dict(parse_override(f"data.{item}") for item in args.data)).data
         subject = subjects.subject_on_named_data(model, spec, args.loss, args.device, source | {"data": spec.model_dump(mode="json")})
         subject.expected_train_error = args.expect_train_error
+        subject.init = {name: tensor.to(subject.data.x_train.device) for name, tensor in init.items()} if init is not None else None
         return subject
     if args.data_file is not None:
         arrays = subjects.read_data_file(args.data_file)
@@ -481,11 +487,6 @@ def _probe_subject(args: argparse.Namespace):
         split = subjects.data_from_factory(args.data_factory, subjects.factory_arguments(args.data_arg))
         train, test = split["train"], split["test"]
         where = {"data_factory": args.data_factory, "data_args": subjects.factory_arguments(args.data_arg)}
-    init = None
-    if args.init is not None:
-        init = card.load_state_file(args.init)
-        subjects.load_state(_fresh_copy(model), init, str(args.init))  # the init must fit the model too
-        source["init"] = str(args.init)
     return subjects.user_subject(
         model, train, test, loss=args.loss, init=init, device=args.device, source=source | where,
         data_note=f"your data from {next(iter(where.values()))}", expected_train_error=args.expect_train_error,

@@ -85,6 +85,7 @@ def probe(
         spec = DataSpec(name=data) if isinstance(data, str) else data
         subject = subject_on_named_data(model, spec, loss, device, {"model": type(model).__name__, "data": spec.model_dump(mode="json")})
         subject.expected_train_error = expected_train_error
+        subject.init = _on_device(init, subject)
     else:
         if train is None or test is None:
             raise SpecError("probe: give train= and test= as (x, y) pairs, Datasets or DataLoaders (or data= for a biaslab dataset)")
@@ -107,6 +108,14 @@ def run_card(
     if plan and not plan["fits"]:
         card.notes.append(f"time budget: even the smallest settings were estimated at {sum(plan['estimate'].values()):.0f} s, over the {plan['budget_seconds']:.0f} s asked; consider --skip bounds or fewer --examples.")
     return card
+
+
+def _on_device(init: Mapping[str, torch.Tensor] | None, subject: Subject) -> dict[str, torch.Tensor] | None:
+    """The init state on the subject's device (None stays None), so the distance and the PAC-Bayes prior can use it."""
+    if init is None:
+        return None
+    device = subject.data.x_train.device
+    return {name: tensor.detach().to(device).clone() for name, tensor in init.items()}
 
 
 def subject_from_module(factory: str, weights: Path, data: DataSpec, loss: str = "cross_entropy", device: str = "cpu") -> Subject:
