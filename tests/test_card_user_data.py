@@ -398,3 +398,14 @@ def test_the_init_is_honoured_on_a_named_dataset_too(owner, tmp_path, monkeypatc
     assert saved["subject"]["init_known"] is True and saved["sections"]["norms"]["dist_init"] > 0
     card = biaslab.probe(flat, data="digits", init=init, sections=["norms"])
     assert card["norms"]["dist_init"] == pytest.approx(saved["sections"]["norms"]["dist_init"], rel=1e-6)
+
+
+def test_integer_labels_with_the_squared_loss_are_one_hot_targets(owner):
+    """--loss mse with class labels scores the squared error to one-hot targets, as training with mse does."""
+    _, split, model, errors = owner
+    card = biaslab.probe(model, train=(split["x_train"], split["y_train"]), test=(split["x_test"], split["y_test"]), loss="mse", sections=["fit"])
+    x, y = torch.from_numpy(split["x_train"]), torch.from_numpy(split["y_train"])
+    with torch.no_grad():
+        expected = 0.5 * (model(x) - nn.functional.one_hot(y, 10).float()).square().sum(dim=1).mean().item()
+    assert card["fit"]["train_loss"] == pytest.approx(expected, rel=1e-6)
+    assert card["fit"]["train_error"] == pytest.approx(errors["train"], abs=1e-6)

@@ -388,13 +388,14 @@ def user_dataset(model: nn.Module, train: Any, test: Any, loss: str, device: tor
     if x_train.shape[1:] != x_test.shape[1:]:
         raise SpecError(f"x_test: examples of shape {tuple(x_test.shape[1:])} but x_train's are {tuple(x_train.shape[1:])}")
     dtype = next(model.parameters()).dtype
-    if loss == "cross_entropy":
+    classes = loss == "cross_entropy" or not (y_train.is_floating_point() or y_test.is_floating_point())
+    if classes:  # integer labels; with mse they are one-hot targets, as in training (train.squared_error)
         y_train, y_test = (_class_labels(y, split) for y, split in ((y_train, "y_train"), (y_test, "y_test")))
-    else:
+    else:  # real-valued regression targets for mse
         y_train, y_test = y_train.to(dtype), y_test.to(dtype)
     x_train, x_test = (x.to(dtype) if x.is_floating_point() else x for x in (x_train, x_test))
     outputs = _outputs(model, x_train[:2].to(device))
-    if loss == "cross_entropy":
+    if classes:
         top = int(max(y_train.max(), y_test.max()))
         if top >= outputs:
             raise SpecError(f"labels: the data has label {top} but the model has {outputs} outputs (labels must be 0..{outputs - 1})")
