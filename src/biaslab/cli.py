@@ -471,7 +471,7 @@ def _probe_subject(args: argparse.Namespace):
     init = None
     if args.init is not None:
         init = card.load_state_file(args.init)
-        subjects.load_state(_fresh_copy(model), init, str(args.init))  # the init must fit the model too
+        subjects.check_fits(model, init, str(args.init))  # the init must fit the model too
         source["init"] = str(args.init)
     if args.data:
         spec = with_values(RunSpec(), dict(parse_override(f"data.{item}") for item in args.data)).data
@@ -508,12 +508,6 @@ def _user_model(args: argparse.Namespace):
     model = subjects.model_from_factory(args.model, kwargs)
     subjects.load_state(model, card.load_state_file(args.weights), str(args.weights))
     return model, {"model": args.model, "model_args": kwargs, "weights": str(args.weights)}
-
-
-def _fresh_copy(model):
-    import copy
-
-    return copy.deepcopy(model)
 
 
 def cmd_store(args: argparse.Namespace) -> int:

@@ -39,7 +39,7 @@ from biaslab import data as datasets
 from biaslab import models, probes
 from biaslab.runtime import generator, resolve_device, resolve_dtype
 from biaslab.spec import DataSpec, RunSpec, SpecError, parse_value
-from biaslab.store import RunNotFound, Store
+from biaslab.store import Store
 from biaslab.train import LOSSES
 
 DATA_KEYS = ("x_train", "y_train", "x_test", "y_test")
@@ -250,8 +250,8 @@ def _is_torchscript(path: Path) -> bool:
         return False
 
 
-def load_state(model: nn.Module, state: Mapping[str, torch.Tensor], where: str) -> None:
-    """Copy `state` into the model; one line naming the first mismatch when it does not fit."""
+def check_fits(model: nn.Module, state: Mapping[str, torch.Tensor], where: str) -> None:
+    """One line naming the first mismatch when `state` does not fit the model's state_dict (names and shapes)."""
     reference = model.state_dict()
     missing, unexpected = sorted(set(reference) - set(state)), sorted(set(state) - set(reference))
     if missing or unexpected:
@@ -259,6 +259,12 @@ def load_state(model: nn.Module, state: Mapping[str, torch.Tensor], where: str) 
     for name, tensor in reference.items():
         if tuple(state[name].shape) != tuple(tensor.shape):
             raise SpecError(f"weights: {where}: {name!r} has shape {tuple(state[name].shape)}, the model's is {tuple(tensor.shape)}")
+
+
+def load_state(model: nn.Module, state: Mapping[str, torch.Tensor], where: str) -> None:
+    """Copy `state` into the model; one line naming the first mismatch when it does not fit."""
+    check_fits(model, state, where)
+    reference = model.state_dict()
     with torch.no_grad():
         for name, tensor in reference.items():
             tensor.copy_(state[name].to(tensor.dtype))
