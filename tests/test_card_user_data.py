@@ -409,3 +409,13 @@ def test_integer_labels_with_the_squared_loss_are_one_hot_targets(owner):
         expected = 0.5 * (model(x) - nn.functional.one_hot(y, 10).float()).square().sum(dim=1).mean().item()
     assert card["fit"]["train_loss"] == pytest.approx(expected, rel=1e-6)
     assert card["fit"]["train_error"] == pytest.approx(errors["train"], abs=1e-6)
+
+
+def test_the_cli_time_budget_is_planned_and_stated(owner, tmp_path, monkeypatch):
+    root = owner[0]
+    monkeypatch.chdir(root)
+    argv = ["probe", "--model", "mynets:build_mlp", "--weights", str(root / "mlp.pt"), "--data-file", str(root / "split.npz"),
+            "--time-budget", "10m", "--sections", "fit,curvature", "--budget", "small", "--out", str(tmp_path / "c")]  # fmt: skip
+    assert main(argv) == 0
+    plan = json.loads((tmp_path / "c" / "card.json").read_text())["plan"]
+    assert plan["budget_seconds"] == 600 and plan["fits"] and set(plan["estimate"]) == {"fit", "curvature"}

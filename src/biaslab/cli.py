@@ -416,8 +416,10 @@ def cmd_probe(args: argparse.Namespace) -> int:
     extra = {"examples": args.examples} if args.examples is not None else {}
     options = card.card_options(args.budget, seed=args.seed, **extra)
     subject = _probe_subject(args)
+    costs = None
     try:
-        predicted = card.estimate(subject, options, sections)
+        costs = card.unit_costs(subject, options)
+        predicted = card.estimate(subject, options, sections, costs)
         print("estimated seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in predicted.items()) + f"; total {sum(predicted.values()):.0f}", file=sys.stderr)
     except Exception as error:  # a model whose gradient or Hessian products fail: the sections will say so too
         print(f"estimate unavailable ({type(error).__name__}: {str(error)[:160]})", file=sys.stderr)
@@ -427,7 +429,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     def progress(name: str, index: int, total: int) -> None:
         print(f"[{index + 1}/{total}] {name} ...", file=sys.stderr, flush=True)
 
-    result = card.run_card(subject, options, sections, args.time_budget, progress)
+    result = card.run_card(subject, options, sections, args.time_budget, progress, costs)
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     fit = result.sections.get("fit", {})

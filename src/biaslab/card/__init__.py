@@ -31,6 +31,7 @@ from biaslab.card.sections import (
     SECTIONS,
     CardOptions,
     Progress,
+    UnitCosts,
     card_options,
     choose_sections,
     estimate,
@@ -95,13 +96,17 @@ def probe(
 
 
 def run_card(
-    subject: Subject, options: CardOptions, sections: list[str], time_budget: float | str | None = None, on_progress: Progress | None = None
+    subject: Subject, options: CardOptions, sections: list[str], time_budget: float | str | None = None, on_progress: Progress | None = None,
+    costs: UnitCosts | None = None,
 ) -> Card:
-    """Plan (when a time budget is given) and measure: the one path the CLI and `probe` share."""
+    """Plan (when a time budget is given) and measure: the one path the CLI and `probe` share.
+
+    `costs` are unit costs the caller already measured (the CLI does, to print its estimate), so they are not timed twice.
+    """
     plan: dict[str, Any] = {}
     if time_budget is not None:
         seconds = parse_duration(str(time_budget)) if isinstance(time_budget, str) else float(time_budget)
-        options, predicted, fits = fit_budget(subject, options, seconds, sections)
+        options, predicted, fits = fit_budget(subject, options, seconds, sections, costs)
         plan = {"budget_seconds": seconds, "estimate": predicted, "fits": fits}
     card = measure(subject, options, on_progress, sections)
     card.plan = plan
