@@ -39,6 +39,28 @@ def is_prime(n: int) -> bool:
     return n >= 2 and all(n % k for k in range(2, int(n**0.5) + 1))
 
 
+
+def _read_only_when(section: BaseModel, prefix: str, rules: tuple[tuple[str, str, tuple[Any, ...]], ...]) -> None:
+    """ValueError for a field set away from its default while the field that decides whether it is read says it is
+    not: no field is accepted and then ignored. A rule (field, deciding field, values under which it is read)."""
+    for name, decider, values in rules:
+        field = type(section).model_fields[name]
+        if getattr(section, name) != field.default and getattr(section, decider) not in values:
+            allowed = " or ".join(repr(v) for v in values)
+            raise ValueError(
+                f"{prefix}.{name}: read only when {prefix}.{decider} is {allowed}, got {decider} {getattr(section, decider)!r}; "
+                f"leave it at its default {field.default!r}"
+            )
+
+
+DATASET_FIELDS = (  # fields that one dataset reads: (field, the deciding field, values under which it is read)
+    *((name, "name", ("teacher",)) for name in ("dim", "n_classes", "teacher_width")),
+    ("modulus", "name", ("modular",)), ("operation", "name", ("modular",)),
+    ("degree", "name", ("chebyshev",)),
+    ("root", "name", ("mnist", "cifar10")), ("download", "name", ("mnist", "cifar10")),
+)
+
+
 class DataSpec(_Frozen):
     """Which data, how much of it, and which corruptions to apply (in the order: labels, then inputs)."""
 
@@ -82,6 +104,11 @@ class DataSpec(_Frozen):
     degree: int = Field(5, ge=0)  # degree of the Chebyshev polynomial of the first kind
 
     @model_validator(mode="after")
+    def _dataset_fields_match_the_dataset(self) -> "DataSpec":
+        _read_only_when(self, "data", DATASET_FIELDS)
+        return self
+
+    @model_validator(mode="after")
     def _regression_has_no_labels(self) -> "DataSpec":
         if self.name in REGRESSION_DATASETS and self.label_noise > 0:
             raise ValueError(f"data.label_noise: {self.name} is a regression dataset with no labels to corrupt; set it to 0")
@@ -114,10 +141,18 @@ class ModelSpec(_Frozen):
     readout_bias: bool = True  # a bias on the output layer (when `bias`); Cohen et al.'s regression net has none
 
     @model_validator(mode="after")
+    def _architecture_fields_match_the_kind(self) -> "ModelSpec":
+        _read_only_when(self, "model", (("kernel_size", "kind", ("cnn",)), ("embed_dim", "kind", TOKEN_MODELS), ("heads", "kind", ("transformer",))))
+        return self
+
+    @model_validator(mode="after")
     def _gains_need_a_scaled_init(self) -> "ModelSpec":
         if (self.gain is not None or self.readout_gain is not None) and self.init not in ("kaiming", "xavier"):
             raise ValueError(f"model.gain and model.readout_gain apply to init 'kaiming' or 'xavier' only, got init {self.init!r}")
         return self
+
+
+SGD_FAMILY = ("gd", "sgd", "sam", "asam")  # optimizers that step with torch SGD: momentum and nesterov apply
 
 
 class TrainSpec(_Frozen):
@@ -147,6 +182,16 @@ class TrainSpec(_Frozen):
     # batch sizes that an experiment compares from one init (batch-size-sharpness); empty: only batch_size.
     # null in the list means full batch. `fit` itself always uses batch_size.
     batch_sizes: tuple[Annotated[int, Field(gt=0)] | None, ...] = ()
+
+    @model_validator(mode="after")
+    def _settings_match_their_method(self) -> "TrainSpec":
+        _read_only_when(self, "train", (
+            ("momentum", "optimizer", SGD_FAMILY), ("nesterov", "optimizer", SGD_FAMILY), ("betas", "optimizer", ("adam", "adamw")),
+            ("lr_decay", "schedule", ("step",)), ("decay_every", "schedule", ("step",)),
+            ("eval_every", "eval_spacing", ("linear",)), ("eval_points", "eval_spacing", ("log",)),
+            ("crop_padding", "augment", ("random_crop",)),
+        ))  # fmt: skip
+        return self
 
     @model_validator(mode="after")
     def _rho_needs_sam(self) -> "TrainSpec":
@@ -185,7 +230,12 @@ class Separable(_Frozen):
 
     kind: Literal["separable"] = "separable"
     points: Literal["gaussian", "soudry"] = "gaussian"  # two Gaussian clouds, or Soudry et al.'s Fig. 1 data
-    n_points: int = Field(40, ge=4)
+    n_points: int = Field(40, ge=4)  # gaussian only: Soudry et al.'s data are their fixed points
+
+    @model_validator(mode="after")
+    def _n_points_needs_gaussian(self) -> "Separable":
+        _read_only_when(self, "problem", (("n_points", "points", ("gaussian",)),))
+        return self
 
 
 class SparseRegression(_Frozen):
@@ -350,6 +400,13 @@ Problem = Annotated[
 EstimatorKind = Literal["min_norm", "random_features", "random_forest", "boosting", "kernel_ridge", "neural_net", "polynomial"]
 
 
+# the precision each estimator computes in, which its runs' `dtype` must state (neural_net: the spec's dtype is used)
+ESTIMATOR_DTYPES = {
+    "min_norm": "float64", "random_features": "float64", "kernel_ridge": "float64", "polynomial": "float64",
+    "random_forest": "float32", "boosting": "float32",  # scikit-learn's trees cast their inputs to float32
+}  # fmt: skip
+
+
 class EstimatorSpec(_Frozen):
     """A model class fitted through the scikit-learn protocol (`biaslab.estimators`) and its complexity knobs.
 
@@ -370,6 +427,16 @@ class EstimatorSpec(_Frozen):
     degree: int = Field(3, ge=0, le=200)  # polynomial: highest Legendre order K (K + 1 coefficients)
     order_penalty: Literal["none", "quadratic", "exponential"] = "none"  # polynomial: ridge weight of order k is
     # ridge * 1 (none), ridge * (k + 1)^2 (quadratic) or ridge * e^k (exponential); ridge 0: least squares / min-norm
+
+    @model_validator(mode="after")
+    def _settings_match_the_kind(self) -> "EstimatorSpec":
+        _read_only_when(self, "estimator", (
+            ("n_features", "kind", ("min_norm", "random_features")), ("ridge_rule", "kind", ("min_norm",)),
+            ("ridge", "kind", ("min_norm", "random_features", "kernel_ridge", "polynomial")),
+            ("bandwidth", "kind", ("random_features", "kernel_ridge")), ("degree", "kind", ("polynomial",)),
+            ("max_leaf_nodes", "kind", ("random_forest", "boosting")), ("n_trees", "kind", ("random_forest", "boosting")),
+        ))  # fmt: skip
+        return self
 
     @model_validator(mode="after")
     def _order_penalty_needs_polynomial(self) -> "EstimatorSpec":
@@ -406,6 +473,13 @@ class RunSpec(_Frozen):
             )
         if "fourier" in self.probes and self.model.kind not in TOKEN_MODELS:
             raise ValueError(f"probes: 'fourier' measures a token embedding; it needs model.kind {' or '.join(TOKEN_MODELS)}, got {self.model.kind!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _estimators_compute_in_their_own_precision(self) -> "RunSpec":
+        fixed = ESTIMATOR_DTYPES.get(self.estimator.kind) if self.estimator is not None else None
+        if fixed is not None and self.dtype != fixed:
+            raise ValueError(f"dtype: estimator.kind {self.estimator.kind!r} computes in {fixed} (scikit-learn / numpy), whatever the spec says; allowed: {fixed!r}")
         return self
 
     @model_validator(mode="after")
@@ -460,6 +534,11 @@ def describe_error(error: ValidationError, prefix: str = "") -> str:
     for item in error.errors():
         path = ".".join(str(p) for p in (prefix, *item["loc"]) if p != "")
         message = item["msg"]
+        if item["type"] == "value_error":  # our validators' messages name their own field: no second prefix
+            message = message.removeprefix("Value error, ")
+            if message.split(":")[0].startswith(f"{path}.") or not path:
+                lines.append(message)
+                continue
         if item["type"] == "extra_forbidden":
             message = f"unknown field; allowed: {', '.join(_allowed_fields(path))}"
         elif "input" in item and not isinstance(item["input"], dict):

@@ -62,7 +62,7 @@ TWO_PARAMETER_POINT = (1.0, 1.0)  # (x, y)
 
 
 def _sweep(problems: list[BackwardError], steps_sizes, seeds=(0,)) -> Sweep:
-    train = TrainSpec(optimizer="gd", lr=steps_sizes[0], batch_size=None, max_steps=1)
+    train = TrainSpec(optimizer="gd", lr=steps_sizes[0], batch_size=None)  # GD takes horizon / lr steps: no max_steps
     base = RunSpec(experiment=NAME, problem=problems[0], train=train, dtype="float64")
     sections = tuple(p.model_dump(mode="json") for p in problems)
     return Sweep(base=base, grid={"problem": sections, "train.lr": tuple(steps_sizes), "seed": tuple(seeds)})
@@ -207,6 +207,7 @@ class ImplicitGradientRegularization(Experiment):
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
     runner = run
+    reads = ("problem", "train.batch_size", "train.optimizer", "train.lr", "dtype")
 
     def refuse(self, spec: RunSpec) -> None:
         require(spec, {"problem.kind": ("backward_error",)})

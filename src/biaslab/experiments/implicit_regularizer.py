@@ -61,7 +61,7 @@ from biaslab.probes.curvature import top_eigenvalues
 from biaslab.runtime import generator
 from biaslab.spec import ImplicitRegularizer, ModelSpec, RunSpec, Sweep, TrainSpec
 from biaslab.store import RunRecord, records_table
-from biaslab.train import Fit, minimize
+from biaslab.train import Fit, MINIMIZE_READS, minimize
 
 NAME = "estimate-implicit-regularizer"
 REGIME = 0.25  # eta t s_max at most this: early stopping ~ ridge(1/(eta t)) to first order (error about u/2)
@@ -259,10 +259,11 @@ class EstimateImplicitRegularizer(Experiment):
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
     runner = run
+    reads = ("problem", "train.loss", "dtype", *MINIMIZE_READS)
 
     def refuse(self, spec: RunSpec) -> None:
         require(spec, {"problem.kind": ("implicit_regularizer",)})
-        require(spec, {"device": ("cpu",), "dtype": ("float64",), "train.optimizer": ("gd",), "train.momentum": (0.0,), "train.weight_decay": (0.0,), "train.schedule": ("constant",)})
+        require(spec, {"device": ("cpu",), "dtype": ("float64",), "train.optimizer": ("gd",), "train.loss": ("mse",), "train.momentum": (0.0,), "train.weight_decay": (0.0,), "train.schedule": ("constant",)})
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
         finished = [r for r in records if r.status == "ok"]

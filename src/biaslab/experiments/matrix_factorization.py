@@ -38,12 +38,12 @@ from matplotlib.figure import Figure
 from biaslab.claims import Verdict, spearman
 from biaslab.convex import effective_rank, min_nuclear_norm_completion
 from biaslab.data.problems import matrix_completion
-from biaslab.experiments.base import CATALOG, Experiment, Result
+from biaslab.experiments.base import Experiment, Result, CATALOG, require
 from biaslab.plot import mean_band, new_figure
 from biaslab.runtime import generator, resolve_device, resolve_dtype
 from biaslab.spec import MatrixCompletion, ModelSpec, RunSpec, Sweep, TrainSpec
 from biaslab.store import RunRecord, records_table
-from biaslab.train import minimize
+from biaslab.train import MINIMIZE_ONLY, MINIMIZE_READS, minimize
 
 NAME = "matrix-factorization"
 RECOVERED = 0.1  # relative reconstruction error below which the ground truth counts as recovered
@@ -124,6 +124,10 @@ class MatrixFactorization(Experiment):
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
     runner = run
+    reads = ("problem", "model.depth", "model.init_scale", "dtype", *MINIMIZE_READS)
+
+    def refuse(self, spec: RunSpec) -> None:
+        require(spec, MINIMIZE_ONLY)
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
         finished = [r for r in records if r.status == "ok"]

@@ -26,12 +26,12 @@ from matplotlib.figure import Figure
 from biaslab.claims import Verdict
 from biaslab.convex import min_norm_interpolant
 from biaslab.data.problems import least_squares
-from biaslab.experiments.base import CATALOG, Experiment, Result
+from biaslab.experiments.base import Experiment, Result, CATALOG, require
 from biaslab.plot import legend_once, new_figure
 from biaslab.runtime import resolve_device, resolve_dtype
 from biaslab.spec import LeastSquares, RunSpec, Sweep, TrainSpec
 from biaslab.store import RunRecord, records_table
-from biaslab.train import minimize
+from biaslab.train import MINIMIZE_ONLY, MINIMIZE_READS, minimize
 
 NAME = "min-norm"
 PRECISION = 1e-8  # relative distance that counts as "the same solution" in float64 after convergence to loss 1e-26
@@ -88,6 +88,10 @@ class MinNorm(Experiment):
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
     runner = run
+    reads = ("problem", "dtype", *MINIMIZE_READS)
+
+    def refuse(self, spec: RunSpec) -> None:
+        require(spec, MINIMIZE_ONLY)
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
         fig, (ax_curve, ax_final) = new_figure(ncols=2)

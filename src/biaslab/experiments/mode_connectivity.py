@@ -45,7 +45,7 @@ from matplotlib.figure import Figure
 from biaslab import data as datasets
 from biaslab import models
 from biaslab.claims import Verdict, spearman
-from biaslab.experiments.base import CATALOG, Experiment, Result, require
+from biaslab.experiments.base import CATALOG, Experiment, Result, SUPERVISED_READS, require
 from biaslab.plot import legend_once, new_figure
 from biaslab.probes import connectivity, landscape
 from biaslab.runtime import generator, resolve_device, resolve_dtype
@@ -177,6 +177,7 @@ class ModeConnectivity(Experiment):
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
     runner = run
+    reads = SUPERVISED_READS
 
     def refuse(self, spec: RunSpec) -> None:
         require(spec, {"model.kind": ("mlp", "cnn")})  # the architectures whose layer graph weight matching follows

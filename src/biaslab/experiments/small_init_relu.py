@@ -32,12 +32,12 @@ import torch
 from matplotlib.figure import Figure
 
 from biaslab.claims import Verdict, spearman
-from biaslab.experiments.base import CATALOG, Experiment, Result
+from biaslab.experiments.base import Experiment, Result, CATALOG, require
 from biaslab.plot import legend_once, new_figure
 from biaslab.runtime import generator, resolve_device, resolve_dtype
 from biaslab.spec import ModelSpec, RunSpec, Sweep, TrainSpec
 from biaslab.store import RunRecord, records_table
-from biaslab.train import minimize
+from biaslab.train import MINIMIZE_ONLY, MINIMIZE_READS, minimize
 
 NAME = "small-init-relu"
 SAME_DIRECTION = 0.99  # cosine similarity above which two neurons point the same way
@@ -116,6 +116,10 @@ class SmallInitRelu(Experiment):
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
     runner = run
+    reads = ("model.width", "model.init_scale", "dtype", *MINIMIZE_READS)
+
+    def refuse(self, spec: RunSpec) -> None:
+        require(spec, MINIMIZE_ONLY)
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
         fig, (ax_loss, ax_dirs, ax_norm) = new_figure(ncols=3)

@@ -47,7 +47,7 @@ from matplotlib.figure import Figure
 from biaslab.claims import Verdict
 from biaslab.data.problems import polynomial_data, polynomial_target
 from biaslab.estimators import make_estimator
-from biaslab.experiments.base import CATALOG, Experiment, Result, require
+from biaslab.experiments.base import Experiment, Result, CATALOG, estimator_reads, require
 from biaslab.plot import legend_once, new_figure
 from biaslab.spec import EstimatorSpec, Polynomial, RunSpec, SpecError, Sweep
 from biaslab.store import RunRecord
@@ -199,6 +199,9 @@ class SoftInductiveBias(Experiment):
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
     runner = run
+
+    def reads_of(self, spec: RunSpec) -> tuple[str, ...]:
+        return estimator_reads(spec)
 
     def refuse(self, spec: RunSpec) -> None:
         require(spec, {"problem.kind": ("polynomial",)})
