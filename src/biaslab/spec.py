@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import re
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -210,13 +211,24 @@ class TrainSpec(_Frozen):
         return self
 
 
+# One seed, one job. A problem drawn at random has a `seed` field, the problem draw: None (the default, which keeps
+# every older spec and its spec_id) lets the run's `seed` draw the instance as well as the init, as before the field
+# existed; an integer fixes the instance, so runs that differ only in `seed` share the problem and differ in their
+# init and batch order. `biaslab.data.problems.problem_seed` resolves it for every generator.
+
+
 class LeastSquares(_Frozen):
-    """Under-determined least squares: A (n x d, d > n) Gaussian, b = A w* + 0, GD from w0 of norm init_norm."""
+    """Under-determined least squares: A (n x d, d > n) Gaussian, b = A w* + 0, GD from w0 of norm init_norm.
+
+    problem.seed draws A and w*; the direction of w0 is the init, drawn from the run's seed (with problem.seed
+    None, from the one draw of the run's seed that makes A and w* too, as before the field existed).
+    """
 
     kind: Literal["least_squares"] = "least_squares"
     n: int = Field(20, gt=0)  # equations
     d: int = Field(60, gt=0)  # unknowns
     init_norm: float = Field(0.0, ge=0.0)  # ||w0||: 0 starts at the origin
+    seed: int | None = Field(None, ge=0)  # problem draw (A, w*); None: the run's seed draws it (see the note above)
 
     @model_validator(mode="after")
     def _under_determined(self) -> "LeastSquares":
@@ -230,12 +242,19 @@ class Separable(_Frozen):
 
     kind: Literal["separable"] = "separable"
     points: Literal["gaussian", "soudry"] = "gaussian"  # two Gaussian clouds, or Soudry et al.'s Fig. 1 data
-    n_points: int = Field(40, ge=4)  # gaussian only: Soudry et al.'s data are their fixed points
+    lr_unit: Literal["inverse_sigma_max_squared", "absolute"] | None = None  # what train.lr counts in, for every
+    # optimizer: 'inverse_sigma_max_squared': the step is train.lr / sigma_max(X)^2 (the summed logistic loss is
+    # sigma_max^2 / 4-smooth, so GD is stable below train.lr = 8); 'absolute': the step is train.lr itself.
+    # None: by optimizer, as the presets use it: 1 / sigma_max(X)^2 for GD and momentum, absolute for Adam
+    n_points: int = Field(40, ge=4)  # even: n_points / 2 of each class
+    seed: int | None = Field(None, ge=0)  # problem draw (the points); None: the run's seed draws them (see the note above)
 
-    @model_validator(mode="after")
-    def _n_points_needs_gaussian(self) -> "Separable":
-        _read_only_when(self, "problem", (("n_points", "points", ("gaussian",)),))
-        return self
+    @field_validator("n_points")
+    @classmethod
+    def _two_equal_classes(cls, value: int) -> int:
+        if value % 2:
+            raise ValueError(f"problem.n_points: half the points are each class, so it must be even, got {value}")
+        return value
 
 
 class SparseRegression(_Frozen):
@@ -245,6 +264,7 @@ class SparseRegression(_Frozen):
     n: int = Field(40, gt=0)
     d: int = Field(100, gt=0)
     sparsity: int = Field(5, gt=0)  # nonzeros of w*
+    seed: int | None = Field(None, ge=0)  # problem draw (A, w*); None: the run's seed draws it (see the note above)
 
 
 class MatrixCompletion(_Frozen):
@@ -254,6 +274,7 @@ class MatrixCompletion(_Frozen):
     n: int = Field(20, ge=2)
     rank: int = Field(2, ge=1)
     observed: int = Field(120, gt=0)
+    seed: int | None = Field(None, ge=0)  # problem draw (W*, observed entries); None: the run's seed draws it (see the note above)
 
 
 class GaussianFeatures(_Frozen):
@@ -285,6 +306,11 @@ class BackwardError(_Frozen):
     width: int = Field(8, gt=0)  # mlp: hidden units
     batches: int = Field(4, ge=1)  # mlp SGD: minibatches per epoch (a fixed partition of the points)
     sgd_paths: int = Field(0, ge=0)  # mlp SGD: sample paths averaged for the mean iterate; 0 skips SGD
+    seed: int | None = Field(None, ge=0)  # mlp: problem draw (points, labelling direction); None: the run's seed (see the note above)
+    x: float = 1.0  # two_parameter: the input of the single data point
+    y: float = 1.0  # two_parameter: its target; the loss is (y - a b x)^2 / 2
+    a0: float = 2.0  # two_parameter: a at the start
+    b0: float = 0.2  # two_parameter: b at the start
 
     @model_validator(mode="after")
     def _sgd_needs_batches(self) -> "BackwardError":
@@ -292,6 +318,17 @@ class BackwardError(_Frozen):
             raise ValueError("problem.sgd_paths: the SGD comparison needs problem.model 'mlp' (the two-parameter model has one data point)")
         if self.n_points % self.batches:
             raise ValueError(f"problem.batches must divide problem.n_points, got {self.batches} and {self.n_points}")
+        return self
+
+    @model_validator(mode="after")
+    def _fields_of_the_other_model(self) -> "BackwardError":
+        if self.model == "mlp":
+            for name in ("x", "y", "a0", "b0"):
+                default = BackwardError.model_fields[name].default
+                if getattr(self, name) != default:
+                    raise ValueError(f"problem.{name}: read by problem.model 'two_parameter' only; with 'mlp' leave it at {default}")
+        elif self.seed is not None:
+            raise ValueError("problem.seed: the two-parameter model draws nothing at random; allowed with problem.model 'two_parameter': null")
         return self
 
 
@@ -314,6 +351,7 @@ class ImplicitRegularizer(_Frozen):
     noise: float = Field(0.5, ge=0.0)  # standard deviation of the label noise
     dropout: float = Field(0.3, gt=0.0, lt=1.0)  # dropout rate p (procedure 'dropout')
     width: int = Field(32, gt=0)  # hidden units (procedure 'mlp_early_stopping')
+    seed: int | None = Field(None, ge=0)  # problem draw (X, w*, label noise); None: the run's seed draws it (see the note above)
 
 
 class Tabular(_Frozen):
@@ -322,7 +360,7 @@ class Tabular(_Frozen):
     x ~ U[-1, 1]^n_features. checkerboard: label = (floor(cells (x_0 + 1) / 2) + floor(cells (x_1 + 1) / 2)) mod 2,
     an irregular, axis-aligned target on two features (the rest carry nothing). smooth: label = 1[f(x) > 0] with
     f(x) = u.x + sin(pi v.x), u and v random unit vectors over all n_features (smooth and oblique). rotation
-    'random' multiplies the inputs by a random orthogonal matrix (drawn from the seed) after labelling;
+    'random' multiplies the inputs by a random orthogonal matrix (part of the problem draw) after labelling;
     `uninformative` appends that many further U[-1, 1] features that do not enter the label.
     """
 
@@ -334,6 +372,7 @@ class Tabular(_Frozen):
     cells: int = Field(4, ge=2)  # checkerboard cells per axis
     n_train: int = Field(2000, ge=10)
     n_test: int = Field(2000, ge=10)
+    seed: int | None = Field(None, ge=0)  # problem draw (inputs, target, rotation); None: the run's seed draws it (see the note above)
 
 
 class Polynomial(_Frozen):
@@ -348,6 +387,7 @@ class Polynomial(_Frozen):
     n: int = Field(20, ge=2)  # training points
     noise: float = Field(0.1, ge=0.0)  # standard deviation of the label noise
     n_test: int = Field(1000, ge=10)
+    seed: int | None = Field(None, ge=0)  # problem draw (x, noise); None: the run's seed draws it (see the note above)
 
 
 class PowerLawFeatures(_Frozen):
@@ -391,10 +431,50 @@ class BenignRegression(_Frozen):
         return self
 
 
+class OrthogonalInputs(_Frozen):
+    """Boursier, Pillaud-Vivien & Flammarion 2022's data: n orthonormal inputs in d dimensions, the first n // 2
+    labelled +1 and the rest -1. The inputs are the rows of Q^T, Q from the QR decomposition of a d x n Gaussian
+    matrix (the problem draw). small-init-relu runs on it; a spec without a problem means OrthogonalInputs()."""
+
+    kind: Literal["orthogonal_inputs"] = "orthogonal_inputs"
+    n: int = Field(20, ge=2)  # inputs
+    d: int = Field(40, ge=2)  # dimension; at least n, so that n inputs can be orthonormal
+    seed: int | None = Field(None, ge=0)  # problem draw (the inputs); None: the run's seed draws them (see the note above)
+
+    @model_validator(mode="after")
+    def _room_for_orthonormal_inputs(self) -> "OrthogonalInputs":
+        if self.d < self.n:
+            raise ValueError(f"problem.d: n = {self.n} orthonormal inputs need d >= n, got d = {self.d}")
+        return self
+
+
+ConnectionPath = Literal["linear", "bezier", "matched", "spawned"]
+CONNECTION_PATHS: tuple[ConnectionPath, ...] = ("linear", "bezier", "matched", "spawned")
+
+
+class ConnectionPaths(_Frozen):
+    """Which paths mode-connectivity measures between its networks; a spec without a problem measures all four.
+
+    linear: the straight line from A to B; bezier: a quadratic Bezier curve A -> theta -> B whose bend is trained
+    (one more training); matched: the straight line from A to B with B's units permuted by weight matching;
+    spawned: the straight line from A to C, trained from A's init with B's batch order (a third network).
+    """
+
+    kind: Literal["connection_paths"] = "connection_paths"
+    paths: tuple[ConnectionPath, ...] = CONNECTION_PATHS  # measured in this order, whatever order they are given in
+
+    @field_validator("paths")
+    @classmethod
+    def _distinct_in_canonical_order(cls, paths: tuple[str, ...]) -> tuple[str, ...]:
+        if not paths or len(set(paths)) != len(paths):
+            raise ValueError(f"problem.paths: one or more distinct paths of {', '.join(CONNECTION_PATHS)}, got {list(paths)}")
+        return tuple(p for p in CONNECTION_PATHS if p in paths)
+
+
 Problem = Annotated[
     Union[
         LeastSquares, Separable, SparseRegression, MatrixCompletion, GaussianFeatures, BackwardError, LazyScaling, ImplicitRegularizer,
-        Tabular, Polynomial, PowerLawFeatures, BenignRegression,
+        Tabular, Polynomial, PowerLawFeatures, BenignRegression, OrthogonalInputs, ConnectionPaths,
     ], Field(discriminator="kind")
 ]
 EstimatorKind = Literal["min_norm", "random_features", "random_forest", "boosting", "kernel_ridge", "neural_net", "polynomial"]
@@ -528,6 +608,9 @@ def _non_default(model: BaseModel) -> dict:
     return kept
 
 
+NAMES_ITS_FIELD = re.compile(r"^[a-z_0-9]+\.[a-z_0-9.]+[: ]")  # a validator's message that starts with its dotted field
+
+
 def describe_error(error: ValidationError, prefix: str = "") -> str:
     """One line per bad field: 'train.lr: Input should be greater than 0 (got -1)'."""
     lines = []
@@ -536,7 +619,7 @@ def describe_error(error: ValidationError, prefix: str = "") -> str:
         message = item["msg"]
         if item["type"] == "value_error":  # our validators' messages name their own field: no second prefix
             message = message.removeprefix("Value error, ")
-            if message.split(":")[0].startswith(f"{path}.") or not path:
+            if NAMES_ITS_FIELD.match(message) or not path:
                 lines.append(message)
                 continue
         if item["type"] == "extra_forbidden":

@@ -19,6 +19,10 @@ u, v scales with alpha^2 in the kernel regime and with |w*| ~ 1 late in the rich
 one), stopped at loss 1e-12 or 1e5 steps. The updates are written out in numpy
 (framework overhead dominates a d = 100 problem). No reduction from the paper's
 setup beyond its size.
+
+Seeds: `problem.seed` draws A and w* (the presets leave it unset: the run's
+`seed` draws them). The init u = v = alpha is not random, so with problem.seed
+set, runs that differ only in `seed` are the same run.
 """
 
 from __future__ import annotations

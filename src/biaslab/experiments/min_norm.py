@@ -15,6 +15,11 @@ Setup: A is n x d Gaussian (n = 20, d = 60 at `quick`), b = A w*; loss
 0.5 ||A w - b||^2; full-batch GD in float64 with step train.lr / sigma_max(A)^2
 (train.lr in units of the inverse top Hessian eigenvalue), stopped at loss 1e-26.
 No reduction from the theory: it is the textbook statement at a small size.
+
+Seeds: `problem.seed` draws A and w*, the run's `seed` the direction of w0 (the
+init). The presets leave problem.seed unset, so the run's seed draws both, from
+one stream, as before the field existed; set it to start from several w0 on one
+system.
 """
 
 from __future__ import annotations
