@@ -258,13 +258,13 @@ def test_mlflow_file_store_holds_every_run_under_its_sweep_with_params_metrics_a
 
 
 def count_runs(places: dict[str, Path]) -> dict[str, int]:
-    """Runs (not verdicts) each installed tracker holds, read from its files."""
+    """Runs (not verdicts) each installed tracker of `places` holds, read from its files."""
     counts = {}
-    if installed("tensorboard"):
+    if installed("tensorboard") and "tensorboard" in places:
         counts["tensorboard"] = sum(not p.name.startswith("_sweep") for p in (places["tensorboard"] / "width-sweep").iterdir())
-    if installed("wandb"):
-        counts["wandb"] = sum(len(p.name.rsplit("-", 1)[-1]) == 16 for p in (places["wandb"] / "wandb").glob("offline-run-*"))
-    if installed("mlflow"):
+    if installed("wandb") and "wandb" in places:
+        counts["wandb"] = sum(wandb_run(p)["job_type"] == "run" for p in (places["wandb"] / "wandb").glob("offline-run-*"))
+    if installed("mlflow") and "mlflow" in places:
         client = mlflow_client(places["mlflow"])
         experiment = client.get_experiment_by_name("width-sweep")
         counts["mlflow"] = len(client.search_runs([experiment.experiment_id], "tags.`biaslab.kind` = 'run'"))
@@ -287,6 +287,23 @@ def test_a_resumed_sweep_and_biaslab_track_send_no_run_twice(tracked, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == len(before) and all(": 0 runs sent, 6 already there, from 1 sweeps;" in line for line in lines), lines
     assert count_runs(places) == before
+    assert set(count_verdicts(places).values()) == {1}  # the same sweep, the same number of finished runs: one verdict
+
+
+def count_verdicts(places: dict[str, Path]) -> dict[str, int]:
+    """Verdicts each installed tracker holds for the sweep: event files, W&B runs, points of MLflow's verdict metric."""
+    counts = {}
+    if installed("tensorboard"):
+        (sweep,) = (places["tensorboard"] / "width-sweep").glob("_sweep-*")
+        counts["tensorboard"] = len(list(sweep.glob("events.out.tfevents.*")))
+    if installed("wandb"):
+        counts["wandb"] = sum(wandb_run(p)["job_type"] == "verdict" for p in (places["wandb"] / "wandb").glob("offline-run-*"))
+    if installed("mlflow"):
+        client = mlflow_client(places["mlflow"])
+        experiment = client.get_experiment_by_name("width-sweep")
+        (parent,) = client.search_runs([experiment.experiment_id], "tags.`biaslab.kind` = 'sweep'")
+        counts["mlflow"] = len(client.get_metric_history(parent.info.run_id, "verdict/passed"))
+    return counts
 
 
 def test_biaslab_track_sends_a_store_written_without_trackers(tracked, tmp_path, offline, capsys):
@@ -300,6 +317,28 @@ def test_biaslab_track_sends_a_store_written_without_trackers(tracked, tmp_path,
     lines = capsys.readouterr().out.splitlines()
     assert all(": 6 runs sent, 0 already there, from 1 sweeps;" in line and "(view: " in line for line in lines), lines
     assert set(count_runs(places).values()) == {6}
+
+
+@pytest.mark.parametrize("name", ["tensorboard", "wandb", "mlflow"])
+def test_a_run_that_fails_half_written_is_not_held_and_is_sent_later(name, tracked, tmp_path, offline, monkeypatch):
+    if not installed(name):
+        pytest.skip(f"{name} is not installed")
+    import biaslab.trackers as trackers
+
+    target = [f"{name}:{tmp_path / name}"]
+
+    def full_disk(record):
+        raise OSError("No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(trackers, "final_metrics", full_disk)  # every sink writes the final metrics after some of the run
+        with pytest.warns(TrackerWarning, match="No space left on device"):
+            first = biaslab.track(target, tracked["store"])
+    assert list(first.sent.values()) == [0] and list(first.held.values()) == [0]
+    later = biaslab.track(target, tracked["store"])
+    assert list(later.sent.values()) == [6] and list(later.held.values()) == [0]
+    assert count_runs({name: tmp_path / name})[name] == 6
+    assert not list(tmp_path.rglob("*.partial"))
 
 
 # --- the sweep's side: order, once each, failures, executors ------------------------------------------------

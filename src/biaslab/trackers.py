@@ -39,6 +39,7 @@ import json
 import math
 import os
 import re
+import shutil
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -442,10 +443,11 @@ class TensorBoardTracker(BaseTracker):
 
     Each run holds its curves as scalars against the training step, `final/<name>` at the last step, the spec
     in the HParams dashboard (fields that are None are left out: TensorBoard has no null) with the final
-    metrics as its metrics, and its tags as a Markdown table (Text dashboard, tag `biaslab`). The verdict goes
+    metrics as its metrics, and its tags as a Markdown table (Text dashboard, tag `biaslab`). A run is written
+    to a hidden folder and renamed when complete, so a run directory is never half written. The verdict goes
     to `LOG_DIR/<experiment>/_sweep-<preset>-<sweep_id>`: text `verdict` and scalars `verdict/*` at a step equal
-    to the number of finished runs, so a sweep resumed later adds a point. View: `tensorboard --logdir LOG_DIR`.
-    Needs `pip install 'biaslab[tensorboard]'` (torch.utils.tensorboard writes the files).
+    to the number of finished runs, once per number (a sweep resumed with more runs adds a point). View:
+    `tensorboard --logdir LOG_DIR`. Needs `pip install 'biaslab[tensorboard]'` (torch.utils.tensorboard writes).
     """
 
     name = "tensorboard"
@@ -485,7 +487,11 @@ class TensorBoardTracker(BaseTracker):
 
     def on_run(self, record: RunRecord) -> None:
         _, end = run_times(record)
-        writer = self._writer(log_dir=str(self.run_dir(record)))
+        final = self.run_dir(record)
+        partial = final.with_name(f".{final.name}.partial")
+        if partial.exists():  # left by a run whose writing was interrupted: ours, and incomplete
+            shutil.rmtree(partial)
+        writer = self._writer(log_dir=str(partial))
         try:
             series = run_series(record)
             for metric, points in series.items():
@@ -499,14 +505,21 @@ class TensorBoardTracker(BaseTracker):
             for summary in self._hparams(params, finals):
                 writer.file_writer.add_summary(summary, walltime=end)
             writer.add_text("biaslab", _markdown_table(run_tags(record, self.current)), walltime=end)
-        finally:
+        except BaseException:
             writer.close()
+            shutil.rmtree(partial, ignore_errors=True)  # TensorBoard would show the half-written run: remove it, so it is sent again
+            raise
+        writer.close()
+        partial.rename(final)
         self._have.add(record.spec_id)
 
     def on_sweep_end(self, end: SweepEnd) -> None:
         sweep = end.sweep
         folder = self._experiment_dir(sweep.experiment) / f"_sweep-{_file_name(sweep.preset)}-{sweep.sweep_id}"
-        writer = self._writer(log_dir=str(folder))
+        suffix = f".finished{end.finished}"  # one event file per number of finished runs: sending the same state again adds nothing
+        if folder.is_dir() and any(p.name.endswith(suffix) for p in folder.iterdir()):
+            return
+        writer = self._writer(log_dir=str(folder), filename_suffix=suffix)
         try:
             writer.add_text("verdict", verdict_text(end), end.finished)
             if end.verdict is not None:
@@ -531,7 +544,8 @@ class WandbTracker(BaseTracker):
     its project `project` (default: the experiment's name), its tags experiment, preset and status. Config: the
     spec's dotted fields, `biaslab.*` and `env.*`. History: one row per evaluation with `step` as the x-axis
     (`define_metric`), so charts plot against the training step. Summary: `final/<name>`, status, seconds.
-    The verdict is a run of job type `verdict` in the group (summary: verdict, claim, reason, `verdict/*`).
+    The verdict is a run of job type `verdict` in the group (summary: verdict, claim, reason, `verdict/*`), id
+    `<sweep_id>-v<finished runs>`: once per number of finished runs, so sending the same sweep again adds none.
     W&B's console capture, system metrics, code and git saving are off. Needs `pip install 'biaslab[wandb]'`.
     """
 
@@ -583,16 +597,22 @@ class WandbTracker(BaseTracker):
             for row in run_rows(record):
                 run.log(row)
             run.summary.update(final_metrics(record) | {"status": record.status, "seconds": record.seconds})
-        finally:
-            run.finish()
+        except BaseException:
+            run.finish(exit_code=1)
+            shutil.rmtree(Path(run.dir).parent, ignore_errors=True)  # a half-written run would read as held: remove it, so it is sent again
+            raise
+        run.finish()
         self._have.add(record.spec_id)
 
     def on_sweep_end(self, end: SweepEnd) -> None:
         sweep = end.sweep
+        verdict_id = f"{sweep.sweep_id}-v{end.finished}"
+        if verdict_id in self._have:
+            return
         label = "no verdict" if end.verdict is None else end.verdict.label
         config = {"biaslab.experiment": sweep.experiment, "biaslab.preset": sweep.preset, "biaslab.sweep_id": sweep.sweep_id,
                   "biaslab.sweep": sweep.label, "biaslab.overrides": json.dumps(sweep.overrides, sort_keys=True)}  # fmt: skip
-        run = self._init(name=f"verdict: {sweep.label}", job_type="verdict", tags=[sweep.experiment, sweep.preset, label], config=config)
+        run = self._init(id=verdict_id, name=f"verdict: {sweep.label}", job_type="verdict", tags=[sweep.experiment, sweep.preset, label], config=config)
         try:
             summary: dict[str, Any] = {"verdict": label, "finished": end.finished, "failed": end.failed, "runs": sweep.n_runs, "text": verdict_text(end)}
             if end.verdict is not None:
@@ -600,6 +620,7 @@ class WandbTracker(BaseTracker):
             run.summary.update(summary)
         finally:
             run.finish()
+        self._have.add(verdict_id)
 
     def close(self) -> None:
         if getattr(self._wandb, "run", None) is None:  # stop W&B's service unless the caller has a run of their own open
@@ -637,7 +658,8 @@ class MLflowTracker(BaseTracker):
     `biaslab.*` and `env.*` tags, every curve as a metric history against the training step and
     `final/<name>`; start and end times are the run's own. At the sweep's end the parent gets tags
     `biaslab.verdict` (PASS/FAIL), `biaslab.claim`, `biaslab.reason`, the verdict as its description, and
-    metrics `verdict/*` at a step equal to the number of finished runs. MLflow status: FINISHED for ok and
+    metrics `verdict/*` at a step equal to the number of finished runs (once per number). A run that fails to log
+    is deleted, so it is sent again later. MLflow status: FINISHED for ok and
     diverged runs (`biaslab.status` tells them apart); the parent FAILED when runs failed, KILLED when the sweep
     was interrupted. Needs `pip install 'biaslab[mlflow]'` (mlflow-skinny); a database URI needs full mlflow.
     View a file store with `MLFLOW_ALLOW_FILE_STORE=true mlflow ui --backend-store-uri DIR` (full mlflow).
@@ -716,8 +738,12 @@ class MLflowTracker(BaseTracker):
         tags = run_tags(record, sweep) | {"biaslab.kind": "run", "mlflow.parentRunId": str(self._parent)}
         with self._access():
             run_id = self.client.create_run(self.experiment_id, start_time=int(start * 1000), tags=tags, run_name=sweep.run_name(record)).info.run_id
-            self._log(run_id, self._metrics(record, int(end * 1000)), {k: str(v) for k, v in run_params(record).items()})
-            self.client.set_terminated(run_id, "FINISHED", end_time=int(end * 1000))
+            try:
+                self._log(run_id, self._metrics(record, int(end * 1000)), {k: str(v) for k, v in run_params(record).items()})
+                self.client.set_terminated(run_id, "FINISHED", end_time=int(end * 1000))
+            except BaseException:
+                self.client.delete_run(run_id)  # a half-logged run would read as held: remove it, so it is sent again
+                raise
         self._have.add(record.spec_id)
 
     def _metrics(self, record: RunRecord, timestamp: int) -> list[Any]:
@@ -745,8 +771,8 @@ class MLflowTracker(BaseTracker):
                 tags |= {"biaslab.verdict": end.verdict.label, "biaslab.claim": end.verdict.claim, "biaslab.reason": end.verdict.reason}
                 Metric = self._entities.Metric
                 now = int(datetime.now(timezone.utc).timestamp() * 1000)
-                metrics = [Metric(k, v, now, end.finished) for k, v in verdict_numbers(end.verdict).items()]
-                self._log(self._parent, metrics, {})
+                if not any(m.step == end.finished for m in self.client.get_metric_history(self._parent, "verdict/passed")):  # once per state
+                    self._log(self._parent, [Metric(k, v, now, end.finished) for k, v in verdict_numbers(end.verdict).items()], {})
             for key, value in tags.items():
                 self.client.set_tag(self._parent, key, value)
             self.client.set_terminated(self._parent, "FAILED" if end.failed else "FINISHED")
