@@ -285,7 +285,7 @@ def test_a_resumed_sweep_and_biaslab_track_send_no_run_twice(tracked, capsys):
     assert again.ran == 0 and count_runs(places) == before
     assert cli.main(["track", *targets(places), "--store", str(tracked["store"])]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == len(before) and all(": 0 runs sent, 6 already there, from 1 sweeps;" in line for line in lines), lines
+    assert len(lines) == len(before) and all(": 0 runs sent, 6 already there, from 1 sweep;" in line for line in lines), lines
     assert count_runs(places) == before
     assert set(count_verdicts(places).values()) == {1}  # the same sweep, the same number of finished runs: one verdict
 
@@ -315,7 +315,7 @@ def test_biaslab_track_sends_a_store_written_without_trackers(tracked, tmp_path,
     places = {"tensorboard": tmp_path / "tb", "wandb": tmp_path / "wb", "mlflow": tmp_path / "mlruns"}
     assert cli.main(["track", *targets(places), "--store", str(store)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert all(": 6 runs sent, 0 already there, from 1 sweeps;" in line and "(view: " in line for line in lines), lines
+    assert all(": 6 runs sent, 0 already there, from 1 sweep;" in line and "(view: " in line for line in lines), lines
     assert set(count_runs(places).values()) == {6}
 
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 import base64
 import html
 import io
-from dataclasses import dataclass, field
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 

@@ -330,7 +330,8 @@ def cmd_track(args: argparse.Namespace) -> int:
     done = track(trackers, store, args.experiment, args.again)
     for tracker in trackers:
         key = tracker_key(tracker)
-        print(f"{tracker.name}: {done.sent[key]} runs sent, {done.held[key]} already there, from {done.sweeps} sweeps; {tracker.where}  (view: {tracker.view})")
+        sweeps = f"{done.sweeps} sweep" + ("" if done.sweeps == 1 else "s")
+        print(f"{tracker.name}: {done.sent[key]} runs sent, {done.held[key]} already there, from {sweeps}; {tracker.where}  (view: {tracker.view})")
     return 0
 
 

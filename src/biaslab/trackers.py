@@ -411,7 +411,7 @@ def _require(module: str, extra: str, tracker: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError as error:
-        raise TrackerUnavailable(f"tracker {tracker} needs {extra} ({_error_line(error)}): pip install 'biaslab[{extra}]'") from None
+        raise TrackerUnavailable(f"tracker {tracker} needs the {extra} extra ({_error_line(error)}): pip install 'biaslab[{extra}]'") from None
 
 
 def _directory(path: str | Path, tracker: str) -> Path:
@@ -563,7 +563,7 @@ class WandbTracker(BaseTracker):
 
     @property
     def view(self) -> str:
-        return f"wandb sync {self.dir / 'wandb'}/offline-run-*  (uploads them; needs a login)"
+        return f"wandb sync {self.dir / 'wandb'}/offline-run-*"
 
     def _settings(self) -> Any:
         return self._wandb.Settings(
