@@ -23,7 +23,7 @@ Once each: a tracker says which runs it already holds (`logged`); a run it holds
 asked (`again=True`). A sweep sends each run as it finishes, then, at its end, the sweep's other finished
 runs the tracker lacks (stored by an earlier sweep without trackers, or run meanwhile by another process):
 the tracker ends with every finished run of the sweep, once. Failed runs are not sent: a resume reruns them
-and sends them then; the verdict's sweep counts them.
+and sends them then; the sweep's verdict says how many failed.
 
 A tracker that raises does not stop the sweep: it is dropped for the rest of the sweep with a
 `TrackerWarning` naming it and the error; the store keeps the records and `biaslab track` sends them later.
@@ -43,7 +43,7 @@ import shutil
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
