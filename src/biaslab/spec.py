@@ -59,7 +59,9 @@ DATASET_FIELDS = (  # fields that one dataset reads: (field, the deciding field,
     ("modulus", "name", ("modular",)), ("operation", "name", ("modular",)),
     ("degree", "name", ("chebyshev",)),
     ("root", "name", ("mnist", "cifar10")), ("download", "name", ("mnist", "cifar10")),
+    ("standardize", "name", ("mnist1d", "digits", "teacher", "mnist", "cifar10", "chebyshev")),  # not token ids
 )
+SPATIAL_DATASETS = ("mnist1d", "digits", "mnist", "cifar10")  # inputs shaped (channels, *positions): crops apply
 
 
 class DataSpec(_Frozen):
@@ -143,7 +145,10 @@ class ModelSpec(_Frozen):
 
     @model_validator(mode="after")
     def _architecture_fields_match_the_kind(self) -> "ModelSpec":
-        _read_only_when(self, "model", (("kernel_size", "kind", ("cnn",)), ("embed_dim", "kind", TOKEN_MODELS), ("heads", "kind", ("transformer",))))
+        _read_only_when(self, "model", (
+            ("kernel_size", "kind", ("cnn",)), ("embed_dim", "kind", TOKEN_MODELS), ("heads", "kind", ("transformer",)),
+            ("dropout", "kind", ("mlp", "cnn")), ("readout_bias", "kind", ("mlp", "cnn")),
+        ))  # fmt: skip
         return self
 
     @model_validator(mode="after")
@@ -553,6 +558,12 @@ class RunSpec(_Frozen):
             )
         if "fourier" in self.probes and self.model.kind not in TOKEN_MODELS:
             raise ValueError(f"probes: 'fourier' measures a token embedding; it needs model.kind {' or '.join(TOKEN_MODELS)}, got {self.model.kind!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _crops_need_positions(self) -> "RunSpec":
+        if self.train.augment == "random_crop" and self.problem is None and self.data.name not in SPATIAL_DATASETS:
+            raise ValueError(f"train.augment: random_crop shifts inputs along their positions; {self.data.name} has none (allowed with data.name {', '.join(SPATIAL_DATASETS)})")
         return self
 
     @model_validator(mode="after")
