@@ -561,9 +561,13 @@ class RunSpec(_Frozen):
         return self
 
     @model_validator(mode="after")
-    def _crops_need_positions(self) -> "RunSpec":
-        if self.train.augment == "random_crop" and self.problem is None and self.data.name not in SPATIAL_DATASETS:
+    def _crops_and_convolutions_need_positions(self) -> "RunSpec":
+        if self.problem is not None or self.data.name in SPATIAL_DATASETS:
+            return self
+        if self.train.augment == "random_crop":
             raise ValueError(f"train.augment: random_crop shifts inputs along their positions; {self.data.name} has none (allowed with data.name {', '.join(SPATIAL_DATASETS)})")
+        if self.model.kind == "cnn":
+            raise ValueError(f"model.kind: a cnn convolves along the inputs' positions; {self.data.name} has none (allowed with data.name {', '.join(SPATIAL_DATASETS)})")
         return self
 
     @model_validator(mode="after")
