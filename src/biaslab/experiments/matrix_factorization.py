@@ -36,7 +36,7 @@ import torch
 from matplotlib.figure import Figure
 
 from biaslab.claims import Verdict, spearman
-from biaslab.convex import effective_rank, min_nuclear_norm_completion
+from biaslab.convex import effective_rank, min_nuclear_norm_completion, nuclear_norm_memory
 from biaslab.data.problems import matrix_completion
 from biaslab.experiments.base import CATALOG, Experiment, Result
 from biaslab.plot import mean_band, new_figure
@@ -124,6 +124,12 @@ class MatrixFactorization(Experiment):
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
     runner = run
+
+    def working_memory(self, spec: RunSpec) -> int:
+        """The nuclear-norm reference's solver (it dominates: Clarabel grows like n^4, SCS like n^2), plus the depth
+        n x n factors with their gradients and autograd's partial products, a few n x n temporaries for the SVDs."""
+        n, itemsize = spec.problem.n, 8 if spec.dtype == "float64" else 4
+        return nuclear_norm_memory((n, n)) + n * n * itemsize * (3 * spec.model.depth + 4)
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
         finished = [r for r in records if r.status == "ok"]
