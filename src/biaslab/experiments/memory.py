@@ -26,10 +26,15 @@ GPU memory is not estimated.
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 
 import torch
 
@@ -162,3 +167,49 @@ def gigabytes(n_bytes: int) -> str:
     """Bytes as decimal gigabytes for a one-line message: '1.4 GB' (two digits under 10 GB: '0.63 GB')."""
     value = n_bytes / GB
     return f"{value:.2g} GB" if value < 10 else f"{value:.0f} GB"
+
+
+@dataclass(frozen=True)
+class Measured:
+    """What one job took in a fresh worker-like process: resident memory after the imports and at the peak (bytes)."""
+
+    baseline: int  # biaslab.experiments imported, nothing run yet
+    peak: int  # the process's largest resident set, imports included
+    statuses: list[str] = field(default_factory=list)  # one per run of the job
+    errors: list[str] = field(default_factory=list)  # the last line of each failed run's traceback
+
+    @property
+    def growth(self) -> int:
+        """What running the job added to an idle worker: peak - baseline."""
+        return self.peak - self.baseline
+
+
+_MEASURE = """
+import json, resource, sys
+scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, kilobytes on Linux
+import torch
+import biaslab.experiments as experiments
+from biaslab.spec import RunSpec
+job = [RunSpec.model_validate(spec) for spec in json.load(sys.stdin)]
+torch.set_num_threads(1)  # as in a worker process
+baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+records = experiments.run_population(job)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+errors = [(r.error or "").strip().splitlines()[-1] for r in records if r.status == "failed"]
+print(json.dumps({"baseline": baseline, "peak": peak, "statuses": [r.status for r in records], "errors": errors}))
+"""
+
+
+def measure_peak(job: Sequence[RunSpec], timeout: float | None = None) -> Measured:
+    """Run `job` (one run, or a population) in a fresh Python process as a worker would, with this biaslab, and
+    measure its resident memory (getrusage's maxrss). For checking estimates (tests, benchmarks/memory.py); it takes
+    the job's whole run time plus a few seconds of imports. Raises RuntimeError with the child's last line if it dies."""
+    source = str(Path(__file__).resolve().parents[2])  # the directory holding this biaslab package
+    env = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")]))}
+    payload = json.dumps([spec.model_dump(mode="json") for spec in job])
+    child = subprocess.run([sys.executable, "-c", _MEASURE], input=payload, capture_output=True, text=True, env=env, timeout=timeout)
+    if child.returncode != 0:
+        last = (child.stderr.strip().splitlines() or [f"exit code {child.returncode}"])[-1]
+        raise RuntimeError(f"measure_peak: the measuring process failed: {last}")
+    result = json.loads(child.stdout.strip().splitlines()[-1])
+    return Measured(result["baseline"], result["peak"], result["statuses"], result["errors"])
