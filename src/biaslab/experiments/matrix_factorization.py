@@ -125,12 +125,6 @@ class MatrixFactorization(Experiment):
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
     runner = run
 
-    def working_memory(self, spec: RunSpec) -> int:
-        """The nuclear-norm reference's solver (it dominates: Clarabel grows like n^4, SCS like n^2), plus the depth
-        n x n factors with their gradients and autograd's partial products, a few n x n temporaries for the SVDs."""
-        n, itemsize = spec.problem.n, 8 if spec.dtype == "float64" else 4
-        return nuclear_norm_memory((n, n)) + n * n * itemsize * (3 * spec.model.depth + 4)
-
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
         finished = [r for r in records if r.status == "ok"]
         table = records_table(finished)
@@ -157,6 +151,12 @@ class MatrixFactorization(Experiment):
             ax.set(xscale="log", yscale="log", xlabel="step", title=f"singular values, depth {depth}, init {smallest:g}")
             ax.legend(fontsize=7)
         return {"solutions": summary, "singular-values": dynamics}
+
+    def working_memory(self, spec: RunSpec) -> int:
+        """The nuclear-norm reference's solver (it dominates: Clarabel grows like n^4, SCS like n^2), plus the depth
+        n x n factors with their gradients and autograd's partial products, a few n x n temporaries for the SVDs."""
+        n, itemsize = spec.problem.n, 8 if spec.dtype == "float64" else 4
+        return nuclear_norm_memory((n, n)) + n * n * itemsize * (3 * spec.model.depth + 4)
 
     def claim(self, records: list[RunRecord]) -> Verdict:
         claim = (

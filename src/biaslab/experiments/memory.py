@@ -6,8 +6,10 @@ runs one job (a run, or a population of runs trained together):
     peak = PROCESS_BASELINE + TORCH_WORKSPACE + the working memory of each run in the job
 
 `working_memory(spec)` is the experiment's own term (`Experiment.working_memory`,
-which an experiment overrides where it knows better: matrix factorization adds
-its convex reference's solver). The default, for the standard supervised run,
+which an experiment overrides where it knows better: matrix factorization counts
+its convex reference's solver, the sharpness experiments add `hessian_memory`,
+a double-backward graph over the training set and Lanczos's basis). The default,
+for the standard supervised run,
 counts from the spec's sizes alone (nothing is loaded or trained):
 - data: the training and test inputs, a few float32 copies while they are built
   and standardized, and one at the run's dtype;
@@ -146,6 +148,26 @@ def default_working_memory(spec: RunSpec, in_population: bool = False) -> int:
     return data_bytes(spec) + weights + max(training, evaluation)
 
 
+HESSIAN_GRAPH_COPIES = 7  # a double-backward graph: forward outputs, their gradients kept by create_graph, temporaries
+# (measured about 6.5 with the sharpness probes that follow it on the same examples: 20k examples, 256 x 2 MLP)
+LANCZOS_MAX_ITER = 100  # probes.curvature.top_eigenvalues' default cap on Lanczos steps
+LANCZOS_COPIES = 2  # Lanczos's basis (full reorthogonalization) and the copy stacked from it at every step
+
+
+def hessian_memory(spec: RunSpec, iterations: int, examples: int | None = None) -> int:
+    """Bytes a Hessian probe (`probes.curvature`) holds on `examples` training examples (default: all, as one batch):
+    the double-backward graph of the loss over them and Lanczos's basis at `iterations` vectors of all parameters
+    (the solver's cap: an upper bound, since it stops when the top pairs converge)."""
+    size = data_size(spec.data)
+    try:
+        parameters, activations = model_size(spec.model, size.in_shape, n_classes(spec.data))
+    except (ValueError, RuntimeError):  # as in default_working_memory: the run fails when it builds the model
+        return 0
+    dtype_bytes = DTYPE_BYTES[spec.dtype]
+    graph = (examples or size.n_train) * activations * dtype_bytes * HESSIAN_GRAPH_COPIES
+    return graph + iterations * parameters * dtype_bytes * LANCZOS_COPIES
+
+
 def job_peak_memory(job: Sequence[RunSpec]) -> int:
     """Estimated peak RSS in bytes of a worker process running `job` (one run, or the members of a population)."""
     from biaslab.experiments import CATALOG
@@ -173,7 +195,7 @@ def gigabytes(n_bytes: int) -> str:
 class Measured:
     """What one job took in a fresh worker-like process: resident memory after the imports and at the peak (bytes)."""
 
-    baseline: int  # biaslab.experiments imported, nothing run yet
+    baseline: int  # the largest resident set with biaslab.experiments imported, before the job
     peak: int  # the process's largest resident set, imports included
     statuses: list[str] = field(default_factory=list)  # one per run of the job
     errors: list[str] = field(default_factory=list)  # the last line of each failed run's traceback
@@ -186,15 +208,24 @@ class Measured:
 
 _MEASURE = """
 import json, resource, sys
-scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, kilobytes on Linux
+
+def peak():
+    # Linux: VmHWM, the high-water mark of this process's own memory since exec. Not ru_maxrss, which a child
+    # inherits from its parent's resident set at fork (kept across exec): a large parent would mask the child's.
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+
 import torch
 import biaslab.experiments as experiments
 from biaslab.spec import RunSpec
 job = [RunSpec.model_validate(spec) for spec in json.load(sys.stdin)]
 torch.set_num_threads(1)  # as in a worker process
-baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+baseline = peak()
 records = experiments.run_population(job)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+peak = peak()
 errors = [(r.error or "").strip().splitlines()[-1] for r in records if r.status == "failed"]
 print(json.dumps({"baseline": baseline, "peak": peak, "statuses": [r.status for r in records], "errors": errors}))
 """
@@ -202,8 +233,9 @@ print(json.dumps({"baseline": baseline, "peak": peak, "statuses": [r.status for 
 
 def measure_peak(job: Sequence[RunSpec], timeout: float | None = None) -> Measured:
     """Run `job` (one run, or a population) in a fresh Python process as a worker would, with this biaslab, and
-    measure its resident memory (getrusage's maxrss). For checking estimates (tests, benchmarks/memory.py); it takes
-    the job's whole run time plus a few seconds of imports. Raises RuntimeError with the child's last line if it dies."""
+    measure its resident memory (Linux: VmHWM; elsewhere getrusage's maxrss). For checking estimates (tests,
+    benchmarks/memory.py); it takes the job's whole run time plus a few seconds of imports. Raises RuntimeError
+    with the child's last line if the process dies."""
     source = str(Path(__file__).resolve().parents[2])  # the directory holding this biaslab package
     env = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")]))}
     payload = json.dumps([spec.model_dump(mode="json") for spec in job])
