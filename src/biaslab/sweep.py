@@ -289,13 +289,13 @@ class Admission:
         self.budget = budget
         self.estimate = estimate
         self.held: dict[object, int] = {}  # running job's key -> its estimate
-        self._sizes: dict[int, int] = {}
+        self._sizes: dict[int, tuple[Job, int]] = {}  # by id, with the job itself kept alive so that its id stays its own
 
     def size(self, job: Job) -> int:
         """The job's estimated peak in bytes (computed once per job)."""
         if id(job) not in self._sizes:
-            self._sizes[id(job)] = self.estimate(job)
-        return self._sizes[id(job)]
+            self._sizes[id(job)] = (job, self.estimate(job))
+        return self._sizes[id(job)][1]
 
     def take(self, pending: deque[Job]) -> Job | None:
         """Remove from `pending` and return the first job that fits now, or the first of all when nothing runs;

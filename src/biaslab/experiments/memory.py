@@ -9,10 +9,10 @@ runs one job (a run, or a population of runs trained together):
 which an experiment overrides where it knows better: matrix factorization counts
 its convex reference's solver, the sharpness experiments add `hessian_memory`,
 a double-backward graph over the training set and Lanczos's basis). The default,
-for the standard supervised run,
-counts from the spec's sizes alone (nothing is loaded or trained):
-- data: the training and test inputs, a few float32 copies while they are built
-  and standardized, and one at the run's dtype;
+for the standard supervised run, counts from the spec's sizes alone (nothing is
+loaded or trained):
+- data: the training and test inputs, three float32 copies while they are built
+  and standardized, and in float64 the copy the run holds;
 - parameters: weights, gradients, optimizer state (momentum 1, Adam 2) and the
   init snapshot probes measure distances from, at the run's dtype;
 - activations: every module's output per example (from a forward pass of the
