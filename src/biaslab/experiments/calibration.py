@@ -38,7 +38,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from biaslab.claims import Verdict, spearman
-from biaslab.experiments.base import CATALOG, Experiment, Result, require
+from biaslab.experiments.base import CATALOG, Experiment, Result, SUPERVISED_READS, require
 from biaslab.experiments.supervised import setup, with_probes
 from biaslab.plot import legend_once, new_figure, reliability_diagram
 from biaslab.probes.calibration import ReliabilityTable, calibration_metrics, reliability_table, softmax_outputs
@@ -155,6 +155,7 @@ class Calibration(Experiment):
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
     runner = run
+    reads = SUPERVISED_READS
     trains_model = True
 
     def refuse(self, spec: RunSpec) -> None:

@@ -69,7 +69,7 @@ from threadpoolctl import threadpool_limits
 from biaslab import data as datasets
 from biaslab.claims import Verdict, interpolation_width
 from biaslab.estimators import MinNormRegressor, class_scores, make_estimator, risk_and_error
-from biaslab.experiments.base import CATALOG, Experiment, Result, Runner, require
+from biaslab.experiments.base import Experiment, Result, Runner, CATALOG, estimator_reads, require
 from biaslab.plot import legend_once, new_figure
 from biaslab.runtime import numpy_generator, resolve_device
 from biaslab.spec import DataSpec, EstimatorSpec, GaussianFeatures, ModelSpec, RunSpec, SpecError, Sweep, TrainSpec
@@ -397,6 +397,9 @@ class DoubleDescent(Experiment):
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
     runner = run
+
+    def reads_of(self, spec: RunSpec) -> tuple[str, ...]:
+        return estimator_reads(spec)
 
     def refuse(self, spec: RunSpec) -> None:
         if spec.estimator is None:

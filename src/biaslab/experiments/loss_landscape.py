@@ -54,7 +54,7 @@ from matplotlib.figure import Figure
 from biaslab import data as datasets
 from biaslab.claims import Verdict
 from biaslab.experiments.supervised import setup, with_probes
-from biaslab.experiments.base import CATALOG, Experiment, Result
+from biaslab.experiments.base import CATALOG, Experiment, Result, SUPERVISED_READS
 from biaslab.experiments.memory import LANCZOS_MAX_ITER, default_working_memory, hessian_memory
 from biaslab.plot import landscape_contour, legend_once, new_figure
 from biaslab.probes import landscape
@@ -219,6 +219,7 @@ class LossLandscape(Experiment):
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
     runner = run
+    reads = SUPERVISED_READS
     trains_model = True
 
     def working_memory(self, spec: RunSpec) -> int:

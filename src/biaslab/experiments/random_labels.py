@@ -96,7 +96,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from biaslab.claims import Verdict, spearman
-from biaslab.experiments.base import CATALOG, Experiment
+from biaslab.experiments.base import CATALOG, Experiment, SUPERVISED_READS
 from biaslab.experiments.supervised import run_supervised
 from biaslab.plot import legend_once, new_figure
 from biaslab.spec import DataSpec, ModelSpec, RunSpec, Sweep, TrainSpec
@@ -317,6 +317,7 @@ class RandomLabels(Experiment):
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
     runner = run_supervised
+    reads = SUPERVISED_READS
     trains_model = True
     trains_populations = True
 
