@@ -16,18 +16,48 @@ import pytest
 from pydantic import BaseModel
 
 from biaslab.experiments import CATALOG, Experiment
+from biaslab.experiments.base import ALWAYS_READ
 from biaslab.spec import RunSpec, SpecError, settable_fields, with_values
 from biaslab.store import RunRecord
 from field_variants import field_changes
+
+# accepted, and rightly unchanged in these tiny runs: why, and the test that this is the case (the changed spec's
+# field value, the experiment's tiny spec and its baseline record)
+def _steps(record: RunRecord) -> float:
+    return record.final.get("steps", float("inf"))
+
+
+UNCHANGED_ALLOWED = {
+    "train.stop_zero_error_evals": ("stops a run at zero training error, which this tiny run never reaches (tested in test_train)",
+                                    lambda value, spec, record: min(record.curves.get("train_error") or [1.0]) > 0),
+    "train.max_steps": ("the run stopped by its own rule before either budget",
+                        lambda value, spec, record: _steps(record) <= value and record.env.get("stopped") != "budget"),
+    "train.decay_every": ("the run ended before the first decay at either period",
+                          lambda value, spec, record: _steps(record) < min(value, spec.train.decay_every)),
+    "train.schedule": ("a step schedule's first decay comes after the run ended",
+                       lambda value, spec, record: value == "step" and _steps(record) < spec.train.decay_every),
+    "train.lr_decay": ("the run ended before the first decay",
+                       lambda value, spec, record: _steps(record) < spec.train.decay_every),
+    "seed": ("the run draws nothing at random: a deterministic estimator on data drawn by data.seed, or IGR's two-parameter model",
+             lambda value, spec, record: getattr(spec.estimator, "kind", None) in ("kernel_ridge", "min_norm", "polynomial") and spec.problem is None
+             or getattr(spec.problem, "model", None) == "two_parameter"),
+    "data.inputs": ("an RBF kernel sees distances only, which a fixed permutation of the positions keeps (the paper's point)",
+                    lambda value, spec, record: getattr(spec.estimator, "kind", None) == "kernel_ridge" and value == "shuffled_pixels"),
+    "estimator.axis": ("names the curve a run is drawn on (model- or sample-wise); it decides no number",
+                       lambda value, spec, record: True),
+    "data.standardize": ("trees split on per-feature thresholds, which a per-feature affine map leaves in place",
+                         lambda value, spec, record: spec.estimator is not None and spec.estimator.kind in ("random_forest", "boosting")),
+}  # fmt: skip
 
 NAMES_A_FIELD = re.compile(r"^[a-z_0-9]+(\.[a-z_0-9]+)*[: ]")
 
 
 def kinds_of_run(experiment: Experiment) -> list[RunSpec]:
-    """The first tiny spec of each kind of run: problem kind, estimator kind, model kind and dataset."""
+    """The first tiny spec of each kind of run: the fields it reads, its problem kind and its estimator kind (whose
+    settings differ by kind); datasets and architectures of one kind go through the same code, so one is varied."""
     first: dict[tuple, RunSpec] = {}
     for spec in experiment.sweep("tiny").expand():
-        kind = (getattr(spec.problem, "kind", None), getattr(spec.estimator, "kind", None), spec.model.kind, spec.data.name)
+        kind = (experiment.reads_of(spec), getattr(spec.problem, "kind", None), getattr(spec.estimator, "kind", None))
         first.setdefault(kind, spec)
     return list(first.values())
 
@@ -37,7 +67,7 @@ def numbers(record: RunRecord) -> str:
     return json.dumps([record.status, record.final, record.curves, record.arrays], sort_keys=True, default=str)
 
 
-def outcome(experiment: Experiment, spec: RunSpec, path: str, value: object, baseline: str) -> str | None:
+def outcome(experiment: Experiment, spec: RunSpec, path: str, value: object, baseline: RunRecord) -> str | None:
     """None when the change is honoured (the numbers change) or refused with a line naming a field; else what went wrong."""
     try:
         changed = with_values(spec, {path: value})
@@ -45,16 +75,45 @@ def outcome(experiment: Experiment, spec: RunSpec, path: str, value: object, bas
     except SpecError as error:
         return None if NAMES_A_FIELD.match(str(error)) else f"{path}={value!r}: refused with a line naming no field: {error}"
     record = experiment.run(changed)
-    if record.status != "ok":
-        return f"{path}={value!r}: accepted, then the run failed: {(record.error or '').strip().splitlines()[-1]}"
-    if numbers(record) == baseline:
-        return f"{path}={value!r}: accepted and ignored (the run's numbers are unchanged)"
-    return None
+    if record.status == "failed":  # a diverged run is a run whose numbers the field changed
+        return f"{path}={value!r}: accepted, then the run failed: {(record.error or 'no error recorded').strip().splitlines()[-1]}"
+    if numbers(record) != numbers(baseline) or path in UNCHANGED_ALLOWED and UNCHANGED_ALLOWED[path][1](value, spec, baseline):
+        return None
+    if path != "seed" and _differs_at_another_seed(experiment, spec, changed):
+        return None  # a coarse measure (an accuracy on a few hundred points) can coincide once, not at two seeds
+    return f"{path}={value!r}: accepted and ignored (the run's numbers are unchanged, at two seeds)"
 
 
-@pytest.mark.slow
+def _differs_at_another_seed(experiment: Experiment, spec: RunSpec, changed: RunSpec) -> bool:
+    """Whether the change shows at seed + 1 (with the spec's other fields as they are)."""
+    other = {"seed": spec.seed + 1}
+    return numbers(experiment.run(with_values(spec, other))) != numbers(experiment.run(with_values(changed, other)))
+
+
+@pytest.mark.parametrize("name", CATALOG.names())
+def test_every_field_it_does_not_read_is_refused(name):
+    """Fast half of the contract (validation only, no run): each field outside what the experiment reads, changed
+    on its own, is refused before the run with a line that names a field."""
+    experiment = CATALOG.get(name)
+    for spec in kinds_of_run(experiment):
+        reads = experiment.reads_of(spec)
+        for path, value in field_changes(spec):
+            if _read_by(path, reads):
+                continue
+            with pytest.raises(SpecError) as refused:
+                experiment.check(with_values(spec, {path: value}))
+            assert NAMES_A_FIELD.match(str(refused.value)), str(refused.value)
+
+
+def _read_by(path: str, reads: tuple[str, ...]) -> bool:
+    return path in ALWAYS_READ or path in reads or any(path.startswith(f"{r}.") or r.startswith(f"{path}.") for r in reads)
+
+
+@pytest.mark.contract
 @pytest.mark.parametrize("name", CATALOG.names())
 def test_every_field_is_honoured_or_refused(name):
+    """The whole contract: hundreds of tiny runs (about 25 minutes on two loaded cores), so it runs on demand:
+    `pytest -m contract tests/test_field_contract.py`."""
     experiment = CATALOG.get(name)
     problems = []
     for spec in kinds_of_run(experiment):
@@ -62,7 +121,7 @@ def test_every_field_is_honoured_or_refused(name):
         assert baseline.status == "ok", baseline.error
         assert numbers(experiment.run(spec)) == numbers(baseline), "the tiny run is not deterministic: the test cannot tell"
         for path, value in field_changes(spec):
-            problem = outcome(experiment, spec, path, value, numbers(baseline))
+            problem = outcome(experiment, spec, path, value, baseline)
             if problem:
                 problems.append(problem)
     assert not problems, "\n".join(problems)

@@ -281,6 +281,12 @@ class MatrixCompletion(_Frozen):
     observed: int = Field(120, gt=0)
     seed: int | None = Field(None, ge=0)  # problem draw (W*, observed entries); None: the run's seed draws it (see the note above)
 
+    @model_validator(mode="after")
+    def _observed_entries_exist(self) -> "MatrixCompletion":
+        if self.observed > self.n * self.n:
+            raise ValueError(f"problem.observed: at most n^2 = {self.n * self.n} entries exist, got {self.observed}")
+        return self
+
 
 class GaussianFeatures(_Frozen):
     """Belkin, Hsu & Xu 2019's Gaussian model: x ~ N(0, I_d), y = <x, beta> + noise * eps, ||beta|| = signal.
@@ -326,6 +332,11 @@ class BackwardError(_Frozen):
         return self
 
     @model_validator(mode="after")
+    def _mlp_fields_need_the_mlp(self) -> "BackwardError":
+        _read_only_when(self, "problem", tuple((name, "model", ("mlp",)) for name in ("n_points", "dim", "width", "batches")))
+        return self
+
+    @model_validator(mode="after")
     def _fields_of_the_other_model(self) -> "BackwardError":
         if self.model == "mlp":
             for name in ("x", "y", "a0", "b0"):
@@ -357,6 +368,11 @@ class ImplicitRegularizer(_Frozen):
     dropout: float = Field(0.3, gt=0.0, lt=1.0)  # dropout rate p (procedure 'dropout')
     width: int = Field(32, gt=0)  # hidden units (procedure 'mlp_early_stopping')
     seed: int | None = Field(None, ge=0)  # problem draw (X, w*, label noise); None: the run's seed draws it (see the note above)
+
+    @model_validator(mode="after")
+    def _settings_of_the_procedure(self) -> "ImplicitRegularizer":
+        _read_only_when(self, "problem", (("dropout", "procedure", ("dropout",)), ("width", "procedure", ("mlp_early_stopping",))))
+        return self
 
 
 class Tabular(_Frozen):
@@ -527,6 +543,8 @@ class EstimatorSpec(_Frozen):
     def _order_penalty_needs_polynomial(self) -> "EstimatorSpec":
         if self.order_penalty != "none" and self.kind != "polynomial":
             raise ValueError(f"estimator.order_penalty: only estimator.kind 'polynomial' reads it, got kind {self.kind!r}")
+        if self.order_penalty != "none" and self.ridge == 0.0:
+            raise ValueError("estimator.order_penalty: weights the ridge per order, so it needs estimator.ridge > 0 (with ridge 0 it changes nothing)")
         return self
 
 

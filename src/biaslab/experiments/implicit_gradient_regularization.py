@@ -217,8 +217,7 @@ class ImplicitGradientRegularization(Experiment):
 
     def refuse(self, spec: RunSpec) -> None:
         require(spec, {"problem.kind": ("backward_error",)})
-        if spec.train.optimizer != "gd" or spec.dtype != "float64":
-            raise SpecError(f"train.optimizer/dtype: {NAME} runs full-batch 'gd' in 'float64' only")
+        require(spec, {"train.optimizer": ("gd",), "dtype": ("float64",)})  # full-batch GD in float64 only
         require(spec, {"device": ("cpu",), "train.momentum": (0.0,), "train.weight_decay": (0.0,), "train.schedule": ("constant",)})
         steps_for(spec.problem, spec.train.lr)
 

@@ -56,7 +56,7 @@ from biaslab.probes.curvature import top_eigenvalues
 from biaslab.probes.core import snapshot
 from biaslab.probes.ntk import empirical_ntk, kernel_alignment, linearized_outputs, relative_change
 from biaslab.runtime import generator
-from biaslab.spec import DataSpec, LazyScaling, ModelSpec, RunSpec, SpecError, Sweep, TrainSpec
+from biaslab.spec import DataSpec, LazyScaling, ModelSpec, RunSpec, Sweep, TrainSpec
 from biaslab.store import RunRecord, records_table
 from biaslab.train import MINIMIZE_READS, minimize, squared_error
 
@@ -149,8 +149,7 @@ class LazyVsRich(Experiment):
 
     def refuse(self, spec: RunSpec) -> None:
         require(spec, {"problem.kind": ("lazy_scaling",)})
-        if spec.train.optimizer != "gd" or spec.train.loss != "mse":
-            raise SpecError(f"train.optimizer/loss: {NAME} runs full-batch 'gd' on the 'mse' loss only (Chizat et al.'s scaled squared loss)")
+        require(spec, {"train.optimizer": ("gd",), "train.loss": ("mse",)})  # full-batch GD on Chizat et al.'s scaled squared loss
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
         table = records_table(r for r in records if r.status == "ok")
