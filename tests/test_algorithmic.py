@@ -100,7 +100,7 @@ def test_token_data_needs_a_token_model_and_back():
 
 @pytest.mark.parametrize("kind", ["token_mlp", "transformer"])
 def test_token_models_are_deterministic_and_map_pairs_to_p_logits(kind):
-    spec = ModelSpec(kind=kind, embed_dim=8, heads=2, width=16, init="normal")
+    spec = ModelSpec(kind=kind, embed_dim=8, width=16, init="normal", **({"heads": 2} if kind == "transformer" else {}))
     build = lambda: models.build(spec, (2,), P, generator(0, "init"))  # noqa: E731
     first, again = build(), build()
     tokens = torch.tensor([[0, 1], [P - 1, 5]])

@@ -110,6 +110,7 @@ def _read_by(path: str, reads: tuple[str, ...]) -> bool:
 
 
 @pytest.mark.contract
+@pytest.mark.timeout(3600)
 @pytest.mark.parametrize("name", CATALOG.names())
 def test_every_field_is_honoured_or_refused(name):
     """The whole contract: hundreds of tiny runs (about 25 minutes on two loaded cores), so it runs on demand:

@@ -60,6 +60,8 @@ DATASET_FIELDS = (  # fields that one dataset reads: (field, the deciding field,
     ("degree", "name", ("chebyshev",)),
     ("root", "name", ("mnist", "cifar10")), ("download", "name", ("mnist", "cifar10")),
     ("standardize", "name", ("mnist1d", "digits", "teacher", "mnist", "cifar10", "chebyshev")),  # not token ids
+    ("seed", "name", ("mnist1d", "digits", "teacher", "mnist", "cifar10", "modular")),  # chebyshev: a fixed grid
+    ("inputs", "name", ("mnist1d", "digits", "teacher", "mnist", "cifar10")),  # not token ids, not a 1-D grid
 )
 SPATIAL_DATASETS = ("mnist1d", "digits", "mnist", "cifar10")  # inputs shaped (channels, *positions): crops apply
 
@@ -610,6 +612,8 @@ class RunSpec(_Frozen):
     def _regression_needs_squared_loss(self) -> "RunSpec":
         if self.data.name in REGRESSION_DATASETS and self.train.loss != "mse":
             raise ValueError(f"train.loss: {self.data.name} has real-valued targets; allowed: 'mse' (got {self.train.loss!r})")
+        if self.data.name in REGRESSION_DATASETS and self.problem is None and self.train.stop_zero_error_evals is not None:
+            raise ValueError(f"train.stop_zero_error_evals: {self.data.name} has real-valued targets and no 0-1 error to reach; leave it null")
         return self
 
     @property
