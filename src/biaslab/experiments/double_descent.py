@@ -58,20 +58,17 @@ ResNets on CIFAR-10 for 4000 epochs; 2 seeds for the data-driven classes.
 from __future__ import annotations
 
 import math
-import functools
 
 import numpy as np
 import pandas as pd
-import torch
 from matplotlib.figure import Figure
-from threadpoolctl import threadpool_limits
 
-from biaslab import data as datasets
 from biaslab.claims import Verdict, interpolation_width
-from biaslab.estimators import MinNormRegressor, class_scores, make_estimator, risk_and_error
-from biaslab.experiments.base import CATALOG, Experiment, Result, Runner, require
+from biaslab.estimators import MinNormRegressor
+from biaslab.experiments.base import CATALOG, Experiment, Result, require
+from biaslab.experiments.estimator_runs import DIGITS_BANDWIDTH, MNIST1D_BANDWIDTH, run_classifier
 from biaslab.plot import legend_once, new_figure
-from biaslab.runtime import numpy_generator, resolve_device
+from biaslab.runtime import blas_threads_as_torch, numpy_generator
 from biaslab.spec import DataSpec, EstimatorSpec, GaussianFeatures, ModelSpec, RunSpec, SpecError, Sweep, TrainSpec
 from biaslab.store import RunRecord, records_table
 
@@ -81,18 +78,6 @@ AWAY = 0.25  # formula check where |size / threshold - 1| >= AWAY (the risk's va
 FORMULA_SE = 3.0  # simulation within this many standard errors of the formula, at every size checked
 NO_PEAK_SE = 2.0  # a curve "rises" when it exceeds its running minimum by more than this many SE ...
 NO_PEAK_REL = 0.05  # ... and by more than this fraction of it (the unridged peaks are orders of magnitude)
-
-
-def _blas_threads_as_torch(runner: Runner) -> Runner:
-    """Run numpy's linear algebra with as many threads as torch may use (one in sweep workers), so two
-    workers on two cores do not start four BLAS threads each."""
-
-    @functools.wraps(runner)
-    def limited(spec: RunSpec) -> Result:
-        with threadpool_limits(limits=torch.get_num_threads()):
-            return runner(spec)
-
-    return limited
 
 
 # ---------------------------------------------------------------- (a) the exact risk of the Gaussian model
@@ -118,7 +103,6 @@ def optimal_ridge(p: int, s_in: float, s_out: float) -> float:
     return p * s_out / s_in if s_in > 0 else math.inf
 
 
-@_blas_threads_as_torch
 def run_gaussian(spec: RunSpec) -> Result:
     """Monte Carlo over `draws` training sets of the Gaussian model; exact conditional risk per draw."""
     problem, est = spec.problem, spec.estimator
@@ -128,13 +112,14 @@ def run_gaussian(spec: RunSpec) -> Result:
     beta = np.full(d, problem.signal / math.sqrt(d))  # equal energy per coordinate
     rng = numpy_generator(spec.seed, "gaussian_features")
     risks, norms, train = [], [], []
-    for _ in range(problem.draws):
-        X = rng.standard_normal((n, d))  # (n, d)
-        y = X @ beta + problem.noise * rng.standard_normal(n)
-        fitted = MinNormRegressor(ridge).fit(X[:, :p], y)
-        risks.append(float(np.sum((fitted.coef_ - beta[:p]) ** 2)) + s_out)
-        norms.append(fitted.coef_norm_)
-        train.append(float(np.mean((fitted.predict(X[:, :p]) - y) ** 2)))
+    with blas_threads_as_torch():
+        for _ in range(problem.draws):
+            X = rng.standard_normal((n, d))  # (n, d)
+            y = X @ beta + problem.noise * rng.standard_normal(n)
+            fitted = MinNormRegressor(ridge).fit(X[:, :p], y)
+            risks.append(float(np.sum((fitted.coef_ - beta[:p]) ** 2)) + s_out)
+            norms.append(fitted.coef_norm_)
+            train.append(float(np.mean((fitted.predict(X[:, :p]) - y) ** 2)))
     risks = np.array(risks)
     formula = gaussian_risk(n, p, s_in, s_out) if ridge == 0.0 else math.nan
     size, threshold = (p, n) if est.axis == "model_size" else (n, p)
@@ -149,54 +134,6 @@ def run_gaussian(spec: RunSpec) -> Result:
         "threshold": float(threshold),
     }
     return Result.estimate([row])
-
-
-# ---------------------------------------------------------------- (b)-(d) classifiers on data
-
-
-def _arrays(data: datasets.Dataset, flat: bool) -> tuple[np.ndarray, ...]:
-    """x_train, y_train, x_test, y_test as numpy; inputs flattened to (n, features) for the non-network classes."""
-    inputs = (lambda t: t.flatten(1)) if flat else (lambda t: t)
-    x_train, x_test = (inputs(t).cpu().numpy() for t in (data.x_train, data.x_test))
-    return x_train, data.y_train.cpu().numpy(), x_test, data.y_test.cpu().numpy()
-
-
-@_blas_threads_as_torch
-def run_classifier(spec: RunSpec) -> Result:
-    """Fit one estimator on the dataset; squared loss (one-hot) and zero-one error on train and test."""
-    device = resolve_device(spec.device)
-    est = spec.estimator
-    neural = est.kind == "neural_net"
-    data = datasets.load(spec.data, device, torch.float32 if neural else torch.float64)
-    x_train, y_train, x_test, y_test = _arrays(data, flat=not neural)
-    model = make_estimator(est, spec.model, spec.train, spec.seed, spec.device, spec.dtype)
-    n = len(y_train)
-    if neural:
-        model.fit(x_train, y_train, x_test, y_test)  # History rows measure the test set over training
-        extra = {"complexity": float(spec.model.width), "threshold": math.nan}
-    else:
-        model.fit(x_train, y_train)
-        extra = _complexity(est, n)
-    row = {}
-    for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
-        row[f"{split}_risk"], row[f"{split}_error"] = risk_and_error(model.classes_, class_scores(model, x), y)
-    extra |= {"train_risk": row["train_risk"], "test_risk": row["test_risk"], "n_train": float(n)}
-    regressor = getattr(model, "regressor_", None)
-    if regressor is not None and hasattr(regressor, "coef_norm_"):
-        extra["coef_norm"] = float(regressor.coef_norm_)
-    return Result.of(model.fit_, extra) if neural else Result.estimate([row], extra)
-
-
-def _complexity(est: EstimatorSpec, n: int) -> dict[str, float]:
-    """Where a run sits on its class's axis, and where that axis's interpolation threshold is."""
-    if est.kind == "random_forest":  # Belkin et al.: N_leaf x N_tree; one tree of n leaves interpolates
-        leaves = est.max_leaf_nodes or n
-        return {"complexity": float(leaves * est.n_trees), "threshold": float(n)}
-    if est.kind in ("random_features", "min_norm"):
-        return {"complexity": float(est.n_features), "threshold": float(n)}
-    if est.kind == "boosting":  # leaves per tree x iterations, as for forests; no sharp threshold
-        return {"complexity": float((est.max_leaf_nodes or 31) * est.n_trees), "threshold": math.nan}
-    return {"complexity": float(n), "threshold": float(n)}  # kernel ridge: one coefficient per example
 
 
 def run(spec: RunSpec) -> Result:
@@ -254,10 +191,6 @@ def _threshold_grid(n: int, low: int, high: int) -> tuple[int, ...]:
     far = np.unique(np.round(np.geomspace(low, high, 10)).astype(int))
     near = [round(n * f) for f in (0.8, 0.9, 1.0, 1.1, 1.25)]
     return tuple(sorted(set(int(v) for v in far) | set(near)))
-
-
-DIGITS_BANDWIDTH = 3.0  # median pairwise distance of digits pixels / 16
-MNIST1D_BANDWIDTH = 8.4  # median pairwise distance of raw MNIST-1D inputs
 
 
 def tiny() -> Sweep:

@@ -47,7 +47,7 @@ from matplotlib.figure import Figure
 
 from biaslab.claims import Verdict
 from biaslab.experiments.base import CATALOG, Experiment, Result, require
-from biaslab.experiments.double_descent import MNIST1D_BANDWIDTH, run_classifier
+from biaslab.experiments.estimator_runs import MNIST1D_BANDWIDTH, run_classifier
 from biaslab.plot import legend_once, new_figure
 from biaslab.spec import DataSpec, EstimatorSpec, RunSpec, SpecError, Sweep, TrainSpec
 from biaslab.store import RunRecord
@@ -62,7 +62,7 @@ ORDERS = {"none": "ordered", "shuffled_pixels": "shuffled"}
 
 
 def run(spec: RunSpec) -> Result:
-    """One fit on MNIST-1D (the double-descent classifier run: squared loss and zero-one error on train and test)."""
+    """One fit on MNIST-1D: the shared classifier run (squared loss and zero-one error on train and test)."""
     return run_classifier(spec)
 
 

@@ -62,18 +62,16 @@ import warnings
 
 import numpy as np
 import pandas as pd
-import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 from scipy import optimize, stats
-from threadpoolctl import threadpool_limits
 
 from biaslab.claims import Verdict
 from biaslab.estimators import least_squares
 from biaslab.experiments.base import CATALOG, Experiment, Result, refuse_model_fields, require
 from biaslab.experiments.supervised import run_supervised
 from biaslab.plot import legend_once, new_figure
-from biaslab.runtime import numpy_generator
+from biaslab.runtime import blas_threads_as_torch, numpy_generator
 from biaslab.spec import DataSpec, EstimatorSpec, ModelSpec, PowerLawFeatures, RunSpec, SpecError, Sweep, TrainSpec
 from biaslab.store import RunRecord, records_table
 
@@ -121,7 +119,7 @@ def run_mlp(spec: RunSpec) -> Result:
 
 def run_solvable(spec: RunSpec) -> Result:
     """One run of the solvable model: the mean exact excess loss over `problem.draws` teachers and training sets."""
-    with threadpool_limits(limits=torch.get_num_threads()):
+    with blas_threads_as_torch():
         problem, est = spec.problem, spec.estimator
         rng = numpy_generator(spec.seed, "power_law_features")
         losses = np.array([excess_loss(problem, est.n_features, est.ridge, rng) for _ in range(problem.draws)])

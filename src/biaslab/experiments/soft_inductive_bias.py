@@ -46,7 +46,7 @@ from matplotlib.figure import Figure
 
 from biaslab.claims import Verdict
 from biaslab.data.problems import polynomial_data, polynomial_target
-from biaslab.estimators import make_estimator
+from biaslab.estimators import fit_estimator
 from biaslab.experiments.base import CATALOG, Experiment, Result, require
 from biaslab.plot import legend_once, new_figure
 from biaslab.spec import EstimatorSpec, Polynomial, RunSpec, SpecError, Sweep
@@ -82,7 +82,7 @@ def run(spec: RunSpec) -> Result:
     """Draw n noisy points, fit the polynomial, measure the error against the noiseless target."""
     problem = spec.problem
     x, y = polynomial_data(problem, spec.seed)
-    model = make_estimator(spec.estimator, spec.model, spec.train, spec.seed).fit(x[:, None], y)
+    model = fit_estimator(spec, x[:, None], y)
     grid = np.linspace(-1.0, 1.0, problem.n_test)
     test = float(np.mean((model.predict(grid[:, None]) - polynomial_target(problem, grid)) ** 2))
     train = float(np.mean((model.predict(x[:, None]) - y) ** 2))

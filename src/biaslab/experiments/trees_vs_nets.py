@@ -9,7 +9,7 @@ axes, so a random rotation of the features hurts trees badly and MLPs hardly;
 (iii) MLPs are hurt more than trees by uninformative features. Here each reason
 gets its own synthetic task (`problem.kind=tabular`), and random forest,
 histogram gradient boosting and an MLP are fitted through one scikit-learn
-protocol (`biaslab.estimators.make_estimator`) on the same draws, several seeds:
+protocol (`biaslab.estimators.fit_estimator`) on the same draws, several seeds:
 
 - checkerboard: x ~ U[-1, 1]^10, label = parity of the 3 x 3 checkerboard cell of
   (x_0, x_1) (4 x 4 at `tiny`); irregular and axis-aligned, eight features carry nothing.
@@ -45,15 +45,14 @@ import math
 
 import numpy as np
 import pandas as pd
-import torch
 from matplotlib.figure import Figure
-from threadpoolctl import threadpool_limits
 
 from biaslab.claims import Verdict
 from biaslab.data.problems import tabular
-from biaslab.estimators import make_estimator
+from biaslab.estimators import fit_estimator
 from biaslab.experiments.base import CATALOG, Experiment, Result, require
 from biaslab.plot import legend_once, new_figure
+from biaslab.runtime import blas_threads_as_torch
 from biaslab.spec import EstimatorSpec, ModelSpec, RunSpec, SpecError, Sweep, Tabular, TrainSpec
 from biaslab.store import RunRecord
 
@@ -83,10 +82,9 @@ def task_name(problem: dict | Tabular) -> str:
 
 def run(spec: RunSpec) -> Result:
     """Draw the task from the seed, fit the estimator, measure train and test accuracy."""
-    with threadpool_limits(limits=torch.get_num_threads()):
+    with blas_threads_as_torch():
         data = tabular(spec.problem, spec.seed)
-        model = make_estimator(spec.estimator, spec.model, spec.train, spec.seed, spec.device, spec.dtype)
-        model.fit(data.x_train, data.y_train)
+        model = fit_estimator(spec, data.x_train, data.y_train)
         row = {
             "train_accuracy": float(np.mean(model.predict(data.x_train) == data.y_train)),
             "test_accuracy": float(np.mean(model.predict(data.x_test) == data.y_test)),
