@@ -12,13 +12,16 @@ def new_figure(ncols: int = 1, nrows: int = 1, width: float = 4.2, height: float
     return fig, [ax for row in axes for ax in row]
 
 
-def mean_band(ax, frame, x: str, y: str, label: str | None = None, **style) -> None:
-    """Mean of `y` against `x` over repeated rows (seeds), with the min-max range shaded."""
+def mean_band(ax, frame, x: str, y: str, label: str | None = None, **style):
+    """Mean of `y` against `x` over repeated rows (seeds), with the min-max range shaded in the line's colour where
+    an x has more than one row. `style` goes to `ax.plot` and may override the default small round markers.
+    Returns the means (a Series indexed by sorted x), for a fit or error bars drawn on top."""
     groups = frame.groupby(x)[y]
     mean, low, high = groups.mean(), groups.min(), groups.max()
-    (line,) = ax.plot(mean.index, mean.values, marker="o", markersize=3, label=label, **style)
+    (line,) = ax.plot(mean.index, mean.values, label=label, **({"marker": "o", "markersize": 3} | style))
     if (groups.count() > 1).any():
         ax.fill_between(mean.index, low.values, high.values, color=line.get_color(), alpha=0.2, linewidth=0)
+    return mean
 
 
 def legend_once(ax, **options) -> None:

@@ -40,7 +40,7 @@ from matplotlib.figure import Figure
 from biaslab.claims import Verdict, spearman
 from biaslab.experiments.base import CATALOG, Experiment, Result, require
 from biaslab.experiments.supervised import setup, with_probes
-from biaslab.plot import legend_once, new_figure, reliability_diagram
+from biaslab.plot import legend_once, mean_band, new_figure, reliability_diagram
 from biaslab.probes.calibration import ReliabilityTable, calibration_metrics, reliability_table, softmax_outputs
 from biaslab.runtime import generator
 from biaslab.spec import DataSpec, ModelSpec, RunSpec, Sweep, TrainSpec
@@ -179,9 +179,7 @@ class Calibration(Experiment):
         table = summary_table(records)
         for ax, key in zip(axes[2:], ("ece", "nll")):
             if len(table):
-                groups = table.groupby("width")[f"{key}_end"]
-                ax.plot(groups.mean().index, groups.mean().values, "o-", label="end of training")
-                ax.fill_between(groups.mean().index, groups.min().values, groups.max().values, alpha=0.2, linewidth=0)
+                mean_band(ax, table, "width", f"{key}_end", label="end of training", markersize=6)
                 interp = table.groupby("width")[f"{key}_interp"].mean()
                 ax.plot(interp.index, interp.values, "s--", label="at interpolation")
             ax.set(xscale="log", xlabel="hidden units H", ylabel=f"test {key.upper()}", title=f"test {key.upper()} against width")

@@ -67,7 +67,7 @@ from biaslab.claims import Verdict, interpolation_width
 from biaslab.estimators import MinNormRegressor
 from biaslab.experiments.base import CATALOG, Experiment, Result, require
 from biaslab.experiments.estimator_runs import DIGITS_BANDWIDTH, MNIST1D_BANDWIDTH, run_classifier
-from biaslab.plot import legend_once, new_figure
+from biaslab.plot import legend_once, mean_band, new_figure
 from biaslab.runtime import blas_threads_as_torch, numpy_generator
 from biaslab.spec import DataSpec, EstimatorSpec, GaussianFeatures, ModelSpec, RunSpec, SpecError, Sweep, TrainSpec
 from biaslab.store import RunRecord, records_table
@@ -364,10 +364,10 @@ class DoubleDescent(Experiment):
             if not len(part):
                 continue
             for rule, color, name in (("fixed", "C0", "min-norm"), ("optimal", "C2", "optimal ridge")):
-                c = curve(part[part["estimator.ridge_rule"] == rule], se="test_risk_se")
-                if len(c):
-                    ax.errorbar(c.index, c["mean"], yerr=c["se"], color=color, marker="o", markersize=3, label=f"{name} (simulated)")
-                    ax.fill_between(c.index, c["low"], c["high"], color=color, alpha=0.2, linewidth=0)
+                runs = part[part["estimator.ridge_rule"] == rule]
+                if len(runs):
+                    mean = mean_band(ax, runs, "complexity", "test_risk", label=f"{name} (simulated)", color=color)
+                    ax.errorbar(mean.index, mean.values, yerr=curve(runs, se="test_risk_se")["se"], fmt="none", color=color)
             self._formula_line(ax, part, axis)
             threshold = float(part["threshold"].iloc[0])
             ax.axvline(threshold, color="grey", linestyle="--", linewidth=1, label="interpolation threshold")
@@ -397,9 +397,7 @@ class DoubleDescent(Experiment):
             for col, (value, label) in enumerate((("test_risk", "test squared loss"), ("test_error", "test zero-one error"), ("coef_norm", "coefficient norm"))):
                 ax = axes[3 * row + col]
                 if len(unridged):
-                    c = curve(unridged, value)
-                    ax.plot(c.index, c["mean"], marker="o", markersize=3, color="C0", label="min-norm")
-                    ax.fill_between(c.index, c["low"], c["high"], color="C0", alpha=0.2, linewidth=0)
+                    mean_band(ax, unridged, "complexity", value, label="min-norm", color="C0")
                 if value == "test_risk" and len(envelope):
                     ax.plot(envelope.index, envelope["mean"], marker="s", markersize=3, color="C2", label="best ridge (oracle)")
                 ax.axvline(float(frame["threshold"].iloc[0]), color="grey", linestyle="--", linewidth=1, label="N = n")
@@ -414,9 +412,7 @@ class DoubleDescent(Experiment):
         fig, axes = new_figure(ncols=2)
         for ax, (value, label) in zip(axes, (("test_risk", "test squared loss"), ("test_error", "zero-one error"))):
             for name, frame in part.groupby("data.name"):
-                c = curve(frame, value)
-                ax.plot(c.index, c["mean"], marker="o", markersize=3, label=f"test, {name}")
-                ax.fill_between(c.index, c["low"], c["high"], alpha=0.2, linewidth=0)
+                mean_band(ax, frame, "complexity", value, label=f"test, {name}")
                 t = curve(frame, value.replace("test", "train"))
                 ax.plot(t.index, t["mean"], linestyle=":", label=f"train, {name}")
                 ax.axvline(float(frame["threshold"].iloc[0]), color="grey", linestyle="--", linewidth=1, label="n leaves, 1 tree | more trees")
@@ -428,9 +424,7 @@ class DoubleDescent(Experiment):
         part = _part(table, "neural_net")
         fig, (ax_width, ax_epoch) = new_figure(ncols=2)
         for value, label in (("train_error", "train"), ("test_error", "test")):
-            c = curve(part, value)
-            ax_width.plot(c.index, c["mean"], marker="o", markersize=3, label=label)
-            ax_width.fill_between(c.index, c["low"], c["high"], alpha=0.2, linewidth=0)
+            mean_band(ax_width, part, "complexity", value, label=label)
         width = interpolation_width(part)
         if width is not None:
             ax_width.axvline(width, color="grey", linestyle="--", linewidth=1, label=f"zero train error (H={width:g})")

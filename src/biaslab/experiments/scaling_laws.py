@@ -70,7 +70,7 @@ from biaslab.claims import Verdict
 from biaslab.estimators import least_squares
 from biaslab.experiments.base import CATALOG, Experiment, Result, refuse_model_fields, require
 from biaslab.experiments.supervised import run_supervised
-from biaslab.plot import legend_once, new_figure
+from biaslab.plot import legend_once, mean_band, new_figure
 from biaslab.runtime import blas_threads_as_torch, numpy_generator
 from biaslab.spec import DataSpec, EstimatorSpec, ModelSpec, PowerLawFeatures, RunSpec, SpecError, Sweep, TrainSpec
 from biaslab.store import RunRecord, records_table
@@ -353,10 +353,7 @@ class ScalingLaws(Experiment):
             frame = table[table["estimator.axis"] == axis] if len(table) else table
             if not len(frame):
                 continue
-            groups = frame.groupby("size")["test_loss"]
-            mean = groups.mean()
-            ax.plot(mean.index, mean.values, "o", color="C0", label="excess test loss (seed mean)")
-            ax.fill_between(mean.index, groups.min().values, groups.max().values, color="C0", alpha=0.2, linewidth=0)
+            mean = mean_band(ax, frame, "size", "test_loss", label="excess test loss (seed mean)", color="C0", linestyle="none", markersize=6)
             slope, intercept = np.polyfit(np.log(mean.index), np.log(mean.values), 1)
             sizes = np.array(mean.index, dtype=float)
             ax.plot(sizes, np.exp(intercept) * sizes**slope, color="C1", label=f"fit: slope {slope:.2f}")
@@ -376,11 +373,8 @@ class ScalingLaws(Experiment):
 
 def _mlp_panel(ax, frame: pd.DataFrame, label: str) -> None:
     """Seed mean of the MLP's best test loss with its min-max band, the power-law fit and the offset fit."""
-    groups = frame.groupby("size")["test_loss"]
-    mean = groups.mean()
+    mean = mean_band(ax, frame, "size", "test_loss", label="best test cross-entropy (seed mean)", color="C2", linestyle="none", markersize=6)
     sizes = np.array(mean.index, dtype=float)
-    ax.plot(sizes, mean.values, "o", color="C2", label="best test cross-entropy (seed mean)")
-    ax.fill_between(sizes, groups.min().values, groups.max().values, color="C2", alpha=0.2, linewidth=0)
     if len(sizes) >= 2:
         slope, intercept = np.polyfit(np.log(sizes), np.log(mean.values), 1)
         ax.plot(sizes, np.exp(intercept) * sizes**slope, color="C1", label=f"power law: b = {-slope:.2f}")

@@ -48,7 +48,7 @@ from biaslab.claims import Verdict
 from biaslab.data.problems import polynomial_data, polynomial_target
 from biaslab.estimators import fit_estimator
 from biaslab.experiments.base import CATALOG, Experiment, Result, require
-from biaslab.plot import legend_once, new_figure
+from biaslab.plot import legend_once, mean_band, new_figure
 from biaslab.spec import EstimatorSpec, Polynomial, RunSpec, SpecError, Sweep
 from biaslab.store import RunRecord
 
@@ -241,10 +241,7 @@ class SoftInductiveBias(Experiment):
                 part = table[(table["target"] == target) & (table["model"] == model)]
                 if not len(part):
                     continue
-                groups = part.groupby("n")["test_mse"]
-                mean = groups.mean()
-                ax.plot(mean.index, mean.values, marker="o", markersize=3, color=f"C{i}", label=model, linestyle=":" if model in VARIANTS else "-")
-                ax.fill_between(mean.index, groups.min().values, groups.max().values, color=f"C{i}", alpha=0.15, linewidth=0)
+                mean_band(ax, part, "n", "test_mse", label=model, color=f"C{i}", linestyle=":" if model in VARIANTS else "-")
             ax.set(xscale="log", yscale="log", xlabel="training points n", ylabel="test MSE to the target", title=f"{target} target")
             legend_once(ax)
         return fig

@@ -1,0 +1,30 @@
+"""plot.mean_band: the drawn mean and band against pandas' own group statistics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.colors import to_rgb
+
+from biaslab.plot import mean_band, new_figure
+
+
+def test_mean_band_draws_the_group_mean_and_shades_min_to_max_in_the_line_colour():
+    frame = pd.DataFrame({"w": [4, 4, 1, 1, 2], "err": [0.2, 0.4, 0.9, 0.5, 0.3]})  # x unsorted; x=2 has one row
+    _, (ax,) = new_figure()
+    mean = mean_band(ax, frame, "w", "err", label="test", color="C3", linestyle=":", markersize=6)
+    (line,) = ax.get_lines()
+    np.testing.assert_allclose(line.get_xdata(), [1, 2, 4])
+    np.testing.assert_allclose(line.get_ydata(), [0.7, 0.3, 0.3])
+    assert list(mean.index) == [1, 2, 4] and line.get_label() == "test"
+    assert (line.get_linestyle(), line.get_marker(), line.get_markersize()) == (":", "o", 6)
+    (band,) = ax.collections
+    lower_and_upper = band.get_paths()[0].vertices[:, 1]
+    assert np.isclose(lower_and_upper.min(), 0.2) and np.isclose(lower_and_upper.max(), 0.9)
+    np.testing.assert_allclose(band.get_facecolor()[0][:3], to_rgb("C3"))
+
+
+def test_mean_band_leaves_out_the_band_when_every_x_has_one_row():
+    _, (ax,) = new_figure()
+    mean_band(ax, pd.DataFrame({"x": [1, 2], "y": [0.5, 0.25]}), "x", "y")
+    assert not ax.collections and len(ax.get_lines()) == 1
