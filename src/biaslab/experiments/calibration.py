@@ -101,7 +101,7 @@ def summary_table(records: list[RunRecord]) -> pd.DataFrame:
         if r.status != "ok" or f"{PREFIX}_ece" not in r.curves:
             continue
         at = interpolation_row(r)
-        row = {"width": r.spec["model"]["width"], "seed": r.spec["seed"], "interpolates": at is not None}
+        row = {"width": r.run_spec.model.width, "seed": r.run_spec.seed, "interpolates": at is not None}
         for key in ("ece", "nll", "accuracy"):
             curve = r.curves[f"{PREFIX}_{key}"]
             row[f"{key}_end"] = float(curve[-1])
@@ -162,10 +162,10 @@ class Calibration(Experiment):
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
         ok = [r for r in records if r.status == "ok" and f"{PREFIX}_ece" in r.curves]
-        widths = sorted({r.spec["model"]["width"] for r in ok})
+        widths = sorted({r.run_spec.model.width for r in ok})
         fig, axes = new_figure(ncols=2, nrows=2)
         for i, width in enumerate(widths):
-            runs = [r for r in ok if r.spec["model"]["width"] == width]
+            runs = [r for r in ok if r.run_spec.model.width == width]
             for ax, key in zip(axes[:2], ("ece", "nll")):
                 length = min(len(r.curves["step"]) for r in runs)
                 steps = np.maximum(np.array(runs[0].curves["step"][:length]), 1)
@@ -188,7 +188,7 @@ class Calibration(Experiment):
             legend_once(ax)
         figures = {"calibration": fig}
         for width in {widths[0], widths[-1]} if widths else ():
-            first = min((r for r in ok if r.spec["model"]["width"] == width), key=lambda r: r.spec["seed"])
+            first = min((r for r in ok if r.run_spec.model.width == width), key=lambda r: r.run_spec.seed)
             if first.arrays.get("reliability_count"):
                 fields = {name: first.arrays[f"reliability_{name}"] for name in TABLE_FIELDS}
                 fields["count"] = [int(c) for c in fields["count"]]

@@ -238,7 +238,7 @@ def _finished(records: list[RunRecord]) -> list[RunRecord]:
 
 
 def _width(record: RunRecord) -> int:
-    return int(record.spec["model"]["width"])
+    return int(record.run_spec.model.width)
 
 
 def _band(ax, runs: list[RunRecord], x_key: str, y_key: str, label: str, color: str, accuracy: bool = True) -> None:

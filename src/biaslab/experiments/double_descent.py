@@ -247,6 +247,11 @@ def _table(records: list[RunRecord]) -> pd.DataFrame:
     return table
 
 
+def _network_runs(records: list[RunRecord]) -> list[RunRecord]:
+    """The finished runs of part (d), whose curves are the test error over training."""
+    return [r for r in records if r.status == "ok" and r.run_spec.estimator is not None and r.run_spec.estimator.kind == "neural_net"]
+
+
 def _part(table: pd.DataFrame, kind: str) -> pd.DataFrame:
     return table[table["estimator.kind"] == kind] if len(table) and "estimator.kind" in table else table.iloc[0:0]
 
@@ -430,10 +435,11 @@ class DoubleDescent(Experiment):
             ax_width.axvline(width, color="grey", linestyle="--", linewidth=1, label=f"zero train error (H={width:g})")
         ax_width.set(xscale="log", xlabel="hidden units H", ylabel="zero-one error", title="(d) MLP width, 15% label noise")
         legend_once(ax_width)
-        nets = [r for r in records if r.status == "ok" and r.spec.get("estimator", {}) and r.spec["estimator"]["kind"] == "neural_net"]
-        widths = sorted({r.spec["model"]["width"] for r in nets})
+        nets = _network_runs(records)
+        first_seed = min((r.run_spec.seed for r in nets), default=0)
+        widths = sorted({r.run_spec.model.width for r in nets})
         for i, w in enumerate(widths):
-            for r in (r for r in nets if r.spec["model"]["width"] == w and r.spec["seed"] == min(x.spec["seed"] for x in nets)):
+            for r in (r for r in nets if r.run_spec.model.width == w and r.run_spec.seed == first_seed):
                 ax_epoch.plot(np.maximum(r.curves["epoch"], 1e-1), r.curves["test_error"], color=f"C{i % 10}", label=f"H={w}")
         ax_epoch.set(xscale="log", xlabel="epoch", ylabel="test error", title="epoch-wise: test error over training")
         legend_once(ax_epoch, ncol=2)
@@ -579,9 +585,9 @@ def _network_notes(records: list[RunRecord], table: pd.DataFrame) -> tuple[str, 
             f"(d) MLP: first width with zero train error H={width:g}; test error near it {near.max():.3f}, best narrower "
             f"{before.min() if len(before) else math.nan:.3f}, best wider {after.min() if len(after) else math.nan:.3f}"
         )
-    nets = [r for r in records if r.status == "ok" and (r.spec.get("estimator") or {}).get("kind") == "neural_net"]
-    widest = max(r.spec["model"]["width"] for r in nets)
-    curves = [np.array(r.curves["test_error"]) for r in nets if r.spec["model"]["width"] == widest]
+    nets = _network_runs(records)
+    widest = max(r.run_spec.model.width for r in nets)
+    curves = [np.array(r.curves["test_error"]) for r in nets if r.run_spec.model.width == widest]
     length = min(len(x) for x in curves)
     mean = np.mean([x[:length] for x in curves], axis=0)  # (evaluations,) over seeds
     n_test = int(part["data.n_test"].iloc[0]) if "data.n_test" in part and part["data.n_test"].notna().all() else 1000

@@ -142,9 +142,10 @@ def paper() -> Sweep:
     return _sweep(data, train, grid)
 
 
-def _hyper(spec: dict, path: str):
+def _hyper(spec: RunSpec, path: str):
+    """The value at a dotted path ('train.lr') of a run's spec."""
     section, name = path.split(".")
-    return spec[section][name]
+    return getattr(getattr(spec, section), name)
 
 
 def scored_rows(records: list[RunRecord]) -> list[dict]:
@@ -154,7 +155,7 @@ def scored_rows(records: list[RunRecord]) -> list[dict]:
         if record.status != "ok" or record.env.get("stopped") != "loss":
             continue
         final = record.final
-        row = {axis: _hyper(record.spec, axis) for axis in AXES} | {"seed": record.spec.get("seed", 0)}
+        row = {axis: _hyper(record.run_spec, axis) for axis in AXES} | {"seed": record.run_spec.seed}
         row["gap"] = final["test_error"] - final["train_error"]
         row |= {m: final[m] for m in MEASURES if m in final and math.isfinite(final[m])}
         rows.append(row)

@@ -66,11 +66,11 @@ def run(spec: RunSpec) -> Result:
     return run_classifier(spec)
 
 
-def model_name(spec: dict) -> str:
-    """kernel, mlp or cnn, from a record's spec."""
-    if spec["estimator"]["kind"] == "kernel_ridge":
+def model_name(spec: RunSpec) -> str:
+    """kernel, mlp or cnn, from a run's spec."""
+    if spec.estimator.kind == "kernel_ridge":
         return "kernel"
-    return spec["model"]["kind"]
+    return spec.model.kind
 
 
 # ---------------------------------------------------------------- presets
@@ -111,15 +111,15 @@ def paper() -> Sweep:
 def error_table(records: list[RunRecord]) -> pd.DataFrame:
     rows = [
         {
-            "model": model_name(r.spec),
-            "inputs": ORDERS.get(r.spec["data"]["inputs"], r.spec["data"]["inputs"]),
-            "seed": r.spec["seed"],
-            "n_test": r.spec["data"]["n_test"] or 1000,
+            "model": model_name(s),
+            "inputs": ORDERS.get(s.data.inputs, s.data.inputs),
+            "seed": s.seed,
+            "n_test": s.data.n_test or 1000,
             "train_error": r.final.get("train_error", math.nan),
             "test_error": r.final.get("test_error", math.nan),
         }
-        for r in records
-        if r.status == "ok" and r.spec.get("estimator")
+        for r, s in ((r, r.run_spec) for r in records if r.status == "ok")
+        if s.estimator is not None
     ]
     return pd.DataFrame(rows, columns=["model", "inputs", "seed", "n_test", "train_error", "test_error"])
 

@@ -187,7 +187,7 @@ def paper() -> Sweep:
 
 
 def _table(records: list[RunRecord]) -> pd.DataFrame:
-    table = records_table(r for r in records if r.status == "ok" and (r.spec.get("problem") or {}).get("kind") == "power_law_features")
+    table = records_table(r for r in records if r.status == "ok" and getattr(r.run_spec.problem, "kind", None) == "power_law_features")
     return table
 
 
@@ -211,7 +211,7 @@ def slope_interval(slopes: pd.Series) -> tuple[float, float, float]:
 
 def mlp_table(records: list[RunRecord]) -> pd.DataFrame:
     """The finished MLP runs (part b): those without a problem."""
-    table = records_table(r for r in records if r.status == "ok" and r.spec.get("problem") is None and "best_test_loss" in r.final)
+    table = records_table(r for r in records if r.status == "ok" and r.run_spec.problem is None and "best_test_loss" in r.final)
     return table.drop_duplicates("run_id") if len(table) else table
 
 

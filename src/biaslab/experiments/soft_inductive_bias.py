@@ -68,14 +68,13 @@ VARIANTS = {  # reported in notes only, never part of the verdict: how the prior
 PLOT_POINTS = 200  # where the fits are stored for the figure
 
 
-def model_name(estimator: dict | EstimatorSpec) -> str:
+def model_name(estimator: EstimatorSpec) -> str:
     """Which of the three hypothesis spaces an estimator section is (by degree and penalty)."""
-    get = estimator.get if isinstance(estimator, dict) else lambda key: getattr(estimator, key)
-    if get("ridge") > 0 and get("order_penalty") == "exponential":
+    if estimator.ridge > 0 and estimator.order_penalty == "exponential":
         return "soft bias, exponential prior"
-    if get("ridge") > 0 and get("order_penalty") != "none":
+    if estimator.ridge > 0 and estimator.order_penalty != "none":
         return "soft bias"
-    return "low order" if get("degree") <= 3 else "high order"
+    return "low order" if estimator.degree <= 3 else "high order"
 
 
 def run(spec: RunSpec) -> Result:
@@ -121,11 +120,16 @@ def paper() -> Sweep:
 # ---------------------------------------------------------------- reading the records
 
 
+def _finished(records: list[RunRecord]) -> list[RunRecord]:
+    """The finished polynomial runs."""
+    return [r for r in records if r.status == "ok" and getattr(r.run_spec.problem, "kind", None) == "polynomial"]
+
+
 def error_table(records: list[RunRecord]) -> pd.DataFrame:
+    """One row per finished run: target, model name, n, seed, test MSE to the target."""
     rows = [
-        {"target": r.spec["problem"]["target"], "model": model_name(r.spec["estimator"]), "n": r.spec["problem"]["n"], "seed": r.spec["seed"], "test_mse": r.final["test_mse"]}
-        for r in records
-        if r.status == "ok" and (r.spec.get("problem") or {}).get("kind") == "polynomial"
+        {"target": s.problem.target, "model": model_name(s.estimator), "n": s.problem.n, "seed": s.seed, "test_mse": r.final["test_mse"]}
+        for r, s in ((r, r.run_spec) for r in _finished(records))
     ]
     return pd.DataFrame(rows, columns=["target", "model", "n", "seed", "test_mse"])
 
@@ -211,23 +215,23 @@ class SoftInductiveBias(Experiment):
 
     @staticmethod
     def _fits(records: list[RunRecord]) -> Figure:
-        ok = [r for r in records if r.status == "ok" and r.arrays.get("fit")]
-        sizes = sorted({r.spec["problem"]["n"] for r in ok})
+        ok = [r for r in _finished(records) if r.arrays.get("fit")]
+        sizes = sorted({r.run_spec.problem.n for r in ok})
         shown = sorted({sizes[0], sizes[len(sizes) // 2]}) if sizes else []
-        seed = min((r.spec["seed"] for r in ok), default=0)
+        seed = min((r.run_spec.seed for r in ok), default=0)
         fig, axes = new_figure(ncols=2, nrows=max(len(shown), 1), width=4.6)
         plot = np.linspace(-1.0, 1.0, PLOT_POINTS)
         for row, n in enumerate(shown):
             for col, target in enumerate(("simple", "complex")):
                 ax = axes[2 * row + col]
-                chosen = [r for r in ok if r.spec["problem"]["n"] == n and r.spec["problem"]["target"] == target and r.spec["seed"] == seed]
+                chosen = [r for r in ok if (r.run_spec.problem.n, r.run_spec.problem.target, r.run_spec.seed) == (n, target, seed)]
                 if not chosen:
                     continue
-                problem = Polynomial.model_validate(chosen[0].spec["problem"])
+                problem = chosen[0].run_spec.problem
                 ax.plot(plot, polynomial_target(problem, plot), "k", linewidth=2, label="target")
                 ax.plot(chosen[0].arrays["x_train"], chosen[0].arrays["y_train"], "ko", markersize=3, label="data")
                 for i, model in enumerate((*MODELS, *VARIANTS)):
-                    for r in (r for r in chosen if model_name(r.spec["estimator"]) == model):
+                    for r in (r for r in chosen if model_name(r.run_spec.estimator) == model):
                         ax.plot(plot, r.arrays["fit"], color=f"C{i}", label=model, linestyle=":" if model in VARIANTS else "-")
                 ax.set(ylim=(-1.5, 2.0), xlabel="x", title=f"{target} target, n = {n}")
                 legend_once(ax)

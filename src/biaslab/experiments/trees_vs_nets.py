@@ -69,13 +69,12 @@ LABELS = {"random_forest": "random forest", "boosting": "gradient boosting", "ne
 TASKS = ("checkerboard", "checkerboard rotated", "smooth", "smooth + uninformative")
 
 
-def task_name(problem: dict | Tabular) -> str:
+def task_name(problem: Tabular) -> str:
     """Which of the four tasks a problem is: target, plus 'rotated' / '+ uninformative'."""
-    get = problem.get if isinstance(problem, dict) else lambda key: getattr(problem, key)
-    name = get("target")
-    if get("rotation") == "random":
+    name = problem.target
+    if problem.rotation == "random":
         name += " rotated"
-    if get("uninformative") > 0:
+    if problem.uninformative > 0:
         name += " + uninformative"
     return name
 
@@ -143,14 +142,14 @@ def accuracy_table(records: list[RunRecord]) -> pd.DataFrame:
     """One row per finished run: task, model, seed, train and test accuracy."""
     rows = [
         {
-            "task": task_name(r.spec["problem"]),
-            "model": r.spec["estimator"]["kind"],
-            "seed": r.spec["seed"],
+            "task": task_name(r.run_spec.problem),
+            "model": r.run_spec.estimator.kind,
+            "seed": r.run_spec.seed,
             "train_accuracy": r.final.get("train_accuracy", math.nan),
             "test_accuracy": r.final.get("test_accuracy", math.nan),
         }
         for r in records
-        if r.status == "ok" and (r.spec.get("problem") or {}).get("kind") == "tabular"
+        if r.status == "ok" and getattr(r.run_spec.problem, "kind", None) == "tabular"
     ]
     return pd.DataFrame(rows, columns=["task", "model", "seed", "train_accuracy", "test_accuracy"])
 
