@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from biaslab.claims import Verdict, spearman
+from biaslab.claims import Checks, Verdict, spearman
 from biaslab.experiments.base import CATALOG, Experiment, Result, require
 from biaslab.experiments.supervised import setup, with_probes
 from biaslab.plot import legend_once, mean_band, new_figure, reliability_diagram
@@ -114,7 +114,7 @@ def summary_table(records: list[RunRecord]) -> pd.DataFrame:
 def judge(table: pd.DataFrame) -> Verdict:
     claim = "Training past zero training error makes the network more overconfident: test ECE and NLL at the end exceed their values at interpolation (Guo et al. 2017)."
     numbers: dict[str, float] = {}
-    passes, failures, notes = [], [], []
+    checks, notes = Checks(), []
     judged = 0
     for width, rows in table.groupby("width") if len(table) else []:
         if not rows["interpolates"].all():
@@ -127,19 +127,18 @@ def judge(table: pd.DataFrame) -> Verdict:
             se = float(diff.std(ddof=1) / math.sqrt(len(diff))) if len(diff) > 1 else math.nan
             numbers |= {f"w{width}_{key}_interp": float(rows[f"{key}_interp"].mean()), f"w{width}_{key}_end": float(rows[f"{key}_end"].mean()), f"w{width}_{key}_rise_se": se}
             ok = len(diff) > 1 and mean > RISE_SE * se
-            (passes if ok else failures).append(f"width {width}: test {key.upper()} {rows[f'{key}_interp'].mean():.3f} at interpolation -> {rows[f'{key}_end'].mean():.3f} at the end ({mean:+.3f} +- {se:.3f} SE, need > {RISE_SE:g} SE)")
+            checks.check(ok, f"width {width}: test {key.upper()} {rows[f'{key}_interp'].mean():.3f} at interpolation -> {rows[f'{key}_end'].mean():.3f} at the end ({mean:+.3f} +- {se:.3f} SE, need > {RISE_SE:g} SE)")
         change = float((rows["accuracy_end"] - rows["accuracy_interp"]).mean())
         notes.append(f"width {width}: test accuracy changes {change:+.3f} past interpolation (first zero train error at step {rows['interp_step'].mean():.0f})")
     if judged == 0:
-        failures.append("no width reaches zero training error in every seed")
+        checks.fail("no width reaches zero training error in every seed")
     if len(table):
         ends = table.groupby("width")["ece_end"].mean()
         rho = spearman(list(ends.index), list(ends.values))
         numbers["spearman_width_vs_ece_end"] = rho
         notes.append(f"ECE at the end against width: {', '.join(f'{w}: {v:.3f}' for w, v in ends.items())} (Spearman {rho:.2f}); not claimed")
     numbers["widths_judged"] = float(judged)
-    reason = "; ".join(failures) if failures else "; ".join(passes)
-    return Verdict(claim, not failures, {k: float(v) for k, v in numbers.items()}, ("FAIL: " if failures else "") + reason, tuple(notes))
+    return checks.verdict(claim, numbers, notes)
 
 
 # ---------------------------------------------------------------- the experiment

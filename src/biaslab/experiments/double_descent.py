@@ -63,7 +63,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from biaslab.claims import Verdict, interpolation_width
+from biaslab.claims import Checks, Verdict, interpolation_width
 from biaslab.estimators import MinNormRegressor
 from biaslab.experiments.base import CATALOG, Experiment, Result, require
 from biaslab.experiments.estimator_runs import DIGITS_BANDWIDTH, MNIST1D_BANDWIDTH, run_classifier
@@ -452,45 +452,43 @@ class DoubleDescent(Experiment):
         )
         table = _table(records)
         numbers: dict[str, float] = {}
-        failures: list[str] = []
-        passes: list[str] = []
-        self._judge_linear(table, numbers, passes, failures)
-        self._judge_random_features(table, numbers, passes, failures)
+        checks = Checks()
+        self._judge_linear(table, numbers, checks)
+        self._judge_random_features(table, numbers, checks)
         if not numbers:
             return Verdict(claim, False, {"runs": float(len(table))}, "no finished Gaussian-model or random-feature runs to judge")
         notes = _rff_notes(table, numbers) + _sample_notes(table, numbers) + _forest_notes(table) + _network_notes(records, table)
-        reason = "; ".join(failures) if failures else "; ".join(passes)
-        return Verdict(claim, not failures, numbers, ("FAIL: " if failures else "") + reason, notes)
+        return checks.verdict(claim, numbers, notes)
 
     @staticmethod
-    def _judge_linear(table, numbers, passes, failures) -> None:
+    def _judge_linear(table: pd.DataFrame, numbers: dict[str, float], checks: Checks) -> None:
         part = _gaussian_parts(table, "model_size")
         if not len(part):
-            failures.append("no model-wise Gaussian-model runs")
+            checks.fail("no model-wise Gaussian-model runs")
             return
         plain = curve(part[part["estimator.ridge_rule"] == "fixed"], se="test_risk_se")
         threshold = float(part["threshold"].iloc[0])
         at, where = peak_at_threshold(plain, threshold)
         misfit, checked = formula_misfit(part)
         numbers |= {"linear_peak_at": where, "linear_threshold": threshold, "linear_formula_max_z": misfit, "linear_sizes_checked": float(checked)}
-        (passes if at else failures).append(f"(a) min-norm risk peaks at p={where:g} (threshold n={threshold:g})")
+        checks.check(at, f"(a) min-norm risk peaks at p={where:g} (threshold n={threshold:g})")
         ok = checked > 0 and misfit <= FORMULA_SE
-        (passes if ok else failures).append(f"(a) simulation vs formula: worst {misfit:.2f} SE over {checked} sizes away from p=n (<= {FORMULA_SE:g})")
+        checks.check(ok, f"(a) simulation vs formula: worst {misfit:.2f} SE over {checked} sizes away from p=n (<= {FORMULA_SE:g})")
         ridged = part[part["estimator.ridge_rule"] == "optimal"]
         if len(ridged):
             rise = largest_rise(curve(ridged, se="test_risk_se"))
             numbers["linear_ridged_rise_se"] = rise
-            (passes if rise <= NO_PEAK_SE else failures).append(f"(a) optimal-ridge curve rises at most {rise:.2f} SE above its running minimum (<= {NO_PEAK_SE:g}, rises under {NO_PEAK_REL:.0%} not counted)")
+            checks.check(rise <= NO_PEAK_SE, f"(a) optimal-ridge curve rises at most {rise:.2f} SE above its running minimum (<= {NO_PEAK_SE:g}, rises under {NO_PEAK_REL:.0%} not counted)")
 
     @staticmethod
-    def _judge_random_features(table, numbers, passes, failures) -> None:
+    def _judge_random_features(table: pd.DataFrame, numbers: dict[str, float], checks: Checks) -> None:
         part = _part(table, "random_features")
         if not len(part):
-            failures.append("no random-feature runs")
+            checks.fail("no random-feature runs")
         for name, frame in part.groupby("data.name") if len(part) else []:
             unridged = frame[frame["estimator.ridge"] == 0.0]
             if not len(unridged):
-                failures.append(f"(b) {name}: no min-norm (ridge 0) random-feature runs to judge")
+                checks.fail(f"(b) {name}: no min-norm (ridge 0) random-feature runs to judge")
                 continue
             c = curve(unridged)
             threshold = float(frame["threshold"].iloc[0])
@@ -500,13 +498,13 @@ class DoubleDescent(Experiment):
             best_under = float(under.min()) if len(under) else math.nan
             numbers |= {f"{name}_rff_peak_at": where, f"{name}_rff_threshold": threshold, f"{name}_rff_risk_largest": largest, f"{name}_rff_best_under": best_under}
             numbers[f"{name}_rff_peak_risk"] = float(c["mean"].max())
-            (passes if at else failures).append(f"(b) {name}: min-norm RFF risk peaks at N={where:g} (n={threshold:g})")
+            checks.check(at, f"(b) {name}: min-norm RFF risk peaks at N={where:g} (n={threshold:g})")
             below = largest < best_under
-            (passes if below else failures).append(f"(b) {name}: risk {largest:.3f} at N={c.index[-1]:g} vs best under-parameterized {best_under:.3f}")
+            checks.check(below, f"(b) {name}: risk {largest:.3f} at N={c.index[-1]:g} vs best under-parameterized {best_under:.3f}")
             if frame["estimator.ridge"].nunique() > 1:
                 rise = largest_rise(ridge_envelope(frame))
                 numbers[f"{name}_rff_ridged_rise_se"] = rise
-                (passes if rise <= NO_PEAK_SE else failures).append(f"(b) {name}: best-ridge curve rises at most {rise:.2f} SE (<= {NO_PEAK_SE:g}, rises under {NO_PEAK_REL:.0%} not counted)")
+                checks.check(rise <= NO_PEAK_SE, f"(b) {name}: best-ridge curve rises at most {rise:.2f} SE (<= {NO_PEAK_SE:g}, rises under {NO_PEAK_REL:.0%} not counted)")
 
 
 def _rff_notes(table: pd.DataFrame, numbers: dict[str, float]) -> tuple[str, ...]:

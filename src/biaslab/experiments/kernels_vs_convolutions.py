@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from biaslab.claims import Verdict
+from biaslab.claims import Checks, Verdict
 from biaslab.experiments.base import CATALOG, Experiment, Result, require
 from biaslab.experiments.estimator_runs import MNIST1D_BANDWIDTH, run_classifier
 from biaslab.plot import legend_once, new_figure
@@ -139,22 +139,22 @@ def judge(table: pd.DataFrame) -> Verdict:
         for inputs in ORDERS.values():
             numbers[f"{model}_{inputs}_test_error"] = mean_error(table, model, inputs)
             numbers[f"{model}_{inputs}_train_error_max"] = float(table[(table["model"] == model) & (table["inputs"] == inputs)]["train_error"].max()) if len(table) else math.nan
-    passes, failures = [], []
+    checks = Checks()
     cells = [(m, i) for m in MODELS for i in ORDERS.values()]
     missing = [f"{m}/{i}" for m, i in cells if math.isnan(numbers[f"{m}_{i}_test_error"])]
     if missing:
         return Verdict(claim, False, numbers | {"runs": float(len(table))}, f"FAIL: no finished runs for {', '.join(missing)}")
     worst_fit = max(numbers[f"{m}_{i}_train_error_max"] for m, i in cells)
-    (passes if worst_fit == 0.0 else failures).append(f"(0) largest training error over all runs {worst_fit:.3f} (need 0)")
+    checks.check(worst_fit == 0.0, f"(0) largest training error over all runs {worst_fit:.3f} (need 0)")
     edges = {}
     for inputs in ORDERS.values():
         others = min(numbers[f"kernel_{inputs}_test_error"], numbers[f"mlp_{inputs}_test_error"])
         edges[inputs] = others - numbers[f"cnn_{inputs}_test_error"]
         numbers[f"cnn_edge_{inputs}"] = edges[inputs]
     ok = edges["ordered"] >= CNN_EDGE
-    (passes if ok else failures).append(f"(1) ordered: CNN {numbers['cnn_ordered_test_error']:.3f} vs best other {numbers['cnn_ordered_test_error'] + edges['ordered']:.3f} (edge {edges['ordered']:+.3f}, need >= {CNN_EDGE})")
+    checks.check(ok, f"(1) ordered: CNN {numbers['cnn_ordered_test_error']:.3f} vs best other {numbers['cnn_ordered_test_error'] + edges['ordered']:.3f} (edge {edges['ordered']:+.3f}, need >= {CNN_EDGE})")
     ok = edges["shuffled"] < KEPT_EDGE * edges["ordered"]
-    (passes if ok else failures).append(f"(2) shuffled: CNN edge {edges['shuffled']:+.3f} (need < {KEPT_EDGE:g} x {edges['ordered']:+.3f})")
+    checks.check(ok, f"(2) shuffled: CNN edge {edges['shuffled']:+.3f} (need < {KEPT_EDGE:g} x {edges['ordered']:+.3f})")
     for model in ("kernel", "mlp"):
         before, after = numbers[f"{model}_ordered_test_error"], numbers[f"{model}_shuffled_test_error"]
         n_test = float(table["n_test"].iloc[0])
@@ -162,9 +162,8 @@ def judge(table: pd.DataFrame) -> Verdict:
         change = after - before
         numbers[f"{model}_change"] = change
         ok = abs(change) <= UNCHANGED_SE * se
-        (passes if ok else failures).append(f"(3) {LABELS[model]}: test error changes {change:+.3f} (need |.| <= {UNCHANGED_SE:g} x SE {se:.3f})")
-    reason = "; ".join(failures) if failures else "; ".join(passes)
-    return Verdict(claim, not failures, {k: float(v) for k, v in numbers.items()}, ("FAIL: " if failures else "") + reason)
+        checks.check(ok, f"(3) {LABELS[model]}: test error changes {change:+.3f} (need |.| <= {UNCHANGED_SE:g} x SE {se:.3f})")
+    return checks.verdict(claim, numbers)
 
 
 # ---------------------------------------------------------------- the experiment

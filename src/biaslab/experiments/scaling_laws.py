@@ -66,7 +66,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 from scipy import optimize, stats
 
-from biaslab.claims import Verdict
+from biaslab.claims import Checks, Verdict
 from biaslab.estimators import least_squares
 from biaslab.experiments.base import CATALOG, Experiment, Result, refuse_model_fields, require
 from biaslab.experiments.supervised import run_supervised
@@ -303,19 +303,18 @@ def mlp_report(table: pd.DataFrame) -> tuple[dict[str, float], tuple[str, ...]]:
 def judge(table: pd.DataFrame) -> Verdict:
     claim = "Test loss falls as a power law in n and in N with the exponent -alpha set by the data's spectrum (Maloney et al. 2022)."
     numbers: dict[str, float] = {}
-    passes, failures = [], []
+    checks = Checks()
     for axis in AXES:
         frame = table[table["estimator.axis"] == axis] if len(table) else table
         if not len(frame):
-            failures.append(f"no runs on the {axis} axis")
+            checks.fail(f"no runs on the {axis} axis")
             continue
         alpha = float(frame["problem.alpha"].iloc[0])
         mean, low, high = slope_interval(fitted_slopes(frame))
         numbers |= {f"{axis}_slope": mean, f"{axis}_slope_low": low, f"{axis}_slope_high": high, f"{axis}_predicted": -alpha}
         ok = low <= -alpha <= high
-        (passes if ok else failures).append(f"{axis}: fitted slope {mean:.3f} [{low:.3f}, {high:.3f}] ({CONFIDENCE:.0%} CI over seeds) vs predicted {-alpha:g}")
-    reason = "; ".join(failures) if failures else "; ".join(passes)
-    return Verdict(claim, not failures, numbers, ("FAIL: " if failures else "") + reason)
+        checks.check(ok, f"{axis}: fitted slope {mean:.3f} [{low:.3f}, {high:.3f}] ({CONFIDENCE:.0%} CI over seeds) vs predicted {-alpha:g}")
+    return checks.verdict(claim, numbers)
 
 
 class ScalingLaws(Experiment):

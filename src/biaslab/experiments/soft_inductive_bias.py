@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from biaslab.claims import Verdict
+from biaslab.claims import Checks, Verdict
 from biaslab.data.problems import polynomial_data, polynomial_target
 from biaslab.estimators import fit_estimator
 from biaslab.experiments.base import CATALOG, Experiment, Result, require
@@ -151,7 +151,7 @@ def judge(table: pd.DataFrame) -> Verdict:
     if missing:
         return Verdict(claim, False, {"runs": float(len(table))}, f"FAIL: no finished runs for {', '.join(missing)}")
     numbers: dict[str, float] = {}
-    passes, failures = [], []
+    checks = Checks()
     fails_on = {"low order": [], "high order": []}
     for target in ("simple", "complex"):
         soft = means[(target, "soft bias")]
@@ -160,7 +160,7 @@ def judge(table: pd.DataFrame) -> Verdict:
         worst_n = float(ratio.idxmax())
         numbers |= {f"{target}_soft_over_best_worst": float(ratio.max()), f"{target}_worst_n": worst_n}
         ok = bool((ratio <= CLOSE_FACTOR).all())
-        (passes if ok else failures).append(f"{target}: soft / best other at most {ratio.max():.2f} (n={worst_n:g}; need <= {CLOSE_FACTOR:g} at every n)")
+        checks.check(ok, f"{target}: soft / best other at most {ratio.max():.2f} (n={worst_n:g}; need <= {CLOSE_FACTOR:g} at every n)")
         for other in fails_on:
             geo = float(np.exp(np.mean(np.log(means[(target, other)] / soft))))
             numbers[f"{target}_{other.replace(' ', '_')}_over_soft_geomean"] = geo
@@ -170,9 +170,8 @@ def judge(table: pd.DataFrame) -> Verdict:
             numbers[f"{target}_{model.replace(' ', '_')}_mse_at_largest_n"] = float(means[(target, model)].iloc[-1])
     for other, targets in fails_on.items():
         ok = len(targets) >= 1
-        (passes if ok else failures).append(f"{other} fails (> {FAIL_FACTOR:g} x soft, geometric mean over n) on: {', '.join(targets) or 'no target'}")
-    reason = "; ".join(failures) if failures else "; ".join(passes)
-    return Verdict(claim, not failures, numbers, ("FAIL: " if failures else "") + reason, _notes(means))
+        checks.check(ok, f"{other} fails (> {FAIL_FACTOR:g} x soft, geometric mean over n) on: {', '.join(targets) or 'no target'}")
+    return checks.verdict(claim, numbers, _notes(means))
 
 
 def _notes(means: pd.DataFrame) -> tuple[str, ...]:

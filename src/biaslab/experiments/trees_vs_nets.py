@@ -47,7 +47,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from biaslab.claims import Verdict
+from biaslab.claims import Checks, Verdict
 from biaslab.data.problems import tabular
 from biaslab.estimators import fit_estimator
 from biaslab.experiments.base import CATALOG, Experiment, Result, require
@@ -177,21 +177,22 @@ def judge(table: pd.DataFrame) -> Verdict:
     for task in TASKS:
         for model in MODELS:
             numbers[f"{task.replace(' + ', '_plus_').replace(' ', '_')}_{model}"] = mean_accuracy(table, task, model)
-    passes, failures = [], []
+    checks = Checks()
 
     board = {m: mean_accuracy(table, "checkerboard", m) for m in MODELS}
     best_tree = max(TREES, key=lambda m: -math.inf if math.isnan(board[m]) else board[m])
     gap = board[best_tree] - board["neural_net"]
     numbers["checkerboard_tree_minus_mlp"] = gap
     ok = gap >= CLEAR_GAP
-    (passes if ok else failures).append(f"(1) checkerboard: {LABELS[best_tree]} {board[best_tree]:.3f} vs MLP {board['neural_net']:.3f} (gap {gap:+.3f}, need >= {CLEAR_GAP})")
+    checks.check(ok, f"(1) checkerboard: {LABELS[best_tree]} {board[best_tree]:.3f} vs MLP {board['neural_net']:.3f} (gap {gap:+.3f}, need >= {CLEAR_GAP})")
 
     tree_drop = float(paired_drop(table, "checkerboard", "checkerboard rotated", best_tree).mean())
     mlp_drop = float(paired_drop(table, "checkerboard", "checkerboard rotated", "neural_net").mean())
     numbers |= {"rotation_drop_tree": tree_drop, "rotation_drop_mlp": mlp_drop}
     learned = board["neural_net"] >= 0.5 + LEARNED
     ok = learned and tree_drop >= ROTATION_DROP and tree_drop >= ROTATION_RATIO * max(mlp_drop, 0.0)
-    (passes if ok else failures).append(
+    checks.check(
+        ok,
         f"(2) rotation costs {LABELS[best_tree]} {tree_drop:+.3f} and the MLP {mlp_drop:+.3f} (need tree >= {ROTATION_DROP} and >= "
         f"{ROTATION_RATIO:g} x MLP), the MLP at {board['neural_net']:.3f} unrotated (need >= {0.5 + LEARNED:.2f}: it must have learned the board)"
     )
@@ -203,15 +204,14 @@ def judge(table: pd.DataFrame) -> Verdict:
     se = float(diff.std(ddof=1) / math.sqrt(len(diff))) if len(diff) > 1 else math.nan
     numbers |= {"uninformative_drop_mlp": float(mlp.mean()), "uninformative_drop_boosting": float(boost.mean()), "uninformative_extra_drop_mlp": mean, "uninformative_extra_drop_se": se}
     ok = len(diff) > 1 and mean > NOISE_SE * se
-    (passes if ok else failures).append(
+    checks.check(
+        ok,
         f"(3) uninformative features cost the MLP {float(mlp.mean()):+.3f} and boosting {float(boost.mean()):+.3f}: "
         f"difference {mean:+.3f} +- {se:.3f} SE over {len(diff)} seeds (need > {NOISE_SE:g} SE)"
     )
     fits = table.groupby("model")["train_accuracy"].min() if len(table) else pd.Series(dtype=float)
     notes = tuple(f"{LABELS.get(m, m)}: lowest train accuracy {v:.3f} over tasks and seeds" for m, v in fits.items())
-    reason = "; ".join(failures) if failures else "; ".join(passes)
-    numbers = {k: float(v) for k, v in numbers.items()}
-    return Verdict(claim, not failures, numbers, ("FAIL: " if failures else "") + reason, notes)
+    return checks.verdict(claim, numbers, notes)
 
 
 # ---------------------------------------------------------------- the experiment
