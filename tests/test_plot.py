@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.colors import to_rgb
 
-from biaslab.plot import mean_band, new_figure
+from biaslab.plot import mean_band, new_figure, seed_bars
 
 
 def test_mean_band_draws_the_group_mean_and_shades_min_to_max_in_the_line_colour():
@@ -28,3 +28,17 @@ def test_mean_band_leaves_out_the_band_when_every_x_has_one_row():
     _, (ax,) = new_figure()
     mean_band(ax, pd.DataFrame({"x": [1, 2], "y": [0.5, 0.25]}), "x", "y")
     assert not ax.collections and len(ax.get_lines()) == 1
+
+
+def test_seed_bars_put_one_bar_per_hue_at_each_category_at_the_seed_mean_with_every_seed_as_a_dot():
+    frame = pd.DataFrame(
+        {"task": ["a", "a", "b", "a", "a", "b"], "model": ["m", "m", "m", "n", "n", "n"], "acc": [0.6, 0.8, 0.5, 0.9, 0.7, 0.4]}
+    )
+    _, (ax,) = new_figure()
+    bars = seed_bars(ax, frame, "task", "model", "acc", ["a", "b"], ["m", "n"], {"m": "model M"})
+    assert bars == {("a", "m"): (-0.2, 0.7), ("b", "m"): (0.8, 0.5), ("a", "n"): (0.2, 0.8), ("b", "n"): (1.2, 0.4)}
+    heights = [p.get_height() for p in ax.patches]
+    np.testing.assert_allclose(heights, [0.7, 0.5, 0.8, 0.4])
+    dots = [(list(line.get_xdata()), list(line.get_ydata())) for line in ax.get_lines()]
+    assert dots[0] == ([-0.2, -0.2], [0.6, 0.8]) and dots[3] == ([1.2], [0.4])
+    assert [t.get_text() for t in ax.legend().get_texts()] == ["model M", "n"]

@@ -41,14 +41,13 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
 from biaslab.claims import Checks, Verdict
 from biaslab.experiments.base import CATALOG, Experiment, Result, require
 from biaslab.experiments.estimator_runs import MNIST1D_BANDWIDTH, run_classifier
-from biaslab.plot import legend_once, new_figure
+from biaslab.plot import legend_once, new_figure, seed_bars
 from biaslab.spec import DataSpec, EstimatorSpec, RunSpec, SpecError, Sweep, TrainSpec
 from biaslab.store import RunRecord
 
@@ -191,17 +190,12 @@ class KernelsVsConvolutions(Experiment):
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
         table = error_table(records)
         fig, (ax,) = new_figure(width=6.0)
-        step = 0.8 / len(MODELS)
         orders = list(ORDERS.values())
-        for i, model in enumerate(MODELS):
-            xs = np.arange(len(orders)) + (i - 1) * step
-            means = [mean_error(table, model, o) for o in orders]
-            ax.bar(xs, means, width=step, color=f"C{i}", alpha=0.7, label=LABELS[model])
-            for x, order, mean in zip(xs, orders, means):
-                part = table[(table["model"] == model) & (table["inputs"] == order)]
-                ax.plot(np.full(len(part), x), part["test_error"], "k.", markersize=3)
-                if len(part):
-                    ax.annotate(f"train {part['train_error'].max():.2f}", (x, mean), ha="center", va="bottom", fontsize=6)
+        bars = seed_bars(ax, table, "inputs", "model", "test_error", orders, MODELS, LABELS)
+        for (order, model), (x, mean) in bars.items():
+            part = table[(table["model"] == model) & (table["inputs"] == order)]
+            if len(part):
+                ax.annotate(f"train {part['train_error'].max():.2f}", (x, mean), ha="center", va="bottom", fontsize=6)
         ax.set_xticks(range(len(orders)), [f"{o} inputs" for o in orders])
         ax.set(ylabel="test error", ylim=(0.0, 1.0), title="MNIST-1D, all models at zero training error")
         legend_once(ax)

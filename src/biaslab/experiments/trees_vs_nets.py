@@ -51,7 +51,7 @@ from biaslab.claims import Checks, Verdict
 from biaslab.data.problems import tabular
 from biaslab.estimators import fit_estimator
 from biaslab.experiments.base import CATALOG, Experiment, Result, require
-from biaslab.plot import legend_once, new_figure
+from biaslab.plot import legend_once, new_figure, seed_bars
 from biaslab.runtime import blas_threads_as_torch
 from biaslab.spec import EstimatorSpec, ModelSpec, RunSpec, SpecError, Sweep, Tabular, TrainSpec
 from biaslab.store import RunRecord
@@ -239,20 +239,13 @@ class TreesVsNets(Experiment):
         table = accuracy_table(records)
         fig, (ax, ax_drop) = new_figure(ncols=2, width=5.0)
         tasks = [t for t in TASKS if t in set(table["task"])]
-        step = 0.8 / len(MODELS)
-        for i, model in enumerate(MODELS):
-            part = table[table["model"] == model]
-            means = [mean_accuracy(table, t, model) for t in tasks]
-            xs = np.arange(len(tasks)) + (i - 1) * step
-            ax.bar(xs, means, width=step, color=f"C{i}", alpha=0.7, label=LABELS[model])
-            for x, task in zip(xs, tasks):
-                values = part[part["task"] == task]["test_accuracy"]
-                ax.plot(np.full(len(values), x), values, "k.", markersize=3)
+        seed_bars(ax, table, "task", "model", "test_accuracy", tasks, MODELS, LABELS)
         ax.axhline(0.5, color="grey", linestyle=":", linewidth=1)
         ax.set_xticks(range(len(tasks)), [t.replace(" + ", "\n+ ").replace(" rotated", "\nrotated") for t in tasks], fontsize=8)
         ax.set(ylabel="test accuracy", ylim=(0.4, 1.0), title="accuracy per task (dots: seeds)")
         legend_once(ax)
         pairs = (("checkerboard", "checkerboard rotated", "rotation"), ("smooth", "smooth + uninformative", "uninformative features"))
+        step = 0.8 / len(MODELS)
         for i, model in enumerate(MODELS):
             drops = [float(paired_drop(table, a, b, model).mean()) for a, b, _ in pairs]
             ax_drop.bar(np.arange(2) + (i - 1) * step, drops, width=step, color=f"C{i}", alpha=0.7, label=LABELS[model])
