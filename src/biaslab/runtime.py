@@ -7,7 +7,6 @@ made here from a seed and a purpose, so two draws never share a stream by accide
 from __future__ import annotations
 
 import hashlib
-import os
 import platform
 import subprocess
 from collections.abc import Iterator

@@ -41,7 +41,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
 from biaslab import data as datasets
-from biaslab import models, probes
+from biaslab import probes
 from biaslab.claims import Verdict, granulated_kendall, kendall
 from biaslab.experiments.supervised import setup, with_probes
 from biaslab.experiments.base import CATALOG, Experiment, Result
