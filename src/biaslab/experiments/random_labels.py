@@ -93,12 +93,13 @@ import math
 from collections.abc import Iterable
 
 import numpy as np
+import pandas as pd
 from matplotlib.figure import Figure
 
 from biaslab.claims import Verdict, spearman
 from biaslab.experiments.base import CATALOG, Experiment
 from biaslab.experiments.supervised import run_supervised
-from biaslab.plot import legend_once, new_figure
+from biaslab.plot import legend_once, mean_band, new_figure
 from biaslab.spec import DataSpec, ModelSpec, RunSpec, Sweep, TrainSpec
 from biaslab.store import RunRecord
 
@@ -461,15 +462,13 @@ def _steps_figure(rows: list[dict], datasets: list[str]) -> Figure:
     width = 0.8 / max(1, len(datasets))
     for k, dataset in enumerate(datasets):
         main = _main(rows, dataset)
-        fractions = sorted({row["fraction"] for row in main if not math.isnan(row["fraction"])})
-        by_fraction = [_select(main, condition=corruption_name(p)) for p in fractions]
-        line.errorbar(fractions, [_mean(r, "steps") for r in by_fraction], yerr=[np.ptp([x["steps"] for x in r]) / 2 for r in by_fraction],
-                      marker="o", capsize=3, label=dataset)  # fmt: skip
+        corrupted = pd.DataFrame([row for row in main if not math.isnan(row["fraction"])], columns=["fraction", "steps"])
+        mean_band(line, corrupted, "fraction", "steps", label=dataset)
         names = [c for c in _order({row["condition"] for row in main}) if not c.startswith("corrupt")]
         x = np.arange(len(names)) + k * width
         bars.bar(x, [_mean(_select(main, condition=c), "steps") for c in names], width=width, label=dataset)
         bars.set_xticks(np.arange(len(names)) + width * (len(datasets) - 1) / 2, names, rotation=30, ha="right", fontsize=8)
-    line.set(xlabel="label corruption fraction", ylabel="steps to zero training error", title="time to fit (mean, half-range)")
+    line.set(xlabel="label corruption fraction", ylabel="steps to zero training error", title="time to fit (seed mean, min-max shaded)")
     bars.set(ylabel="steps to zero training error", title="time to fit per condition")
     for ax in (line, bars):
         legend_once(ax)
