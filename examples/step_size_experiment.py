@@ -13,11 +13,11 @@ import torch
 from biaslab.claims import Verdict
 from biaslab.convex import min_norm_interpolant
 from biaslab.data.problems import least_squares
-from biaslab.experiments.base import CATALOG, Experiment, Result
+from biaslab.experiments.base import CATALOG, Experiment, Result, require
 from biaslab.plot import new_figure
 from biaslab.spec import LeastSquares, RunSpec, SpecError, Sweep, TrainSpec
 from biaslab.store import records_table
-from biaslab.train import minimize
+from biaslab.train import MINIMIZE_ONLY, MINIMIZE_READS, minimize
 
 NAME = "example-step-size"
 PRECISION = 1e-8  # relative distance that counts as the same solution (float64, loss driven to 1e-26)
@@ -47,8 +47,10 @@ class StepSize(Experiment):
     summary = "Every stable step size reaches the same minimum-norm interpolant from zero."
     presets = {"tiny": lambda: sweep(5, 12, 3000), "quick": lambda: sweep(20, 60, 30000), "paper": lambda: sweep(200, 1000, 300000)}
     runner = run
+    reads = ("problem", "dtype", *MINIMIZE_READS)  # any other field set away from its default is refused
 
     def refuse(self, spec: RunSpec) -> None:
+        require(spec, MINIMIZE_ONLY | {"dtype": ("float64",)})  # full batch, in the float64 of the numpy problem
         if spec.problem is None or spec.problem.kind != "least_squares" or spec.problem.init_norm != 0.0:
             raise SpecError(f"problem: {NAME} runs on least_squares from w0 = 0 (problem.init_norm 0)")
 

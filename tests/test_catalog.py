@@ -88,7 +88,8 @@ def test_width_sweep_uses_the_seed_mean():
     records = _records({8: 0.5, 32: 0.44, 64: 0.43, 128: 0.42}, TRAIN)
     records.append(_record(128, 2, 0.0, 0.0, 0.9))  # one bad seed at the widest width moves the mean above the first
     verdict = claim(records)
-    assert not verdict.passed and not math.isnan(verdict.numbers["test_error_at_widest"])
+    assert not verdict.passed and verdict.numbers["test_error_at_widest"] > verdict.numbers["test_error_at_interpolation"]
+    assert verdict.numbers["n_seeds"] == 3.0 and "(PASS needs widest <= first and rho <= 0)" in verdict.reason  # the bad seed counted
 
 
 def test_every_module_of_the_catalog_registers_an_experiment():

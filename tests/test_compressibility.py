@@ -125,11 +125,14 @@ def test_compressibility_claim_passes_and_fails_on_made_up_records():
     verdict = compressibility_claim(good)
     assert verdict.passed and verdict.numbers["spearman_width_vs_removable"] == pytest.approx(1.0)
     small_margin = [_compress_record(w, s, 0.01, r) for w, r in ((16, 0.3), (64, 0.5), (256, 0.7)) for s in (0, 1)]
-    assert not compressibility_claim(small_margin).passed
+    verdict = compressibility_claim(small_margin)  # tickets beat random masks by 1 point (0.01), not the 2 needed
+    assert not verdict.passed and verdict.numbers["ticket_claim_passed"] == 0.0 and verdict.numbers["ticket_margin_mean"] == pytest.approx(0.01)
+    assert "exceeds random masks' by 1.00 points on average" in verdict.reason and "PASS needs >= 2" in verdict.reason
     shrinking = [_compress_record(w, s, 0.05, r) for w, r in ((16, 0.7), (64, 0.5), (256, 0.3)) for s in (0, 1)]
     verdict = compressibility_claim(shrinking)
     assert not verdict.passed and verdict.numbers["ticket_claim_passed"] == 1.0 and verdict.numbers["width_claim_passed"] == 0.0
-    assert not compressibility_claim([]).passed
+    empty = compressibility_claim([])
+    assert not empty.passed and empty.reason == "no finished runs to judge"
 
 
 def _landscape_record(width: int, batch: int, seed: int, curvature: float, monotone: bool) -> RunRecord:

@@ -234,7 +234,7 @@ def test_edge_numbers_of_a_run_that_never_reaches():
 
 def test_claim_without_runs_fails_with_a_reason():
     verdict = claim([_record("chebyshev", 0.1, {}, status="diverged")])
-    assert not verdict.passed and verdict.reason
+    assert not verdict.passed and verdict.reason == "no finished runs with a sharpness curve"
 
 
 def test_a_run_records_the_sharpness_at_every_evaluation_and_only_gd_is_accepted():

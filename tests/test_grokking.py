@@ -177,7 +177,8 @@ def test_every_seed_must_show_it():
 
 
 def test_the_claim_needs_both_controls_and_ignores_other_conditions():
-    assert not grokking_verdict([GOOD[0]]).passed
+    alone = grokking_verdict([GOOD[0]])
+    assert not alone.passed and alone.reason == "need finished standard-init runs with weight decay 1 and 0"
     extra = record(0.1, 100, None, 500, 90, init_scale=4.0)  # Omnigrok's cell: reported, not judged
     verdict = grokking_verdict(GOOD + [extra])
     assert verdict.passed and any("init x4" in note for note in verdict.notes)
@@ -209,7 +210,9 @@ def test_phase_claim_passes_with_a_critical_fraction_and_falling_steps():
 
 def test_phase_claim_fails_when_the_smallest_fraction_generalizes_or_steps_rise():
     everything = [phase_record(f, 1.0, t) for f, t in ((0.2, 5000), (0.4, 3000), (0.6, 1500))]
-    assert not phase_verdict(everything).passed
+    verdict = phase_verdict(everything)
+    assert not verdict.passed and verdict.numbers["smallest_generalizing_fraction"] == verdict.numbers["smallest_fraction"] == 0.2
+    assert "smallest fraction 0.2: some cell generalizes; first generalizing fraction 0.2 [FAILS]" in verdict.reason
     rising = [phase_record(f, 1.0, t) for f, t in ((0.2, None), (0.4, 600), (0.6, 1500), (0.8, 4000))]
     verdict = phase_verdict(rising)
     assert not verdict.passed and verdict.numbers["spearman_wd1"] == 1.0

@@ -119,7 +119,10 @@ def test_claim_fails_when_the_modified_flow_is_only_first_order_close():
 
 def test_claim_fails_when_sgd_tracks_the_full_batch_flow_better():
     records = [_record("mlp", h, 0.2 * h, h**2, (0.5 * h**2, 0.1 * h)) for h in HS]
-    assert not claim(records).passed
+    verdict = claim(records)
+    closer = min(0.5 * h**2 / (0.1 * h) for h in HS)  # distance to the full-batch flow / to the SGD flow, at its smallest
+    assert not verdict.passed and verdict.numbers["mlp_sgd_min_ratio_full_batch_to_sgd_modified"] == pytest.approx(closer)
+    assert f"to the SGD modified flow >= {closer:.2f} over h (needs > 1 at every h)" in verdict.reason
 
 
 def test_claim_needs_two_step_sizes():

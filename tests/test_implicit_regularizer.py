@@ -103,9 +103,13 @@ def test_claim_passes_on_accurate_recoveries():
 
 
 def test_claim_fails_on_a_wrong_early_stopping_lambda_or_dropout_lambda_or_weighting():
-    assert not experiment.claim(_records(0.4, {0.1: 0.112})).passed
-    assert not experiment.claim(_records(0.05, {0.1: 0.112, 0.5: 1.3})).passed
-    assert not experiment.claim(_records(0.05, {0.1: 0.112}, plain_better=True)).passed
+    early = experiment.claim(_records(0.4, {0.1: 0.112}))
+    assert not early.passed and "eta t s_max <= 0.25: 0.400 (needs <= 0.15)" in early.reason
+    wrong = experiment.claim(_records(0.05, {0.1: 0.112, 0.5: 1.3}))
+    assert not wrong.passed and wrong.numbers["dropout_max_rel_error"] == pytest.approx(1.3 / 1.0 - 1)
+    assert f"against p/(1-p): {1.3 - 1:.3f} (needs <= 0.1)" in wrong.reason
+    plain = experiment.claim(_records(0.05, {0.1: 0.112}, plain_better=True))
+    assert not plain.passed and "weighted L2 fits better than plain L2 for every p: False" in plain.reason
 
 
 def test_claim_needs_both_procedures():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from scipy.stats import spearmanr
 from torch import nn
 from torch.func import functional_call
 
@@ -107,8 +108,11 @@ def test_claim_passes_when_everything_falls_with_alpha():
 
 
 def test_claim_fails_when_the_kernel_does_not_settle():
-    verdict = claim([_record(a, 1.0 / a, 0.3, 0.5 / (1 + a) ** 0.5) for a in ALPHAS[:-1]] + [_record(100.0, 0.01, 0.4, 0.04)])
-    assert not verdict.passed
+    kernel_changes = [0.3] * (len(ALPHAS) - 1) + [0.4]
+    verdict = claim([_record(a, 1.0 / a, k, 0.5 / (1 + a) ** 0.5) for a, k in zip(ALPHAS[:-1], kernel_changes)] + [_record(100.0, 0.01, 0.4, 0.04)])
+    rho = spearmanr(ALPHAS, kernel_changes).statistic  # the kernel changes more, not less, at the largest alpha
+    assert not verdict.passed and verdict.numbers["spearman_alpha_vs_kernel_change"] == pytest.approx(rho) and rho > -0.9
+    assert f"kernel change {rho:+.2f}" in verdict.reason and "(each needs <= -0.9)" in verdict.reason
 
 
 def test_claim_fails_when_the_net_stays_far_from_its_linearization():
@@ -117,7 +121,8 @@ def test_claim_fails_when_the_net_stays_far_from_its_linearization():
 
 
 def test_claim_needs_three_alphas():
-    assert not claim([_record(a, 1.0 / a, 0.1, 0.1) for a in (1.0, 10.0)]).passed
+    verdict = claim([_record(a, 1.0 / a, 0.1, 0.1) for a in (1.0, 10.0)])
+    assert not verdict.passed and "needs finished runs at three or more alphas" in verdict.reason
 
 
 def test_bad_input_names_the_field():

@@ -223,4 +223,4 @@ def test_claim_fails_with_fewer_than_three_widths_and_with_no_runs():
     verdict = connectivity_claim(_records(linear=[1.0, 2.0], bezier=[0.1, 0.1], matched=[0.3, 0.1], widths=(16, 256)))
     assert not verdict.passed and verdict.numbers["width_claim_passed"] == 0.0
     empty = connectivity_claim([])
-    assert not empty.passed and empty.numbers == {"n_runs": 0.0}
+    assert not empty.passed and empty.numbers == {"n_runs": 0.0} and empty.reason == "no finished runs to judge"

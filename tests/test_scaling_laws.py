@@ -75,7 +75,8 @@ def test_claim_fails_when_the_exponent_is_off():
 
 def test_claim_fails_with_one_seed_as_there_is_no_interval():
     verdict = experiment.claim(_records(1.0, seeds=(0,)))
-    assert not verdict.passed
+    assert not verdict.passed and math.isnan(verdict.numbers["train_size_slope_low"]) and math.isnan(verdict.numbers["model_size_slope_high"])
+    assert verdict.reason.count("[nan, nan] (95% CI over seeds)") == 2  # the slope is right; there is no interval to hold it
 
 
 def test_fitted_slopes_are_per_seed_least_squares():
@@ -199,7 +200,9 @@ def test_mlp_exponents_go_to_the_notes_and_numbers_and_do_not_decide_the_verdict
     assert 0 < numbers["mlp_train_size_exponent_low"] <= numbers["mlp_train_size_exponent"] <= numbers["mlp_train_size_exponent_high"]
     assert numbers["mlp_train_size_offset_exponent"] == pytest.approx(0.4, abs=0.1)
     assert numbers["mlp_train_size_offset_loss"] == pytest.approx(0.5, abs=0.1)
-    assert not experiment.claim(_records(0.6) + _mlp_records(0.4, 0.2)).passed  # part (a) alone decides
+    failing = experiment.claim(_records(0.6) + _mlp_records(0.4, 0.2))  # part (a) alone decides
+    assert not failing.passed and failing.numbers["train_size_slope"] == pytest.approx(-0.6)
+    assert "train_size: fitted slope -0.600" in failing.reason and "vs predicted -1" in failing.reason
 
 
 def test_figure_has_the_mlp_panels():

@@ -155,5 +155,5 @@ def test_the_experiment_refuses_other_problems_and_estimators():
     with pytest.raises(SpecError, match="problem.kind"):
         experiment.check(RunSpec(experiment=NAME, estimator=EstimatorSpec(kind="boosting")))
     with pytest.raises(SpecError, match="estimator.kind"):
-        experiment.check(RunSpec(experiment=NAME, problem=Tabular(), estimator=EstimatorSpec(kind="kernel_ridge")))
+        experiment.check(RunSpec(experiment=NAME, problem=Tabular(), estimator=EstimatorSpec(kind="kernel_ridge"), dtype="float64"))
     experiment.check(RunSpec(experiment=NAME, problem=Tabular(), estimator=EstimatorSpec(kind="neural_net"), model=ModelSpec(), train=TrainSpec()))

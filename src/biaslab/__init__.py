@@ -1,7 +1,8 @@
 """biaslab: make the implicit regularization of deep learning measurable.
 
-The public API is small: `catalog()`, `run(name, preset, overrides, store)` (an experiment's sweep, verdict and
-figures), `probe(model, train, test)` (the report card of your own model on your own data), the specs and `Store`.
+The public API is small: `catalog()`, `run(name, preset, overrides, store, trackers)` (an experiment's sweep,
+verdict and figures), `track(trackers, store)` (a store's runs sent to TensorBoard, W&B or MLflow),
+`probe(model, train, test)` (the report card of your own model on your own data), the specs and `Store`.
 Everything else is importable from its module but not promised to stay.
 """
 
@@ -17,7 +18,7 @@ try:
 except metadata.PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0+unknown"
 
-__all__ = ["Card", "ExperimentResult", "catalog", "run", "DataSpec", "ModelSpec", "RunSpec", "RunRecord", "SpecError", "Store", "Sweep", "TrainSpec", "__version__", "probe"]
+__all__ = ["Card", "ExperimentResult", "catalog", "run", "DataSpec", "ModelSpec", "RunSpec", "RunRecord", "SpecError", "Store", "Sweep", "TrainSpec", "__version__", "probe", "track"]
 
 
 def __getattr__(name: str):
@@ -26,7 +27,7 @@ def __getattr__(name: str):
         from biaslab import card
 
         return getattr(card, name)
-    if name in ("run", "catalog", "ExperimentResult"):
+    if name in ("run", "catalog", "ExperimentResult", "track"):
         from biaslab import api
 
         return getattr(api, name)

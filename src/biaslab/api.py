@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from matplotlib.figure import Figure
 from biaslab.catalog import INDEX
 from biaslab.claims import Verdict
 from biaslab.store import DEFAULT_PATH, RunRecord, Store
+from biaslab.trackers import SweepInfo, Tracker, Tracking, resolve_trackers, tracker_key
 
 
 @dataclass(frozen=True)
@@ -86,9 +88,15 @@ def run(
     store: str | Path | Store = DEFAULT_PATH,
     executor: str = "auto",
     workers: int | None = None,
+    trackers: Sequence[Tracker | str] = (),
 ) -> ExperimentResult:
     """Run an experiment's sweep (preset default: the experiment's own, usually 'quick') into `store`, resuming
-    what is there; return its records, verdict and figures. Bad names or fields raise `SpecError` naming them."""
+    what is there; return its records, verdict and figures. Bad names or fields raise `SpecError` naming them.
+
+    `trackers` also sends the runs to TensorBoard, W&B (offline) or MLflow: `"tensorboard"`, `"wandb"`,
+    `"mlflow"` (each into a folder of the store), `"NAME:DIR"`, or tracker objects (`biaslab.trackers`); a
+    missing library raises `TrackerUnavailable` naming the extra to install, before any run.
+    """
     from biaslab.experiments import CATALOG
     from biaslab.registry import UnknownName
     from biaslab.spec import SpecError
@@ -102,8 +110,44 @@ def run(
     overrides = dict(overrides or {})
     sweep = experiment.sweep(preset).override(overrides)
     preflight(sweep)
-    outcome = run_sweep(sweep, store if isinstance(store, Store) else Store(store), preset, overrides, executor, workers)
+    sinks = resolve_trackers(trackers, store.path if isinstance(store, Store) else Path(store))  # before the store is made
+    store = store if isinstance(store, Store) else Store(store)
+    outcome = run_sweep(sweep, store, preset, overrides, executor, workers, trackers=sinks)
     finished = [r for r in outcome.records if r.status == "ok"]
     verdict = experiment.verdict(outcome.records) if finished else Verdict(experiment.title, False, {}, "no run finished")
     figures = experiment.drawn_figures(outcome.records)[0] if finished else {}  # a figure that raises is left out; the report says why
     return ExperimentResult(experiment.name, preset, outcome.records, verdict, figures, outcome.ran, outcome.skipped, outcome.executor)
+
+
+@dataclass
+class Tracked:
+    """What `track` did: per tracker, the runs sent now and those it already held; the sweeps gone through."""
+
+    sent: dict[str, int]
+    held: dict[str, int]
+    sweeps: int
+
+
+def track(
+    trackers: Sequence[Tracker | str],
+    store: str | Path | Store = DEFAULT_PATH,
+    experiment: str | None = None,
+    again: bool = False,
+) -> Tracked:
+    """Send a store's runs to trackers, sweep by sweep, with each sweep's verdict: what `run(..., trackers=...)`
+    would have sent. Runs a tracker already holds are not sent again unless `again`. Reads the store only."""
+    from biaslab.sweep import sweep_verdict
+
+    resolved = resolve_trackers(trackers, store.path if isinstance(store, Store) else Path(store))
+    store = store if isinstance(store, Store) else Store(store, readonly=True)
+    entries = [e for e in store.sweeps() if experiment is None or e.experiment == experiment]
+    sent = {tracker_key(t): 0 for t in resolved}
+    held = {tracker_key(t): 0 for t in resolved}
+    for entry in entries:
+        records = store.records_of(dict.fromkeys(entry.spec_ids))
+        with Tracking(resolved, SweepInfo.of(entry, (r.spec for r in records)), again=again) as tracking:
+            tracking.end(records, sweep_verdict(entry.experiment, records))
+        for name in sent:
+            sent[name] += tracking.sent[name]
+            held[name] += tracking.held[name]
+    return Tracked(sent, held, len(entries))

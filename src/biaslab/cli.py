@@ -19,6 +19,7 @@ from pathlib import Path
 
 from biaslab.spec import SpecError, parse_override
 from biaslab.store import DEFAULT_PATH, RunNotFound, Store, StoreError, StoreWarning
+from biaslab.trackers import TARGETS, TrackerError, TrackerWarning
 
 BAD_INPUT = 2
 CARD_SECTIONS = ("fit", "norms", "margins", "curvature", "sharpness", "spectra", "calibration", "bounds")  # biaslab.card.SECTIONS, without importing torch for --help
@@ -60,6 +61,14 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--backend", default="local", help="local (default) or ray")
     run.add_argument("--address", default=None, help="with --backend ray: HOST:PORT of a running Ray cluster (default: start one here)")
     run.add_argument("--no-report", action="store_true", help="skip writing the HTML report")
+    run.add_argument("--track", action="append", default=[], metavar="NAME[:DIR]",
+                     help=f"also send the runs to a tracker (repeatable): {TARGETS}; default DIR: a folder of the store")  # fmt: skip
+
+    track = commands.add_parser("track", help="send a store's runs (and each sweep's verdict) to TensorBoard, W&B offline or MLflow")
+    track.add_argument("targets", nargs="+", metavar="NAME[:DIR]", help=f"{TARGETS}; default DIR: a folder of the store")
+    track.add_argument("--store", type=Path, default=DEFAULT_PATH)
+    track.add_argument("--experiment", default=None, help="only this experiment's sweeps")
+    track.add_argument("--again", action="store_true", help="also send runs the tracker already holds (as new runs)")
 
     report = commands.add_parser("report", help="write STORE/report/index.html for every sweep in the store")
     report.add_argument("--store", type=Path, default=DEFAULT_PATH)
@@ -112,9 +121,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     commands = {"list": cmd_list, "config": cmd_config, "run": cmd_run, "report": cmd_report, "export": cmd_export, "show": cmd_show,
-                "probe": cmd_probe, "store": cmd_store}  # fmt: skip
+                "probe": cmd_probe, "store": cmd_store, "track": cmd_track}  # fmt: skip
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", StoreWarning)
+        warnings.simplefilter("always", TrackerWarning)
         try:
             args = _parser().parse_args(argv)
             return commands[args.command](args)
@@ -130,10 +140,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _show_warnings(caught: list[warnings.WarningMessage]) -> None:
-    """Each distinct StoreWarning as one `biaslab: warning:` line; other warnings as Python shows them."""
+    """Each distinct StoreWarning or TrackerWarning as one `biaslab: warning:` line; other warnings as Python shows them."""
     shown: set[str] = set()
     for item in caught:
-        if issubclass(item.category, StoreWarning):
+        if issubclass(item.category, (StoreWarning, TrackerWarning)):
             if str(item.message) not in shown:
                 shown.add(str(item.message))
                 print(f"biaslab: warning: {item.message}", file=sys.stderr)
@@ -273,9 +283,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise InputError(str(error)) from None
     from biaslab.sweep import BackendUnavailable
 
+    trackers = _trackers(args.track, args.store, "--track")  # before the store is made: a missing library leaves nothing behind
     store = Store(args.store)
     try:
-        outcome = _run_with_progress(sweep, store, preset, overrides, args)
+        outcome = _run_with_progress(sweep, store, preset, overrides, args, trackers)
     except BackendUnavailable as error:
         raise InputError(str(error)) from None
     failed = [r for r in outcome.records if r.status == "failed"]
@@ -288,6 +299,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"failed run {record.spec_id}: {(record.error or '').strip().splitlines()[-1]}  (biaslab show {record.spec_id})")
     if any(r.status == "ok" for r in outcome.records):
         print(experiment.verdict(outcome.records).summary())
+    for tracker in trackers:
+        print(f"{tracker.name}: {tracker.where}  (view: {tracker.view})")
     if not args.no_report:
         from biaslab.report import write_report
 
@@ -295,7 +308,34 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _run_with_progress(sweep, store: Store, preset: str, overrides: dict, args: argparse.Namespace):
+def _trackers(targets: list[str], root: Path, flag: str) -> list:
+    """The sinks `--track` names, made before any run (a missing library is one line naming the extra, exit 2)."""
+    from biaslab.trackers import tracker_from_target
+
+    try:
+        return [tracker_from_target(target, root) for target in targets]
+    except TrackerError as error:
+        raise InputError(f"{flag}: {error}") from None
+
+
+def cmd_track(args: argparse.Namespace) -> int:
+    """Send a store's runs to trackers, sweep by sweep; print what each got and where to look."""
+    from biaslab.api import track
+    from biaslab.trackers import tracker_key
+
+    store = _store(args.store)
+    trackers = _trackers(args.targets, store.path, "track")
+    if args.experiment is not None and args.experiment not in store.experiments():
+        raise InputError(f"--experiment: no runs of {args.experiment!r} in {args.store}; it has: {', '.join(store.experiments()) or 'none'}")
+    done = track(trackers, store, args.experiment, args.again)
+    for tracker in trackers:
+        key = tracker_key(tracker)
+        sweeps = f"{done.sweeps} sweep" + ("" if done.sweeps == 1 else "s")
+        print(f"{tracker.name}: {done.sent[key]} runs sent, {done.held[key]} already there, from {sweeps}; {tracker.where}  (view: {tracker.view})")
+    return 0
+
+
+def _run_with_progress(sweep, store: Store, preset: str, overrides: dict, args: argparse.Namespace, trackers: Sequence = ()):
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -311,7 +351,7 @@ def _run_with_progress(sweep, store: Store, preset: str, overrides: dict, args: 
         task = progress.add_task(f"{sweep.base.experiment} runs", total=total)
         return run_sweep(
             sweep, store, preset, overrides, args.executor, args.workers,
-            on_record=lambda r: progress.advance(task), backend=args.backend, address=args.address,
+            on_record=lambda r: progress.advance(task), backend=args.backend, address=args.address, trackers=trackers,
         )  # fmt: skip
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import re
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -37,6 +38,30 @@ TOKEN_MODELS = ("token_mlp", "transformer")  # models whose inputs are token ids
 def is_prime(n: int) -> bool:
     """Trial division; moduli here are small (at most a few thousand)."""
     return n >= 2 and all(n % k for k in range(2, int(n**0.5) + 1))
+
+
+
+def _read_only_when(section: BaseModel, prefix: str, rules: tuple[tuple[str, str, tuple[Any, ...]], ...]) -> None:
+    """ValueError for a field set away from its default while the field that decides whether it is read says it is
+    not: no field is accepted and then ignored. A rule (field, deciding field, values under which it is read)."""
+    for name, decider, values in rules:
+        field = type(section).model_fields[name]
+        if getattr(section, name) != field.default and getattr(section, decider) not in values:
+            allowed = " or ".join(repr(v) for v in values)
+            raise ValueError(
+                f"{prefix}.{name}: read only when {prefix}.{decider} is {allowed}, got {decider} {getattr(section, decider)!r}; "
+                f"leave it at its default {field.default!r}"
+            )
+
+
+DATASET_FIELDS = (  # fields that one dataset reads: (field, the deciding field, values under which it is read)
+    *((name, "name", ("teacher",)) for name in ("dim", "n_classes", "teacher_width")),
+    ("modulus", "name", ("modular",)), ("operation", "name", ("modular",)),
+    ("degree", "name", ("chebyshev",)),
+    ("root", "name", ("mnist", "cifar10")), ("download", "name", ("mnist", "cifar10")),
+    ("standardize", "name", ("mnist1d", "digits", "teacher", "mnist", "cifar10", "chebyshev")),  # not token ids
+)
+SPATIAL_DATASETS = ("mnist1d", "digits", "mnist", "cifar10")  # inputs shaped (channels, *positions): crops apply
 
 
 class DataSpec(_Frozen):
@@ -82,6 +107,11 @@ class DataSpec(_Frozen):
     degree: int = Field(5, ge=0)  # degree of the Chebyshev polynomial of the first kind
 
     @model_validator(mode="after")
+    def _dataset_fields_match_the_dataset(self) -> "DataSpec":
+        _read_only_when(self, "data", DATASET_FIELDS)
+        return self
+
+    @model_validator(mode="after")
     def _regression_has_no_labels(self) -> "DataSpec":
         if self.name in REGRESSION_DATASETS and self.label_noise > 0:
             raise ValueError(f"data.label_noise: {self.name} is a regression dataset with no labels to corrupt; set it to 0")
@@ -114,10 +144,21 @@ class ModelSpec(_Frozen):
     readout_bias: bool = True  # a bias on the output layer (when `bias`); Cohen et al.'s regression net has none
 
     @model_validator(mode="after")
+    def _architecture_fields_match_the_kind(self) -> "ModelSpec":
+        _read_only_when(self, "model", (
+            ("kernel_size", "kind", ("cnn",)), ("embed_dim", "kind", TOKEN_MODELS), ("heads", "kind", ("transformer",)),
+            ("dropout", "kind", ("mlp", "cnn")), ("readout_bias", "kind", ("mlp", "cnn")),
+        ))  # fmt: skip
+        return self
+
+    @model_validator(mode="after")
     def _gains_need_a_scaled_init(self) -> "ModelSpec":
         if (self.gain is not None or self.readout_gain is not None) and self.init not in ("kaiming", "xavier"):
             raise ValueError(f"model.gain and model.readout_gain apply to init 'kaiming' or 'xavier' only, got init {self.init!r}")
         return self
+
+
+SGD_FAMILY = ("gd", "sgd", "sam", "asam")  # optimizers that step with torch SGD: momentum and nesterov apply
 
 
 class TrainSpec(_Frozen):
@@ -149,6 +190,16 @@ class TrainSpec(_Frozen):
     batch_sizes: tuple[Annotated[int, Field(gt=0)] | None, ...] = ()
 
     @model_validator(mode="after")
+    def _settings_match_their_method(self) -> "TrainSpec":
+        _read_only_when(self, "train", (
+            ("momentum", "optimizer", SGD_FAMILY), ("nesterov", "optimizer", SGD_FAMILY), ("betas", "optimizer", ("adam", "adamw")),
+            ("lr_decay", "schedule", ("step",)), ("decay_every", "schedule", ("step",)),
+            ("eval_every", "eval_spacing", ("linear",)), ("eval_points", "eval_spacing", ("log",)),
+            ("crop_padding", "augment", ("random_crop",)),
+        ))  # fmt: skip
+        return self
+
+    @model_validator(mode="after")
     def _rho_needs_sam(self) -> "TrainSpec":
         if self.rho != 0.05 and self.optimizer not in ("sam", "asam"):
             raise ValueError(f"train.rho: only optimizer 'sam' or 'asam' reads it, got optimizer {self.optimizer!r}")
@@ -165,13 +216,24 @@ class TrainSpec(_Frozen):
         return self
 
 
+# One seed, one job. A problem drawn at random has a `seed` field, the problem draw: None (the default, which keeps
+# every older spec and its spec_id) lets the run's `seed` draw the instance as well as the init, as before the field
+# existed; an integer fixes the instance, so runs that differ only in `seed` share the problem and differ in their
+# init and batch order. `biaslab.data.problems.problem_seed` resolves it for every generator.
+
+
 class LeastSquares(_Frozen):
-    """Under-determined least squares: A (n x d, d > n) Gaussian, b = A w* + 0, GD from w0 of norm init_norm."""
+    """Under-determined least squares: A (n x d, d > n) Gaussian, b = A w* + 0, GD from w0 of norm init_norm.
+
+    problem.seed draws A and w*; the direction of w0 is the init, drawn from the run's seed (with problem.seed
+    None, from the one draw of the run's seed that makes A and w* too, as before the field existed).
+    """
 
     kind: Literal["least_squares"] = "least_squares"
     n: int = Field(20, gt=0)  # equations
     d: int = Field(60, gt=0)  # unknowns
     init_norm: float = Field(0.0, ge=0.0)  # ||w0||: 0 starts at the origin
+    seed: int | None = Field(None, ge=0)  # problem draw (A, w*); None: the run's seed draws it (see the note above)
 
     @model_validator(mode="after")
     def _under_determined(self) -> "LeastSquares":
@@ -185,7 +247,19 @@ class Separable(_Frozen):
 
     kind: Literal["separable"] = "separable"
     points: Literal["gaussian", "soudry"] = "gaussian"  # two Gaussian clouds, or Soudry et al.'s Fig. 1 data
-    n_points: int = Field(40, ge=4)
+    lr_unit: Literal["inverse_sigma_max_squared", "absolute"] | None = None  # what train.lr counts in, for every
+    # optimizer: 'inverse_sigma_max_squared': the step is train.lr / sigma_max(X)^2 (the summed logistic loss is
+    # sigma_max^2 / 4-smooth, so GD is stable below train.lr = 8); 'absolute': the step is train.lr itself.
+    # None: by optimizer, as the presets use it: 1 / sigma_max(X)^2 for GD and momentum, absolute for Adam
+    n_points: int = Field(40, ge=4)  # even: n_points / 2 of each class
+    seed: int | None = Field(None, ge=0)  # problem draw (the points); None: the run's seed draws them (see the note above)
+
+    @field_validator("n_points")
+    @classmethod
+    def _two_equal_classes(cls, value: int) -> int:
+        if value % 2:
+            raise ValueError(f"problem.n_points: half the points are each class, so it must be even, got {value}")
+        return value
 
 
 class SparseRegression(_Frozen):
@@ -195,6 +269,7 @@ class SparseRegression(_Frozen):
     n: int = Field(40, gt=0)
     d: int = Field(100, gt=0)
     sparsity: int = Field(5, gt=0)  # nonzeros of w*
+    seed: int | None = Field(None, ge=0)  # problem draw (A, w*); None: the run's seed draws it (see the note above)
 
 
 class MatrixCompletion(_Frozen):
@@ -204,6 +279,7 @@ class MatrixCompletion(_Frozen):
     n: int = Field(20, ge=2)
     rank: int = Field(2, ge=1)
     observed: int = Field(120, gt=0)
+    seed: int | None = Field(None, ge=0)  # problem draw (W*, observed entries); None: the run's seed draws it (see the note above)
 
 
 class GaussianFeatures(_Frozen):
@@ -235,6 +311,11 @@ class BackwardError(_Frozen):
     width: int = Field(8, gt=0)  # mlp: hidden units
     batches: int = Field(4, ge=1)  # mlp SGD: minibatches per epoch (a fixed partition of the points)
     sgd_paths: int = Field(0, ge=0)  # mlp SGD: sample paths averaged for the mean iterate; 0 skips SGD
+    seed: int | None = Field(None, ge=0)  # mlp: problem draw (points, labelling direction); None: the run's seed (see the note above)
+    x: float = 1.0  # two_parameter: the input of the single data point
+    y: float = 1.0  # two_parameter: its target; the loss is (y - a b x)^2 / 2
+    a0: float = 2.0  # two_parameter: a at the start
+    b0: float = 0.2  # two_parameter: b at the start
 
     @model_validator(mode="after")
     def _sgd_needs_batches(self) -> "BackwardError":
@@ -242,6 +323,17 @@ class BackwardError(_Frozen):
             raise ValueError("problem.sgd_paths: the SGD comparison needs problem.model 'mlp' (the two-parameter model has one data point)")
         if self.n_points % self.batches:
             raise ValueError(f"problem.batches must divide problem.n_points, got {self.batches} and {self.n_points}")
+        return self
+
+    @model_validator(mode="after")
+    def _fields_of_the_other_model(self) -> "BackwardError":
+        if self.model == "mlp":
+            for name in ("x", "y", "a0", "b0"):
+                default = BackwardError.model_fields[name].default
+                if getattr(self, name) != default:
+                    raise ValueError(f"problem.{name}: read by problem.model 'two_parameter' only; with 'mlp' leave it at {default}")
+        elif self.seed is not None:
+            raise ValueError("problem.seed: the two-parameter model draws nothing at random; allowed with problem.model 'two_parameter': null")
         return self
 
 
@@ -264,6 +356,7 @@ class ImplicitRegularizer(_Frozen):
     noise: float = Field(0.5, ge=0.0)  # standard deviation of the label noise
     dropout: float = Field(0.3, gt=0.0, lt=1.0)  # dropout rate p (procedure 'dropout')
     width: int = Field(32, gt=0)  # hidden units (procedure 'mlp_early_stopping')
+    seed: int | None = Field(None, ge=0)  # problem draw (X, w*, label noise); None: the run's seed draws it (see the note above)
 
 
 class Tabular(_Frozen):
@@ -272,7 +365,7 @@ class Tabular(_Frozen):
     x ~ U[-1, 1]^n_features. checkerboard: label = (floor(cells (x_0 + 1) / 2) + floor(cells (x_1 + 1) / 2)) mod 2,
     an irregular, axis-aligned target on two features (the rest carry nothing). smooth: label = 1[f(x) > 0] with
     f(x) = u.x + sin(pi v.x), u and v random unit vectors over all n_features (smooth and oblique). rotation
-    'random' multiplies the inputs by a random orthogonal matrix (drawn from the seed) after labelling;
+    'random' multiplies the inputs by a random orthogonal matrix (part of the problem draw) after labelling;
     `uninformative` appends that many further U[-1, 1] features that do not enter the label.
     """
 
@@ -284,6 +377,7 @@ class Tabular(_Frozen):
     cells: int = Field(4, ge=2)  # checkerboard cells per axis
     n_train: int = Field(2000, ge=10)
     n_test: int = Field(2000, ge=10)
+    seed: int | None = Field(None, ge=0)  # problem draw (inputs, target, rotation); None: the run's seed draws it (see the note above)
 
 
 class Polynomial(_Frozen):
@@ -298,6 +392,7 @@ class Polynomial(_Frozen):
     n: int = Field(20, ge=2)  # training points
     noise: float = Field(0.1, ge=0.0)  # standard deviation of the label noise
     n_test: int = Field(1000, ge=10)
+    seed: int | None = Field(None, ge=0)  # problem draw (x, noise); None: the run's seed draws it (see the note above)
 
 
 class PowerLawFeatures(_Frozen):
@@ -341,13 +436,60 @@ class BenignRegression(_Frozen):
         return self
 
 
+class OrthogonalInputs(_Frozen):
+    """Boursier, Pillaud-Vivien & Flammarion 2022's data: n orthonormal inputs in d dimensions, the first n // 2
+    labelled +1 and the rest -1. The inputs are the rows of Q^T, Q from the QR decomposition of a d x n Gaussian
+    matrix (the problem draw). small-init-relu runs on it; a spec without a problem means OrthogonalInputs()."""
+
+    kind: Literal["orthogonal_inputs"] = "orthogonal_inputs"
+    n: int = Field(20, ge=2)  # inputs
+    d: int = Field(40, ge=2)  # dimension; at least n, so that n inputs can be orthonormal
+    seed: int | None = Field(None, ge=0)  # problem draw (the inputs); None: the run's seed draws them (see the note above)
+
+    @model_validator(mode="after")
+    def _room_for_orthonormal_inputs(self) -> "OrthogonalInputs":
+        if self.d < self.n:
+            raise ValueError(f"problem.d: n = {self.n} orthonormal inputs need d >= n, got d = {self.d}")
+        return self
+
+
+ConnectionPath = Literal["linear", "bezier", "matched", "spawned"]
+CONNECTION_PATHS: tuple[ConnectionPath, ...] = ("linear", "bezier", "matched", "spawned")
+
+
+class ConnectionPaths(_Frozen):
+    """Which paths mode-connectivity measures between its networks; a spec without a problem measures all four.
+
+    linear: the straight line from A to B; bezier: a quadratic Bezier curve A -> theta -> B whose bend is trained
+    (one more training); matched: the straight line from A to B with B's units permuted by weight matching;
+    spawned: the straight line from A to C, trained from A's init with B's batch order (a third network).
+    """
+
+    kind: Literal["connection_paths"] = "connection_paths"
+    paths: tuple[ConnectionPath, ...] = CONNECTION_PATHS  # measured in this order, whatever order they are given in
+
+    @field_validator("paths")
+    @classmethod
+    def _distinct_in_canonical_order(cls, paths: tuple[str, ...]) -> tuple[str, ...]:
+        if not paths or len(set(paths)) != len(paths):
+            raise ValueError(f"problem.paths: one or more distinct paths of {', '.join(CONNECTION_PATHS)}, got {list(paths)}")
+        return tuple(p for p in CONNECTION_PATHS if p in paths)
+
+
 Problem = Annotated[
     Union[
         LeastSquares, Separable, SparseRegression, MatrixCompletion, GaussianFeatures, BackwardError, LazyScaling, ImplicitRegularizer,
-        Tabular, Polynomial, PowerLawFeatures, BenignRegression,
+        Tabular, Polynomial, PowerLawFeatures, BenignRegression, OrthogonalInputs, ConnectionPaths,
     ], Field(discriminator="kind")
 ]
 EstimatorKind = Literal["min_norm", "random_features", "random_forest", "boosting", "kernel_ridge", "neural_net", "polynomial"]
+
+
+# the precision each estimator computes in, which its runs' `dtype` must state (neural_net: the spec's dtype is used)
+ESTIMATOR_DTYPES = {
+    "min_norm": "float64", "random_features": "float64", "kernel_ridge": "float64", "polynomial": "float64",
+    "random_forest": "float32", "boosting": "float32",  # scikit-learn's trees cast their inputs to float32
+}  # fmt: skip
 
 
 class EstimatorSpec(_Frozen):
@@ -370,6 +512,16 @@ class EstimatorSpec(_Frozen):
     degree: int = Field(3, ge=0, le=200)  # polynomial: highest Legendre order K (K + 1 coefficients)
     order_penalty: Literal["none", "quadratic", "exponential"] = "none"  # polynomial: ridge weight of order k is
     # ridge * 1 (none), ridge * (k + 1)^2 (quadratic) or ridge * e^k (exponential); ridge 0: least squares / min-norm
+
+    @model_validator(mode="after")
+    def _settings_match_the_kind(self) -> "EstimatorSpec":
+        _read_only_when(self, "estimator", (
+            ("n_features", "kind", ("min_norm", "random_features")), ("ridge_rule", "kind", ("min_norm",)),
+            ("ridge", "kind", ("min_norm", "random_features", "kernel_ridge", "polynomial")),
+            ("bandwidth", "kind", ("random_features", "kernel_ridge")), ("degree", "kind", ("polynomial",)),
+            ("max_leaf_nodes", "kind", ("random_forest", "boosting")), ("n_trees", "kind", ("random_forest", "boosting")),
+        ))  # fmt: skip
+        return self
 
     @model_validator(mode="after")
     def _order_penalty_needs_polynomial(self) -> "EstimatorSpec":
@@ -406,6 +558,19 @@ class RunSpec(_Frozen):
             )
         if "fourier" in self.probes and self.model.kind not in TOKEN_MODELS:
             raise ValueError(f"probes: 'fourier' measures a token embedding; it needs model.kind {' or '.join(TOKEN_MODELS)}, got {self.model.kind!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _crops_need_positions(self) -> "RunSpec":
+        if self.train.augment == "random_crop" and self.problem is None and self.data.name not in SPATIAL_DATASETS:
+            raise ValueError(f"train.augment: random_crop shifts inputs along their positions; {self.data.name} has none (allowed with data.name {', '.join(SPATIAL_DATASETS)})")
+        return self
+
+    @model_validator(mode="after")
+    def _estimators_compute_in_their_own_precision(self) -> "RunSpec":
+        fixed = ESTIMATOR_DTYPES.get(self.estimator.kind) if self.estimator is not None else None
+        if fixed is not None and self.dtype != fixed:
+            raise ValueError(f"dtype: estimator.kind {self.estimator.kind!r} computes in {fixed} (scikit-learn / numpy), whatever the spec says; allowed: {fixed!r}")
         return self
 
     @model_validator(mode="after")
@@ -454,12 +619,20 @@ def _non_default(model: BaseModel) -> dict:
     return kept
 
 
+NAMES_ITS_FIELD = re.compile(r"^[a-z_0-9]+\.[a-z_0-9.]+[: ]")  # a validator's message that starts with its dotted field
+
+
 def describe_error(error: ValidationError, prefix: str = "") -> str:
     """One line per bad field: 'train.lr: Input should be greater than 0 (got -1)'."""
     lines = []
     for item in error.errors():
         path = ".".join(str(p) for p in (prefix, *item["loc"]) if p != "")
         message = item["msg"]
+        if item["type"] == "value_error":  # our validators' messages name their own field: no second prefix
+            message = message.removeprefix("Value error, ")
+            if NAMES_ITS_FIELD.match(message) or not path:
+                lines.append(message)
+                continue
         if item["type"] == "extra_forbidden":
             message = f"unknown field; allowed: {', '.join(_allowed_fields(path))}"
         elif "input" in item and not isinstance(item["input"], dict):

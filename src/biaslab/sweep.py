@@ -65,11 +65,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from biaslab.claims import Verdict
 from biaslab.experiments import can_pool, run_population
 from biaslab.experiments.base import failed_record
 from biaslab.spec import RunSpec, Sweep
 from biaslab.store import RunRecord, Store, StoreError, SweepEntry, lease_owner, lease_timeout
 from biaslab.train.population import MEMBER_FIELDS
+from biaslab.trackers import SweepInfo, Tracker, Tracking
 
 Executor = Literal["auto", "inprocess", "processes", "population"]
 EXECUTORS: tuple[str, ...] = ("auto", "inprocess", "processes", "population")
@@ -216,8 +218,20 @@ def run_sweep(
     on_record: OnRecord | None = None,
     backend: str = "local",
     address: str | None = None,
+    trackers: Sequence[Tracker] = (),
 ) -> Outcome:
-    """Run every spec of `sweep` that the store lacks and return all of the sweep's records."""
+    """Run every spec of `sweep` that the store lacks and return all of the sweep's records.
+
+    `trackers` (see `biaslab.trackers`) get each run as its record is stored, then the sweep's other finished
+    runs they lack and its verdict.
+    """
+    if trackers:
+        specs = sweep.expand()
+        entry = SweepEntry(sweep.base.experiment, preset, dict(overrides or {}), tuple(s.spec_id for s in specs))
+        with Tracking(trackers, SweepInfo.of(entry, (s.model_dump(mode="json") for s in specs))) as tracking:
+            outcome = run_sweep(sweep, store, preset, overrides, executor, workers, tracking.chain(on_record), backend, address)
+            tracking.end(outcome.records, sweep_verdict(sweep.base.experiment, outcome.records))
+        return outcome
     if executor not in EXECUTORS:
         raise ValueError(f"executor: {executor!r} is not one of {', '.join(EXECUTORS)}")
     if backend not in BACKENDS:
@@ -264,6 +278,15 @@ def run_sweep(
     how = f"{where}, {n_jobs} jobs, {populations} populations"
     records = store.records_of(s.spec_id for s in specs)
     return Outcome(records=records, ran=ran, skipped=len(specs) - ran, executor=how, elsewhere=len(todo) - ran)
+
+
+def sweep_verdict(experiment: str, records: list[RunRecord]) -> Verdict | None:
+    """The catalog experiment's verdict on `records`; None when no run finished or the experiment is not in the catalog."""
+    from biaslab.experiments import CATALOG
+
+    if experiment not in CATALOG or not any(r.status == "ok" for r in records):
+        return None
+    return CATALOG.get(experiment).verdict(records)
 
 
 def run_here(jobs: list[Job], save: Callable[[RunRecord], None], claim: Claimer = _no_claim) -> None:

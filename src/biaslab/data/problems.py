@@ -2,6 +2,12 @@
 
 Each function returns a small dataclass with the instance and, where there is one,
 its planted solution. The draws use `numpy.random.default_rng(seed)`: no global state.
+
+One seed, one job: every generator takes the run's seed and draws the instance from
+`problem_seed(problem, seed)`, which is problem.seed when the spec sets it and the
+run's seed otherwise (the behaviour, and the numbers, from before problem.seed
+existed). So a runner that passes its `spec.seed` honours problem.seed without
+knowing about it, and keeps the run's seed for the init and the batch order.
 """
 
 from __future__ import annotations
@@ -10,7 +16,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from biaslab.spec import LeastSquares, MatrixCompletion, Polynomial, Separable, SparseRegression, Tabular
+from biaslab.runtime import numpy_generator
+from biaslab.spec import LeastSquares, MatrixCompletion, OrthogonalInputs, Polynomial, Separable, SparseRegression, Tabular
+
+
+def problem_seed(problem, seed: int) -> int:
+    """The seed that draws the problem instance: problem.seed when set, else the run's `seed` (one seed for both)."""
+    return seed if problem.seed is None else problem.seed
 
 
 @dataclass(frozen=True)
@@ -22,17 +34,22 @@ class LinearSystem:
 
 
 def least_squares(problem: LeastSquares, seed: int) -> LinearSystem:
-    """A ~ N(0, 1), w* ~ N(0, I/d), b = A w*; w0 a random direction of norm init_norm."""
-    rng = np.random.default_rng(seed)
+    """A ~ N(0, 1), w* ~ N(0, I/d), b = A w*; w0 a random direction of norm init_norm.
+
+    A and w* come from the problem draw; w0's direction is the init, from the run's seed: with problem.seed None
+    it continues the instance's draw (as it always did), otherwise it has a stream of its own ("init").
+    """
+    rng = np.random.default_rng(problem_seed(problem, seed))
     A = rng.standard_normal((problem.n, problem.d))
     w_star = rng.standard_normal(problem.d) / np.sqrt(problem.d)
-    direction = rng.standard_normal(problem.d)
+    init = rng if problem.seed is None else numpy_generator(seed, "init")
+    direction = init.standard_normal(problem.d)
     return LinearSystem(A, A @ w_star, w_star, problem.init_norm * direction / np.linalg.norm(direction))
 
 
 def sparse_regression(problem: SparseRegression, seed: int) -> LinearSystem:
     """A ~ N(0, 1), w* with `sparsity` entries of +-1 at random places, b = A w*; starts at 0."""
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(problem_seed(problem, seed))
     A = rng.standard_normal((problem.n, problem.d))
     w_star = np.zeros(problem.d)
     support = rng.choice(problem.d, size=problem.sparsity, replace=False)
@@ -42,7 +59,7 @@ def sparse_regression(problem: SparseRegression, seed: int) -> LinearSystem:
 
 @dataclass(frozen=True)
 class Labelled:
-    X: np.ndarray  # (n, 2)
+    X: np.ndarray  # (n, 2) separable points, or (n, d) orthogonal inputs
     y: np.ndarray  # (n,) in {-1, +1}
 
 
@@ -58,7 +75,7 @@ def separable(problem: Separable, seed: int) -> Labelled:
     "gaussian": n_points / 2 points from N(+-(2, 0.5), 0.7^2 I) per class, redrawn
     until separable through the origin.
     """
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(problem_seed(problem, seed))
     half = problem.n_points // 2
     if problem.points == "soudry":
         extra = rng.uniform(1.25, 3.0, size=(max(half - 2, 0), 2))
@@ -76,6 +93,14 @@ def separable(problem: Separable, seed: int) -> Labelled:
         return Labelled(X, np.concatenate([np.ones(half), -np.ones(half)]))
     X = np.vstack([positives, -positives])
     return Labelled(X, np.concatenate([np.ones(len(positives)), -np.ones(len(positives))]))
+
+
+def orthogonal_inputs(problem: OrthogonalInputs, seed: int) -> Labelled:
+    """n orthonormal rows in d dimensions (Q^T from the QR decomposition of a d x n Gaussian matrix), the first
+    n // 2 labelled +1 and the rest -1. -> X (n, d), y (n,)."""
+    rng = np.random.default_rng(problem_seed(problem, seed))
+    X = np.linalg.qr(rng.standard_normal((problem.d, problem.n)))[0].T  # (n, d) orthonormal rows
+    return Labelled(X, np.where(np.arange(problem.n) < problem.n // 2, 1.0, -1.0))
 
 
 def _in_open_half_plane(points: np.ndarray) -> bool:
@@ -96,7 +121,7 @@ def matrix_completion(problem: MatrixCompletion, seed: int) -> Completion:
     """W* = U V^T with U, V ~ N(0, 1)^{n x r}, scaled to ||W*||_F = n; entries observed uniformly without replacement."""
     if problem.observed > problem.n**2:
         raise ValueError(f"problem.observed: at most n^2 = {problem.n**2} entries exist, asked for {problem.observed}")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(problem_seed(problem, seed))
     U, V = rng.standard_normal((problem.n, problem.rank)), rng.standard_normal((problem.n, problem.rank))
     W = U @ V.T
     W *= problem.n / np.linalg.norm(W)
@@ -132,7 +157,7 @@ def haar_orthogonal(d: int, rng: np.random.Generator) -> np.ndarray:
 
 def tabular(problem: Tabular, seed: int) -> TabularData:
     """Train and test sets of one synthetic tabular task (see `Tabular`); every draw comes from `seed`."""
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(problem_seed(problem, seed))
     d = problem.n_features
     n = problem.n_train + problem.n_test
     x = rng.uniform(-1.0, 1.0, (n, d))
@@ -159,6 +184,6 @@ def polynomial_target(problem: Polynomial, x: np.ndarray) -> np.ndarray:
 
 def polynomial_data(problem: Polynomial, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """n training points: x ~ U[-1, 1], y = f(x) + noise * N(0, 1). -> x (n,), y (n,)."""
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(problem_seed(problem, seed))
     x = rng.uniform(-1.0, 1.0, problem.n)
     return x, polynomial_target(problem, x) + problem.noise * rng.standard_normal(problem.n)

@@ -13,15 +13,17 @@ are kept whenever the spec asks for them and the result carries a model.
 
 from __future__ import annotations
 
+import inspect
+import json
 import time
 import traceback
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+from pydantic import BaseModel
 from torch import nn
 
 from biaslab.claims import Verdict
@@ -81,6 +83,9 @@ class Experiment:
     needs_probes: tuple[str, ...] = ()  # probes the claim and figures read: runs without them get a FAIL naming them
     trains_model = False  # True when the runner trains one network: it measures spec.probes (supervised.with_probes)
     # at every evaluation and returns the network in its Result, for spec.save_weights; False: both fields are refused
+    reads: tuple[str, ...] = ()  # the spec fields the runner reads: dotted paths, or a section ('train') for all its
+    # fields; set away from its default, any other field is refused (`refuse_unread_fields`). seed, device, probes and
+    # save_weights are the contract's own (see ALWAYS_READ and trains_model).
 
     def sweep(self, preset: str | None = None) -> Sweep:
         """The sweep of a preset; an unknown preset is a SpecError naming the allowed ones."""
@@ -94,7 +99,12 @@ class Experiment:
         no field may be accepted and then ignored. The contract's fields first, then the experiment's own `refuse`."""
         if not self.trains_model:
             refuse_model_fields(spec, f"{self.name} trains no single network")
+        refuse_unread_fields(spec, self.reads_of(spec), self.name)
         self.refuse(spec)
+
+    def reads_of(self, spec: RunSpec) -> tuple[str, ...]:
+        """The fields the runner reads for this spec: `reads`, unless a study of the experiment reads others."""
+        return self.reads
 
     def refuse(self, spec: RunSpec) -> None:
         """Raise SpecError for a spec outside what this experiment's runner computes (its own rules; none here)."""
@@ -160,6 +170,52 @@ def refuse_model_fields(spec: RunSpec, why: str) -> None:
         raise SpecError(f"probes: {why}, so it measures no probes; got {list(spec.probes)}, allowed: []")
     if spec.save_weights:
         raise SpecError(f"save_weights: {why}, so it has no weights to keep; allowed: false")
+
+
+SUPERVISED_READS = ("data", "model", "train", "dtype")  # a network trained by `train.fit` on a dataset
+
+
+def estimator_reads(spec: RunSpec) -> tuple[str, ...]:
+    """What a fit through `biaslab.estimators` reads: the estimator, where its examples come from (the problem, else the
+    dataset), and for estimator.kind 'neural_net' the network's model and training."""
+    source = ("problem",) if spec.problem is not None else ("data",)
+    network = ("model", "train") if spec.estimator is not None and spec.estimator.kind == "neural_net" else ()
+    return ("estimator", *source, "dtype", *network)  # dtype: fixed per estimator kind (spec.ESTIMATOR_DTYPES) but neural_net
+
+
+ALWAYS_READ = ("experiment", "seed", "device", "probes", "save_weights")  # checked by the framework, not by `reads`
+NAMED_ONLY = ("train.batch_sizes",)  # one experiment's fields: a section in `reads` does not cover them
+
+
+def refuse_unread_fields(spec: RunSpec, reads: tuple[str, ...], name: str) -> None:
+    """SpecError for the first field set away from its default that `reads` does not cover: no field is accepted and
+    then ignored. A section in `reads` covers its fields (not those in NAMED_ONLY); an unset section is at its default."""
+    for path, default in set_fields(spec):
+        if not _covered(path, reads):
+            what = "section" if "." not in path and default is None else "field"
+            raise SpecError(f"{path}: {name} does not read this {what}; leave it at its default ({json.dumps(default)}). It reads: {', '.join(reads)}")
+
+
+def _covered(path: str, reads: tuple[str, ...]) -> bool:
+    """Whether `reads` names the field, a section holding it, or (for a section) a field inside it."""
+    if path in ALWAYS_READ or path in reads or any(r.startswith(f"{path}.") for r in reads):
+        return True
+    return path not in NAMED_ONLY and any(path.startswith(f"{r}.") for r in reads)
+
+
+def set_fields(spec: BaseModel, prefix: str = "") -> list[tuple[str, Any]]:
+    """(dotted path, default) of every field of `spec` not at its default, inside sections too; a section set where
+    its default is None (problem, estimator) is an entry of its own before its fields (compared with its class's)."""
+    found: list[tuple[str, Any]] = []
+    for name, info in type(spec).model_fields.items():
+        value, path = getattr(spec, name), f"{prefix}{name}"
+        if isinstance(value, BaseModel):
+            if info.default is None:
+                found.append((path, None))
+            found += set_fields(value, f"{path}.")
+        elif value != info.default:
+            found.append((path, list(info.default) if isinstance(info.default, tuple) else info.default))
+    return found
 
 
 def error_line(error: BaseException) -> str:

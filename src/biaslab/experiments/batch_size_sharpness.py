@@ -66,7 +66,7 @@ from torch import nn
 from biaslab import data as datasets
 from biaslab.claims import Verdict
 from biaslab.experiments.supervised import fresh_model
-from biaslab.experiments.base import CATALOG, Experiment, Result
+from biaslab.experiments.base import CATALOG, Experiment, Result, SUPERVISED_READS
 from biaslab.plot import new_figure
 from biaslab.probes import curvature, landscape, sharpness
 from biaslab.probes.core import snapshot
@@ -345,6 +345,7 @@ class BatchSizeSharpness(Experiment):
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
     runner = run
+    reads = (*SUPERVISED_READS, "train.batch_sizes")
 
     def refuse(self, spec: RunSpec) -> None:
         sizes = spec.train.batch_sizes

@@ -36,7 +36,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from biaslab.claims import Verdict, spearman
-from biaslab.experiments.base import CATALOG, Experiment, Result
+from biaslab.experiments.base import Experiment, Result, CATALOG, require
 from biaslab.plot import new_figure
 from biaslab.runtime import numpy_generator
 from biaslab.spec import BenignRegression, RunSpec, SpecError, Sweep
@@ -130,12 +130,12 @@ class BenignOverfitting(Experiment):
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
     runner = run
+    reads = ("problem", "dtype")  # dtype: float64, the precision of its numpy closed form
 
     def refuse(self, spec: RunSpec) -> None:
         if spec.problem is None or spec.problem.kind != "benign_regression":
             raise SpecError(f"problem.kind: {NAME} runs on problem.kind='benign_regression', got {getattr(spec.problem, 'kind', None)!r}")
-        if spec.estimator is not None:
-            raise SpecError(f"estimator: {NAME} computes the min-norm interpolant in closed form; leave estimator unset")
+        require(spec, {"dtype": ("float64",)})
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
         table = _table(records)

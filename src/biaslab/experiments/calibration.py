@@ -38,7 +38,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from biaslab.claims import Checks, Verdict, spearman
-from biaslab.experiments.base import CATALOG, Experiment, Result, require
+from biaslab.experiments.base import CATALOG, Experiment, Result, SUPERVISED_READS, require
 from biaslab.experiments.supervised import setup, with_probes
 from biaslab.plot import legend_once, mean_band, new_figure, reliability_diagram
 from biaslab.probes.calibration import ReliabilityTable, calibration_metrics, reliability_table, softmax_outputs
@@ -154,6 +154,7 @@ class Calibration(Experiment):
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
     runner = run
+    reads = SUPERVISED_READS
     trains_model = True
 
     def refuse(self, spec: RunSpec) -> None:

@@ -62,7 +62,7 @@ from torch.nn.utils import prune
 from biaslab import data as datasets
 from biaslab.claims import Verdict, spearman
 from biaslab.experiments.supervised import fresh_model, setup, with_probes
-from biaslab.experiments.base import CATALOG, Experiment, Result
+from biaslab.experiments.base import CATALOG, Experiment, Result, SUPERVISED_READS
 from biaslab.plot import legend_once, mean_band, new_figure
 from biaslab.probes import compression, landscape
 from biaslab.probes.bounds import compression_bound
@@ -278,6 +278,7 @@ class Compressibility(Experiment):
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
     runner = run
+    reads = SUPERVISED_READS
     trains_model = True
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:

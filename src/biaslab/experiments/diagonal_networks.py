@@ -19,6 +19,10 @@ u, v scales with alpha^2 in the kernel regime and with |w*| ~ 1 late in the rich
 one), stopped at loss 1e-12 or 1e5 steps. The updates are written out in numpy
 (framework overhead dominates a d = 100 problem). No reduction from the paper's
 setup beyond its size.
+
+Seeds: `problem.seed` draws A and w* (the presets leave it unset: the run's
+`seed` draws them). The init u = v = alpha is not random, so with problem.seed
+set, runs that differ only in `seed` are the same run.
 """
 
 from __future__ import annotations
@@ -118,9 +122,10 @@ class DiagonalNetworks(Experiment):
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
     runner = run
+    reads = ("problem", "dtype", "train.batch_size", "model.init_scale", "train.optimizer", "train.lr", "train.max_steps", "train.eval_every", "train.eval_spacing", "train.eval_points", "train.stop_loss")
 
     def refuse(self, spec: RunSpec) -> None:
-        require(spec, {"device": ("cpu",), "train.optimizer": ("gd",), "train.momentum": (0.0,), "train.weight_decay": (0.0,), "train.schedule": ("constant",)})
+        require(spec, {"device": ("cpu",), "dtype": ("float64",), "train.optimizer": ("gd",), "train.momentum": (0.0,), "train.weight_decay": (0.0,), "train.schedule": ("constant",)})
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
         finished = [r for r in records if r.status == "ok"]

@@ -58,7 +58,7 @@ from torch import nn
 
 from biaslab.claims import Verdict
 from biaslab.experiments.supervised import setup, with_probes
-from biaslab.experiments.base import CATALOG, Experiment, Result, require
+from biaslab.experiments.base import CATALOG, Experiment, Result, SUPERVISED_READS, require
 from biaslab.plot import new_figure
 from biaslab.probes import curvature
 from biaslab.runtime import generator
@@ -350,6 +350,7 @@ class EdgeOfStability(Experiment):
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
     runner = run
+    reads = SUPERVISED_READS
     trains_model = True
 
     def refuse(self, spec: RunSpec) -> None:

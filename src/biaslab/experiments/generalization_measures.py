@@ -44,7 +44,7 @@ from biaslab import data as datasets
 from biaslab import probes
 from biaslab.claims import Verdict, granulated_kendall, kendall
 from biaslab.experiments.supervised import setup, with_probes
-from biaslab.experiments.base import CATALOG, Experiment, Result
+from biaslab.experiments.base import CATALOG, Experiment, Result, SUPERVISED_READS
 from biaslab.plot import new_figure
 from biaslab.probes import curvature, sharpness
 from biaslab.runtime import generator
@@ -245,6 +245,7 @@ class GeneralizationMeasures(Experiment):
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
     runner = run
+    reads = SUPERVISED_READS
     trains_model = True
 
     def figures(self, records):

@@ -54,7 +54,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from biaslab.claims import Verdict
-from biaslab.experiments.base import CATALOG, Experiment, Result
+from biaslab.experiments.base import CATALOG, Experiment, Result, SUPERVISED_READS
 from biaslab.experiments.supervised import FOURIER_TOP_K, run_supervised
 from biaslab.plot import legend_once, new_figure
 from biaslab.spec import DataSpec, ModelSpec, RunSpec, Sweep, TrainSpec
@@ -199,6 +199,7 @@ class Grokking(Experiment):
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
     runner = run_grokking
+    reads = SUPERVISED_READS
     trains_model = True
     needs_probes = PROBES  # the weight norm and the embedding's Fourier concentration
 

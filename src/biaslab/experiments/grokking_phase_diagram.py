@@ -40,7 +40,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from biaslab.claims import Verdict, spearman
-from biaslab.experiments.base import CATALOG, Experiment
+from biaslab.experiments.base import CATALOG, Experiment, SUPERVISED_READS
 from biaslab.experiments.grokking import DELAY_FACTOR, LEVEL, run_grokking, summarize
 from biaslab.plot import new_figure
 from biaslab.spec import DataSpec, ModelSpec, RunSpec, Sweep, TrainSpec
@@ -128,6 +128,7 @@ class GrokkingPhaseDiagram(Experiment):
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
     runner = run_grokking
+    reads = SUPERVISED_READS
     trains_model = True
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:

@@ -28,7 +28,8 @@ iterate is closer to the SGD modified flow than to the full-batch one at every h
 
 Models: (a) the two-parameter model Barrett & Dherin use for their illustration,
 a single data point fitted by y = a b x, loss (y - a b x)^2 / 2; here x = y = 1
-from (a, b) = (2, 0.2) (constants ours); (b) a one-hidden-layer tanh MLP
+from (a, b) = (2, 0.2) (constants ours: problem.x, problem.y, problem.a0,
+problem.b0); (b) a one-hidden-layer tanh MLP
 (4 -> 8 -> 1, NTK-style 1/sqrt(fan-in) scaling, N(0, 1) parameters) on 16
 Gaussian points labelled by sin(v . x), squared loss, float64. For SGD the 16 points are a
 fixed partition into 4 minibatches visited in a fresh random order each epoch
@@ -37,6 +38,11 @@ Reduced from the papers: no image classifiers (Barrett & Dherin's MNIST nets,
 Smith et al.'s Wide-ResNets on CIFAR-10); the explicit-regularizer comparison of
 test accuracy is not made; the check is the backward-error statement itself,
 which the papers derive and which tiny models show exactly.
+
+Seeds (MLP): `problem.seed` draws the points and the labelling direction v, the
+run's `seed` the initial parameters and the SGD batch orders. The presets leave
+problem.seed unset, so the run's seed draws both; the two-parameter model draws
+nothing at random.
 """
 
 from __future__ import annotations
@@ -51,18 +57,17 @@ from biaslab.claims import Verdict
 from biaslab.experiments.base import CATALOG, Experiment, Result, require
 from biaslab.plot import new_figure
 from biaslab.runtime import generator
+from biaslab.data.problems import problem_seed
 from biaslab.spec import BackwardError, RunSpec, SpecError, Sweep, TrainSpec
 from biaslab.store import RunRecord, records_table
 from biaslab.train.flow import gradient, gradient_descent, modified_gradient, rk4, sgd_modified_gradient, shuffled_sgd_mean
 
 NAME = "implicit-gradient-regularization"
 MODIFIED_SLOPE, PLAIN_SLOPE, SLOPE_TOLERANCE = 2.0, 1.0, 0.3  # backward error analysis: O(h^2) and O(h)
-TWO_PARAMETER_START = (2.0, 0.2)  # (a, b)
-TWO_PARAMETER_POINT = (1.0, 1.0)  # (x, y)
 
 
 def _sweep(problems: list[BackwardError], steps_sizes, seeds=(0,)) -> Sweep:
-    train = TrainSpec(optimizer="gd", lr=steps_sizes[0], batch_size=None, max_steps=1)
+    train = TrainSpec(optimizer="gd", lr=steps_sizes[0], batch_size=None)  # GD takes horizon / lr steps: no max_steps
     base = RunSpec(experiment=NAME, problem=problems[0], train=train, dtype="float64")
     sections = tuple(p.model_dump(mode="json") for p in problems)
     return Sweep(base=base, grid={"problem": sections, "train.lr": tuple(steps_sizes), "seed": tuple(seeds)})
@@ -95,17 +100,18 @@ def steps_for(problem: BackwardError, h: float) -> int:
 # --- the models: losses of a flat parameter vector -------------------------------------------------------
 
 
-def two_parameter_loss(theta: torch.Tensor) -> torch.Tensor:
-    """(y - a b x)^2 / 2 for theta = (a, b) (..., 2), summed over leading dimensions."""
-    x, y = TWO_PARAMETER_POINT
-    return 0.5 * (y - theta[..., 0] * theta[..., 1] * x).square().sum()
+def two_parameter_loss(problem: BackwardError):
+    """theta -> (y - a b x)^2 / 2 for theta = (a, b) (..., 2), summed over leading dimensions; (x, y) = problem.x, problem.y."""
+    x, y = problem.x, problem.y
+    return lambda theta: 0.5 * (y - theta[..., 0] * theta[..., 1] * x).square().sum()
 
 
 class TinyRegression:
     """A one-hidden-layer tanh MLP on a few Gaussian points labelled by sin(v . x); parameters as one flat vector."""
 
     def __init__(self, problem: BackwardError, seed: int, dtype: torch.dtype = torch.float64) -> None:
-        g = generator(seed, "data")
+        """Points and labels from the problem draw (problem.seed, else `seed`); theta0 from the run's `seed`."""
+        g = generator(problem_seed(problem, seed), "data")
         self.dim, self.width = problem.dim, problem.width
         self.x = torch.randn(problem.n_points, problem.dim, generator=g, dtype=dtype)  # (n, dim)
         self.y = torch.sin(self.x @ torch.randn(problem.dim, generator=g, dtype=dtype))  # (n,)
@@ -146,7 +152,7 @@ def run(spec: RunSpec) -> Result:
     problem, h = spec.problem, spec.train.lr
     steps = steps_for(problem, h)
     if problem.model == "two_parameter":
-        loss, theta0, model = two_parameter_loss, torch.tensor(TWO_PARAMETER_START, dtype=torch.float64), None
+        loss, theta0, model = two_parameter_loss(problem), torch.tensor((problem.a0, problem.b0), dtype=torch.float64), None
     else:
         model = TinyRegression(problem, spec.seed)
         loss, theta0 = model.loss, model.theta0
@@ -207,6 +213,7 @@ class ImplicitGradientRegularization(Experiment):
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
     runner = run
+    reads = ("problem", "train.batch_size", "train.optimizer", "train.lr", "dtype")
 
     def refuse(self, spec: RunSpec) -> None:
         require(spec, {"problem.kind": ("backward_error",)})

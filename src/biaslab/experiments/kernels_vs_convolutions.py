@@ -45,7 +45,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from biaslab.claims import Checks, Verdict
-from biaslab.experiments.base import CATALOG, Experiment, Result, require
+from biaslab.experiments.base import CATALOG, Experiment, Result, estimator_reads, require
 from biaslab.experiments.estimator_runs import MNIST1D_BANDWIDTH, run_classifier
 from biaslab.plot import legend_once, new_figure, seed_bars
 from biaslab.spec import DataSpec, EstimatorSpec, RunSpec, SpecError, Sweep, TrainSpec
@@ -179,6 +179,9 @@ class KernelsVsConvolutions(Experiment):
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
     runner = run
+
+    def reads_of(self, spec: RunSpec) -> tuple[str, ...]:
+        return estimator_reads(spec)
 
     def refuse(self, spec: RunSpec) -> None:
         if spec.estimator is None or spec.estimator.kind not in ("kernel_ridge", "neural_net"):

@@ -58,7 +58,7 @@ from biaslab.probes.ntk import empirical_ntk, kernel_alignment, linearized_outpu
 from biaslab.runtime import generator
 from biaslab.spec import DataSpec, LazyScaling, ModelSpec, RunSpec, SpecError, Sweep, TrainSpec
 from biaslab.store import RunRecord, records_table
-from biaslab.train import minimize, squared_error
+from biaslab.train import MINIMIZE_READS, minimize, squared_error
 
 NAME = "lazy-vs-rich"
 TREND = -0.9  # Spearman rank correlation with alpha that counts as "falls as alpha grows"
@@ -145,6 +145,7 @@ class LazyVsRich(Experiment):
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
     runner = run
+    reads = ("problem", "data", "model", "train.loss", "dtype", *MINIMIZE_READS)
 
     def refuse(self, spec: RunSpec) -> None:
         require(spec, {"problem.kind": ("lazy_scaling",)})

@@ -54,7 +54,7 @@ from matplotlib.figure import Figure
 from biaslab import data as datasets
 from biaslab.claims import Verdict
 from biaslab.experiments.supervised import setup, with_probes
-from biaslab.experiments.base import CATALOG, Experiment, Result
+from biaslab.experiments.base import CATALOG, Experiment, Result, SUPERVISED_READS
 from biaslab.plot import landscape_contour, legend_once, new_figure
 from biaslab.probes import landscape
 from biaslab.runtime import generator
@@ -218,6 +218,7 @@ class LossLandscape(Experiment):
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
     runner = run
+    reads = SUPERVISED_READS
     trains_model = True
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:

@@ -25,6 +25,12 @@ steps (`quick`). Reference: min ||W||_* subject to the observations, by cvxpy. R
 from Arora et al.: n = 20, r = 2, 120 observations instead of n = 100, r = 5,
 2000 observations, plain GD instead of their RMSprop variant, depths 1-3
 (4 at `paper`).
+
+Seeds: `problem.seed` draws the instance (W* and the observed entries) and the
+run's `seed` the factors' init. The presets leave problem.seed unset (None), so
+each seed is a new instance and a new init; set problem.seed to vary only the
+init on one fixed matrix (e.g. to see whether depth 3's failure on one draw is
+the instance's or the init's).
 """
 
 from __future__ import annotations
@@ -37,13 +43,13 @@ from matplotlib.figure import Figure
 
 from biaslab.claims import Verdict, spearman
 from biaslab.convex import effective_rank, min_nuclear_norm_completion
-from biaslab.data.problems import matrix_completion
-from biaslab.experiments.base import CATALOG, Experiment, Result
+from biaslab.data.problems import matrix_completion, problem_seed
+from biaslab.experiments.base import CATALOG, Experiment, Result, require
 from biaslab.plot import mean_band, new_figure
 from biaslab.runtime import generator, resolve_device, resolve_dtype
 from biaslab.spec import MatrixCompletion, ModelSpec, RunSpec, Sweep, TrainSpec
 from biaslab.store import RunRecord, records_table
-from biaslab.train import minimize
+from biaslab.train import MINIMIZE_ONLY, MINIMIZE_READS, minimize
 
 NAME = "matrix-factorization"
 RECOVERED = 0.1  # relative reconstruction error below which the ground truth counts as recovered
@@ -70,7 +76,8 @@ def paper() -> Sweep:
 
 @lru_cache(maxsize=16)
 def nuclear_reference(problem: MatrixCompletion, seed: int) -> np.ndarray:
-    """The minimum-nuclear-norm completion of the problem instance (cached: every depth and init shares it)."""
+    """The minimum-nuclear-norm completion of the instance `matrix_completion(problem, seed)` (cached: every depth
+    and init shares it; callers pass the problem's draw seed, so runs that share problem.seed share the entry)."""
     c = matrix_completion(problem, seed)
     return min_nuclear_norm_completion(c.W_star.shape, c.rows, c.cols, c.W_star[c.rows, c.cols])
 
@@ -101,7 +108,7 @@ def run(spec: RunSpec) -> Result:
             return row | {f"sv_{i + 1}": s for i, s in enumerate(sigma[:TOP_SINGULAR_VALUES].tolist())}
 
     result = minimize(factors, lambda: 0.5 * (product()[rows, cols] - observed).square().mean(), spec.train, on_eval)
-    reference = nuclear_reference(problem, spec.seed)
+    reference = nuclear_reference(problem, problem_seed(problem, spec.seed))
     with torch.no_grad():
         W = product().cpu().numpy()
     extra = {
@@ -124,6 +131,10 @@ class MatrixFactorization(Experiment):
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
     runner = run
+    reads = ("problem", "model.depth", "model.init_scale", "dtype", *MINIMIZE_READS)
+
+    def refuse(self, spec: RunSpec) -> None:
+        require(spec, MINIMIZE_ONLY)
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
         finished = [r for r in records if r.status == "ok"]

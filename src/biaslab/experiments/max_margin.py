@@ -15,12 +15,19 @@ for GD, GD with momentum and Adam on both datasets; Adam has no such guarantee
 Setup: summed logistic loss, w0 = 0, float64. GD and heavy-ball momentum (0.9)
 use the step train.lr / sigma_max(X)^2 with train.lr = 4 (below the stability
 limit 8 / sigma_max^2 of the summed logistic loss, whose smoothness is
-sigma_max^2 / 4); Adam uses train.lr as its step. Data: Soudry's Fig. 1 points
+sigma_max^2 / 4); Adam uses train.lr as its step. That is the presets' unit
+rule, problem.lr_unit None ("by optimizer"); problem.lr_unit
+'inverse_sigma_max_squared' or 'absolute' puts every optimizer in that one unit,
+so train.lr means what the spec says it means. Data: Soudry's Fig. 1 points
 (two support vectors and 6 more points per class, n_points = 16) and two Gaussian clouds
 N(+-(2, 0.5), 0.7^2 I) of 20 points each. Reduced from the paper: 3e6 steps at
 `quick` instead of 1e7 and more. The updates are written out in numpy: for a
 2-D problem, framework overhead is the whole cost (torch autograd measured at
 60 us per step here, these closed-form steps at 3 us).
+
+Seeds: `problem.seed` draws the points (the presets leave it unset: the run's
+`seed` draws them). Nothing else is random here (w0 = 0, full-batch steps), so
+with problem.seed set, runs that differ only in `seed` are the same run.
 """
 
 from __future__ import annotations
@@ -72,8 +79,16 @@ def paper() -> Sweep:
     return _sweep(30_000_000, 3_000_000, seeds=(0, 1, 2))
 
 
-def descend(Z: np.ndarray, spec: TrainSpec, on_eval) -> Fit:
-    """Minimize sum log(1 + exp(-Z w)) from w = 0 (Z = y * X), evaluating at `evaluation_steps(spec)`."""
+def step_size(train: TrainSpec, lr_unit: str | None, sigma_max: float) -> float:
+    """The step that train.lr stands for under problem.lr_unit (see `Separable.lr_unit`): train.lr / sigma_max^2 for
+    'inverse_sigma_max_squared', train.lr for 'absolute'; None picks by optimizer (absolute for Adam, else 1/sigma_max^2)."""
+    unit = lr_unit or ("absolute" if train.optimizer == "adam" else "inverse_sigma_max_squared")
+    return train.lr / sigma_max**2 if unit == "inverse_sigma_max_squared" else train.lr
+
+
+def descend(Z: np.ndarray, spec: TrainSpec, on_eval, lr_unit: str | None = None) -> Fit:
+    """Minimize sum log(1 + exp(-Z w)) from w = 0 (Z = y * X), evaluating at `evaluation_steps(spec)`; `lr_unit`
+    is problem.lr_unit, the unit of spec.lr (None: by optimizer)."""
     sigma = np.linalg.norm(Z, 2)
     w, velocity = np.zeros(Z.shape[1]), np.zeros(Z.shape[1])
     m, v = np.zeros(Z.shape[1]), np.zeros(Z.shape[1])
@@ -87,16 +102,16 @@ def descend(Z: np.ndarray, spec: TrainSpec, on_eval) -> Fit:
 
     evaluate(0)
     pending = evaluation_steps(spec)
-    step_size = spec.lr / sigma**2 if spec.optimizer != "adam" else spec.lr
+    eta = step_size(spec, lr_unit, sigma)
     for step in range(1, spec.max_steps + 1):
         gradient = -(Z.T @ expit(-(Z @ w)))
         if spec.optimizer == "adam":
             m = beta1 * m + (1 - beta1) * gradient
             v = beta2 * v + (1 - beta2) * gradient * gradient
-            w = w - step_size / (1 - beta1**step) * m / (np.sqrt(v / (1 - beta2**step)) + 1e-8)
+            w = w - eta / (1 - beta1**step) * m / (np.sqrt(v / (1 - beta2**step)) + 1e-8)
         else:  # heavy-ball momentum as torch.optim.SGD (momentum 0 is plain GD)
             velocity = spec.momentum * velocity + gradient
-            w = w - step_size * velocity
+            w = w - eta * velocity
         result.steps = step
         if step == pending[0]:
             pending.pop(0)
@@ -119,7 +134,7 @@ def run(spec: RunSpec) -> Result:
         cosine = float(np.clip(w @ w_svm / (norm * svm_norm), -1.0, 1.0))
         return {"norm": norm, "angle_deg": math.degrees(math.acos(cosine)), "margin": float((Z @ w).min() / norm)}
 
-    result = descend(Z, spec.train, on_eval)
+    result = descend(Z, spec.train, on_eval, spec.problem.lr_unit)
     return Result.of(result, {"svm_norm": svm_norm, "svm_margin": 1.0 / svm_norm})
 
 
@@ -127,6 +142,13 @@ def _label(record: RunRecord) -> str:
     train = record.spec["train"]
     method = "Adam" if train["optimizer"] == "adam" else ("GD + momentum" if train["momentum"] > 0 else "GD")
     return f"{method}, {record.spec['problem']['points']}"
+
+
+def _lr_text(record: RunRecord) -> str:
+    """train.lr with the unit it was used in (problem.lr_unit, or the by-optimizer rule when unset)."""
+    spec = record.run_spec
+    unit = spec.problem.lr_unit or ("absolute" if spec.train.optimizer == "adam" else "inverse_sigma_max_squared")
+    return f"lr {spec.train.lr:g}" + (" / sigma_max^2" if unit == "inverse_sigma_max_squared" else "")
 
 
 def _last_decade(record: RunRecord, column: str) -> tuple[float, float, float, float]:
@@ -161,15 +183,16 @@ class MaxMargin(Experiment):
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
     runner = run
+    reads = ("problem", "dtype", "train.batch_size", "train.optimizer", "train.lr", "train.momentum", "train.betas", "train.max_steps", "train.eval_every", "train.eval_spacing", "train.eval_points")
 
     def refuse(self, spec: RunSpec) -> None:
-        require(spec, {"device": ("cpu",), "train.optimizer": ("gd", "adam"), "train.weight_decay": (0.0,), "train.nesterov": (False,), "train.schedule": ("constant",)})
+        require(spec, {"device": ("cpu",), "dtype": ("float64",), "train.optimizer": ("gd", "adam"), "train.batch_size": (None,), "train.weight_decay": (0.0,), "train.nesterov": (False,), "train.schedule": ("constant",)})
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
         fig, (ax_norm, ax_loss, ax_angle, ax_margin) = new_figure(ncols=4, width=3.6)
         for i, record in enumerate(r for r in records if r.status == "ok"):
             steps = np.maximum(np.array(record.curves["step"]), 1)
-            style = {"color": f"C{i}", "label": _label(record)}
+            style = {"color": f"C{i}", "label": f"{_label(record)} ({_lr_text(record)})"}
             ax_norm.plot(steps, record.curves["norm"], **style)
             if record.spec["train"]["optimizer"] != "adam":
                 t_end, n_end = steps[-1], record.curves["norm"][-1]

@@ -15,6 +15,11 @@ Setup: A is n x d Gaussian (n = 20, d = 60 at `quick`), b = A w*; loss
 0.5 ||A w - b||^2; full-batch GD in float64 with step train.lr / sigma_max(A)^2
 (train.lr in units of the inverse top Hessian eigenvalue), stopped at loss 1e-26.
 No reduction from the theory: it is the textbook statement at a small size.
+
+Seeds: `problem.seed` draws A and w*, the run's `seed` the direction of w0 (the
+init). The presets leave problem.seed unset, so the run's seed draws both, from
+one stream, as before the field existed; set it to start from several w0 on one
+system.
 """
 
 from __future__ import annotations
@@ -26,12 +31,12 @@ from matplotlib.figure import Figure
 from biaslab.claims import Verdict
 from biaslab.convex import min_norm_interpolant
 from biaslab.data.problems import least_squares
-from biaslab.experiments.base import CATALOG, Experiment, Result
+from biaslab.experiments.base import Experiment, Result, CATALOG, require
 from biaslab.plot import legend_once, new_figure
 from biaslab.runtime import resolve_device, resolve_dtype
 from biaslab.spec import LeastSquares, RunSpec, Sweep, TrainSpec
 from biaslab.store import RunRecord, records_table
-from biaslab.train import minimize
+from biaslab.train import MINIMIZE_ONLY, MINIMIZE_READS, minimize
 
 NAME = "min-norm"
 PRECISION = 1e-8  # relative distance that counts as "the same solution" in float64 after convergence to loss 1e-26
@@ -88,6 +93,10 @@ class MinNorm(Experiment):
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
     runner = run
+    reads = ("problem", "dtype", *MINIMIZE_READS)
+
+    def refuse(self, spec: RunSpec) -> None:
+        require(spec, MINIMIZE_ONLY)
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
         fig, (ax_curve, ax_final) = new_figure(ncols=2)

@@ -4,7 +4,10 @@ Each run trains, at one width and seed, three networks with SGD: A (init stream 
 B (its own init and batch order: an independently trained solution) and C (A's initialization, B's batch order:
 two copies spawned from one initialization, Frankle et al. 2020's instability test at k = 0). Along four paths the
 training loss and error and the test error are measured at 25 points of t in [0, 1] (`probes.landscape` and
-`probes.connectivity`, functional_call on interpolated parameters):
+`probes.connectivity`, functional_call on interpolated parameters). A `connection_paths` problem section chooses
+which of the four paths a run measures (`problem.paths`; the presets set none, which measures all four): leaving
+out 'bezier' skips the curve's training, leaving out 'spawned' skips training C, leaving out 'matched' skips weight
+matching.
 
 - linear: (1 - t) A + t B, the naive straight line;
 - bezier: the quadratic Bezier curve A -> theta -> B whose bend point theta is trained by SGD on
@@ -25,7 +28,8 @@ barrier is at most half the linear one at every width (Garipov et al.: the curve
 endpoints'); (3) the matched barrier is at most half the linear one at every width (Ainsworth et al.: weight
 matching brings MLPs on MNIST to near-zero barrier); (4) the matched barrier shrinks with width: Spearman
 correlation of width and matched barrier < 0 and the widest width's barrier below the narrowest's (Ainsworth
-et al. Fig. 5: wider models are linearly mode connected after alignment). PASS needs all four.
+et al. Fig. 5: wider models are linearly mode connected after alignment). PASS needs all four; a part whose
+paths a run did not measure (problem.paths) is reported as not measured and fails.
 
 Reduced from the papers: MLPs with 2 hidden layers (Ainsworth used 3 x 512 on MNIST) of widths 16-256 on
 MNIST-1D (4000 train, 1000 test) at `quick`, trained by SGD with momentum (batch 128) for 30 epochs (Ainsworth: Adam;
@@ -45,17 +49,17 @@ from matplotlib.figure import Figure
 from biaslab import data as datasets
 from biaslab import models
 from biaslab.claims import Verdict, spearman
-from biaslab.experiments.base import CATALOG, Experiment, Result, require
+from biaslab.experiments.base import CATALOG, Experiment, Result, SUPERVISED_READS, require
 from biaslab.plot import legend_once, new_figure
 from biaslab.probes import connectivity, landscape
 from biaslab.runtime import generator, resolve_device, resolve_dtype
-from biaslab.spec import DataSpec, ModelSpec, RunSpec, Sweep, TrainSpec
+from biaslab.spec import CONNECTION_PATHS, ConnectionPaths, DataSpec, ModelSpec, RunSpec, Sweep, TrainSpec
 from biaslab.store import RunRecord
 from biaslab.train import LOSSES, fit
 
 NAME = "mode-connectivity"
 PATH_TS = np.linspace(0.0, 1.0, 25)  # points along every path
-PATHS = ("linear", "bezier", "matched", "spawned")
+PATHS = CONNECTION_PATHS  # ("linear", "bezier", "matched", "spawned")
 NAIVE_MIN_BARRIER = 0.1  # nats of training loss: "clearly positive"
 CUT_FACTOR = 0.5  # Bezier and matched barriers at most this fraction of the linear one
 FITTED_ERROR = 0.01  # endpoints with train error below this count as fitted (for a note on the width trend)
@@ -68,42 +72,56 @@ def _train(spec: RunSpec, data: datasets.Dataset, init: str, batches: str, devic
     return model, fit(model, data, spec.train, generator(spec.seed, batches))
 
 
-def _paths(spec: RunSpec, data: datasets.Dataset, model, a: dict, b: dict, c: dict) -> dict[str, tuple]:
-    """The four paths, each as (train slice, test slice)."""
-    loss_fn = LOSSES[spec.train.loss]
-    sets = ((data.x_train, data.y_train), (data.x_test, data.y_test))
+def measured_paths(spec: RunSpec) -> tuple[str, ...]:
+    """The paths a run measures: problem.paths of a connection_paths section, all four without one."""
+    return (spec.problem or ConnectionPaths()).paths
+
+
+def _bend(spec: RunSpec, data: datasets.Dataset, model, a: dict, b: dict) -> dict:
+    """The Bezier curve's bend point, trained with the endpoints' optimizer settings and epoch budget."""
     epochs = math.ceil(spec.train.max_steps / math.ceil(data.x_train.shape[0] / (spec.train.batch_size or data.x_train.shape[0])))
     bend, _ = connectivity.train_bend(
-        model, loss_fn, data.x_train, data.y_train, a, b, generator(spec.seed, "bend"),
+        model, LOSSES[spec.train.loss], data.x_train, data.y_train, a, b, generator(spec.seed, "bend"),
         epochs=epochs, batch_size=spec.train.batch_size or data.x_train.shape[0], lr=spec.train.lr, momentum=spec.train.momentum,
     )  # fmt: skip
-    aligned = connectivity.weight_matching(model, a, b, generator(spec.seed, "matching")).aligned
-    return {
-        "linear": tuple(landscape.line(model, loss_fn, x, y, a, b, PATH_TS) for x, y in sets),
-        "bezier": tuple(connectivity.bezier_path(model, loss_fn, x, y, a, bend, b, PATH_TS) for x, y in sets),
-        "matched": tuple(landscape.line(model, loss_fn, x, y, a, aligned, PATH_TS) for x, y in sets),
-        "spawned": tuple(landscape.line(model, loss_fn, x, y, a, c, PATH_TS) for x, y in sets),
-    }
+    return bend
+
+
+def _paths(spec: RunSpec, data: datasets.Dataset, model, a: dict, b: dict, c: dict | None) -> dict[str, tuple]:
+    """The measured paths (`measured_paths`), each as (train slice, test slice); c is None unless 'spawned' is measured."""
+    loss_fn = LOSSES[spec.train.loss]
+    sets = ((data.x_train, data.y_train), (data.x_test, data.y_test))
+    wanted = measured_paths(spec)
+    paths = {}
+    if "linear" in wanted:
+        paths["linear"] = tuple(landscape.line(model, loss_fn, x, y, a, b, PATH_TS) for x, y in sets)
+    if "bezier" in wanted:
+        bend = _bend(spec, data, model, a, b)
+        paths["bezier"] = tuple(connectivity.bezier_path(model, loss_fn, x, y, a, bend, b, PATH_TS) for x, y in sets)
+    if "matched" in wanted:
+        aligned = connectivity.weight_matching(model, a, b, generator(spec.seed, "matching")).aligned
+        paths["matched"] = tuple(landscape.line(model, loss_fn, x, y, a, aligned, PATH_TS) for x, y in sets)
+    if "spawned" in wanted:
+        paths["spawned"] = tuple(landscape.line(model, loss_fn, x, y, a, c, PATH_TS) for x, y in sets)
+    return paths
 
 
 def run(spec: RunSpec) -> Result:
-    """Train A, B (independent) and C (A's init, B's batch order); measure the four paths between them."""
+    """Train A, B (independent) and, when 'spawned' is measured, C (A's init, B's batch order); measure the paths."""
     device, dtype = resolve_device(spec.device), resolve_dtype(spec.dtype)
     data = datasets.load(spec.data, device, dtype)
     model_a, fit_a = _train(spec, data, "init", "batches", device, dtype)
     model_b, fit_b = _train(spec, data, "init-second", "batches-second", device, dtype)
-    model_c, fit_c = _train(spec, data, "init", "batches-second", device, dtype)
+    model_c, fit_c = _train(spec, data, "init", "batches-second", device, dtype) if "spawned" in measured_paths(spec) else (None, None)
     for result in (fit_a, fit_b, fit_c):
-        if result.status != "ok":
+        if result is not None and result.status != "ok":
             return Result.of(result)
-    a, b, c = (landscape.parameters(m) for m in (model_a, model_b, model_c))
-    paths = _paths(spec, data, model_a, a, b, c)
-    final = {
-        "train_error_b": fit_b.final["train_error"],
-        "train_error_spawned": fit_c.final["train_error"],
-        "test_error_b": fit_b.final["test_error"],
-        "n_params": float(sum(t.numel() for t in a.values())),
-    }
+    a, b = landscape.parameters(model_a), landscape.parameters(model_b)
+    paths = _paths(spec, data, model_a, a, b, landscape.parameters(model_c) if model_c is not None else None)
+    final = {"train_error_b": fit_b.final["train_error"]}
+    if fit_c is not None:
+        final["train_error_spawned"] = fit_c.final["train_error"]
+    final |= {"test_error_b": fit_b.final["test_error"], "n_params": float(sum(t.numel() for t in a.values()))}
     arrays = {"t": PATH_TS.tolist()}
     for name, (train, test) in paths.items():
         final[f"barrier_loss.{name}"] = connectivity.barrier(train.loss)
@@ -150,7 +168,12 @@ def paper() -> Sweep:
 
 
 def _finished(records: list[RunRecord]) -> list[RunRecord]:
-    return [r for r in records if r.status == "ok" and "barrier_loss.linear" in r.final]
+    return [r for r in records if r.status == "ok" and any(f"barrier_loss.{path}" in r.final for path in PATHS)]
+
+
+def _measured(done: list[RunRecord]) -> tuple[str, ...]:
+    """The paths every finished run measured (problem.paths), in the canonical order."""
+    return tuple(path for path in PATHS if done and all(f"barrier_loss.{path}" in r.final for r in done))
 
 
 def _width(record: RunRecord) -> int:
@@ -177,9 +200,11 @@ class ModeConnectivity(Experiment):
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
     runner = run
+    reads = (*SUPERVISED_READS, "problem")  # problem: which connections are measured (ConnectionPaths)
 
     def refuse(self, spec: RunSpec) -> None:
         require(spec, {"model.kind": ("mlp", "cnn")})  # the architectures whose layer graph weight matching follows
+        require(spec, {"problem.kind": (None, "connection_paths")})  # a problem section here only chooses the paths
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
         done = _finished(records)
@@ -190,11 +215,12 @@ class ModeConnectivity(Experiment):
 
 
 def _path_figure(done: list[RunRecord]) -> Figure:
-    fig, axes = new_figure(ncols=len(PATHS), nrows=2)
+    paths = _measured(done) or PATHS
+    fig, axes = new_figure(ncols=len(paths), nrows=2)
     widths = sorted({_width(r) for r in done})
     first = {w: min((r for r in done if _width(r) == w), key=lambda r: r.spec["seed"]) for w in widths}
-    for column, path in enumerate(PATHS):
-        top, bottom = axes[column], axes[len(PATHS) + column]
+    for column, path in enumerate(paths):
+        top, bottom = axes[column], axes[len(paths) + column]
         for i, width in enumerate(widths):
             record = first[width]
             top.plot(record.arrays["t"], record.arrays[f"loss.{path}"], color=f"C{i}", label=f"H={width}", linewidth=1)
@@ -208,6 +234,8 @@ def _path_figure(done: list[RunRecord]) -> Figure:
 def _barrier_figure(done: list[RunRecord]) -> Figure:
     fig, (ax,) = new_figure()
     for i, path in enumerate(PATHS):
+        if path not in _measured(done):
+            continue
         means = _seed_means(done, f"barrier_loss.{path}")
         ax.plot(list(means), list(means.values()), color=f"C{i}", marker="o", markersize=3, label=path)
         ax.scatter([_width(r) for r in done], [r.final[f"barrier_loss.{path}"] for r in done], color=f"C{i}", s=8, alpha=0.5)
@@ -229,15 +257,16 @@ def connectivity_claim(records: list[RunRecord]) -> Verdict:
     done = _finished(records)
     if not done:
         return Verdict(statement, False, {"n_runs": 0.0}, "no finished runs to judge")
-    means = {path: _seed_means(done, f"barrier_loss.{path}") for path in PATHS}
-    widths = list(means["linear"])
+    measured = _measured(done)
+    means = {path: _seed_means(done, f"barrier_loss.{path}") for path in measured}
+    widths = sorted({_width(r) for r in done})
     numbers = {"n_runs": float(len(done)), "n_widths": float(len(widths))}
-    for path in PATHS:
+    for path in measured:
         numbers |= {f"barrier_loss.{path}.H{w}": v for w, v in means[path].items()}
-    naive_ok = all(v > NAIVE_MIN_BARRIER for v in means["linear"].values())
-    bezier_ok = all(means["bezier"][w] <= CUT_FACTOR * means["linear"][w] for w in widths)
-    matched_ok = all(means["matched"][w] <= CUT_FACTOR * means["linear"][w] for w in widths)
-    rho = spearman([float(w) for w in widths], list(means["matched"].values()))
+    naive_ok = "linear" in means and all(v > NAIVE_MIN_BARRIER for v in means["linear"].values())
+    bezier_ok = {"linear", "bezier"} <= means.keys() and all(means["bezier"][w] <= CUT_FACTOR * means["linear"][w] for w in widths)
+    matched_ok = {"linear", "matched"} <= means.keys() and all(means["matched"][w] <= CUT_FACTOR * means["linear"][w] for w in widths)
+    rho = spearman([float(w) for w in widths], list(means["matched"].values())) if "matched" in means else math.nan
     shrinks = len(widths) >= 3 and not math.isnan(rho) and rho < 0 and means["matched"][widths[-1]] < means["matched"][widths[0]]
     numbers |= {
         "spearman_width_vs_matched_barrier": rho,
@@ -246,7 +275,7 @@ def connectivity_claim(records: list[RunRecord]) -> Verdict:
         "matching_claim_passed": float(matched_ok),
         "width_claim_passed": float(shrinks),
     }
-    fmt = lambda path: ", ".join(f"H={w}: {v:.3g}" for w, v in means[path].items())  # noqa: E731
+    fmt = lambda path: ", ".join(f"H={w}: {v:.3g}" for w, v in means[path].items()) if path in means else "not measured (problem.paths)"  # noqa: E731
     reason = (
         f"(1) linear loss barrier {fmt('linear')} (PASS needs > {NAIVE_MIN_BARRIER:g} at every width): {'yes' if naive_ok else 'no'}; "
         f"(2) Bezier {fmt('bezier')} (<= {CUT_FACTOR:g} x linear at every width): {'yes' if bezier_ok else 'no'}; "
@@ -254,17 +283,30 @@ def connectivity_claim(records: list[RunRecord]) -> Verdict:
         f"(4) Spearman(width, matched barrier) = {rho:.3g} over {len(widths)} widths (PASS needs >= 3 widths, < 0, and widest < narrowest): "
         f"{'yes' if shrinks else 'no'}. Barriers are seed means of max_t L(t) - (L(0) + L(1)) / 2 on the training loss."
     )
-    error = {path: _seed_means(done, f"barrier_test_error.{path}") for path in PATHS}
-    notes = (
-        f"spawned copies (A's init, another batch order) loss barrier: {fmt('spawned')}; test-error barrier "
-        + ", ".join(f"H={w}: {v:.3f}" for w, v in error["spawned"].items())
-        + f" (Frankle et al. call a pair stable below {FRANKLE_STABLE_ERROR:.0%})",
-        "test-error barriers: " + "; ".join(f"{path} " + ", ".join(f"H={w}: {v:.3f}" for w, v in error[path].items()) for path in PATHS[:3]),
+    notes = _notes(done, measured, widths, fmt)
+    if "matched" in means:
+        notes += (_fitted_note(done, means["matched"]),)
+    return Verdict(statement, bool(naive_ok and bezier_ok and matched_ok and shrinks), numbers, reason, notes)
+
+
+def _notes(done: list[RunRecord], measured: tuple[str, ...], widths: list[int], fmt) -> tuple[str, ...]:
+    """The spawned pair's barriers (Frankle et al.'s stability), the test-error barriers and the endpoints' train errors."""
+    error = {path: _seed_means(done, f"barrier_test_error.{path}") for path in measured}
+    notes = ()
+    if "spawned" in error:
+        notes += (
+            f"spawned copies (A's init, another batch order) loss barrier: {fmt('spawned')}; test-error barrier "
+            + ", ".join(f"H={w}: {v:.3f}" for w, v in error["spawned"].items())
+            + f" (Frankle et al. call a pair stable below {FRANKLE_STABLE_ERROR:.0%})",
+        )
+    independent = [path for path in PATHS[:3] if path in error]
+    if independent:
+        notes += ("test-error barriers: " + "; ".join(f"{path} " + ", ".join(f"H={w}: {v:.3f}" for w, v in error[path].items()) for path in independent),)
+    return notes + (
         "endpoint train error (A, B): "
         + ", ".join(f"H={w}: {np.mean([r.final['train_error'] for r in done if _width(r) == w]):.3f}, "
                     f"{np.mean([r.final['train_error_b'] for r in done if _width(r) == w]):.3f}" for w in widths),
     )  # fmt: skip
-    return Verdict(statement, bool(naive_ok and bezier_ok and matched_ok and shrinks), numbers, reason, notes + (_fitted_note(done, means["matched"]),))
 
 
 def _fitted_note(done: list[RunRecord], matched: dict[int, float]) -> str:

@@ -97,7 +97,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from biaslab.claims import Verdict, spearman
-from biaslab.experiments.base import CATALOG, Experiment
+from biaslab.experiments.base import CATALOG, Experiment, SUPERVISED_READS
 from biaslab.experiments.supervised import run_supervised
 from biaslab.plot import legend_once, mean_band, new_figure
 from biaslab.spec import DataSpec, ModelSpec, RunSpec, Sweep, TrainSpec
@@ -321,6 +321,7 @@ class RandomLabels(Experiment):
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
     runner = run_supervised
+    reads = SUPERVISED_READS
     trains_model = True
     trains_populations = True
 

@@ -68,7 +68,7 @@ from scipy import optimize, stats
 
 from biaslab.claims import Checks, Verdict
 from biaslab.estimators import least_squares
-from biaslab.experiments.base import CATALOG, Experiment, Result, refuse_model_fields, require
+from biaslab.experiments.base import Experiment, Result, CATALOG, SUPERVISED_READS, estimator_reads, refuse_model_fields, require
 from biaslab.experiments.supervised import run_supervised
 from biaslab.plot import legend_once, mean_band, new_figure
 from biaslab.runtime import blas_threads_as_torch, numpy_generator
@@ -329,6 +329,9 @@ class ScalingLaws(Experiment):
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
     runner = run
     trains_model = True  # part (b); part (a), the solvable model, refuses probes and save_weights
+
+    def reads_of(self, spec: RunSpec) -> tuple[str, ...]:
+        return estimator_reads(spec) if spec.problem is not None else SUPERVISED_READS  # (a) the solvable model, (b) MLPs
 
     def refuse(self, spec: RunSpec) -> None:
         if spec.problem is None:  # part (b): an MLP trained by the supervised runner

@@ -18,11 +18,16 @@ interpolators. For orthonormal inputs that minimum is sqrt(n+) + sqrt(n-): by
 Cauchy-Schwarz each sign's points need at least sqrt(n_sign) of variation norm,
 and one neuron along the sum of that sign's inputs achieves it.
 
-Setup: n = 20 orthonormal inputs in d = 40 dimensions, labels +-1 (half each),
-width 50, balanced init w_j ~ init * N(0, I/d), a_j = +-||w_j||; loss
-0.5 * mean (f(x) - y)^2; full-batch GD, lr 0.2 (float64), 3e4 steps. Reduced
-from the paper: gradient descent with a finite step instead of gradient flow,
-one small width, init scales 1e-4 to 1.
+Setup: n = 20 orthonormal inputs in d = 40 dimensions (problem.n, problem.d of
+an `orthogonal_inputs` problem; a spec without a problem means these defaults),
+labels +-1 (half each), width 50, balanced init w_j ~ init * N(0, I/d),
+a_j = +-||w_j||; loss 0.5 * mean (f(x) - y)^2; full-batch GD, lr 0.2 (float64),
+3e4 steps. Reduced from the paper: gradient descent with a finite step instead
+of gradient flow, one small width, init scales 1e-4 to 1.
+
+Seeds: `problem.seed` draws the inputs, the run's `seed` the init (directions,
+norms and the signs of a). The presets leave problem.seed unset, so the run's
+seed draws both.
 """
 
 from __future__ import annotations
@@ -32,17 +37,17 @@ import torch
 from matplotlib.figure import Figure
 
 from biaslab.claims import Verdict, spearman
-from biaslab.experiments.base import CATALOG, Experiment, Result
+from biaslab.data.problems import orthogonal_inputs
+from biaslab.experiments.base import CATALOG, Experiment, Result, require
 from biaslab.plot import legend_once, new_figure
 from biaslab.runtime import generator, resolve_device, resolve_dtype
-from biaslab.spec import ModelSpec, RunSpec, Sweep, TrainSpec
+from biaslab.spec import ModelSpec, OrthogonalInputs, RunSpec, Sweep, TrainSpec
 from biaslab.store import RunRecord, records_table
-from biaslab.train import minimize
+from biaslab.train import MINIMIZE_ONLY, MINIMIZE_READS, Fit, minimize
 
 NAME = "small-init-relu"
 SAME_DIRECTION = 0.99  # cosine similarity above which two neurons point the same way
 SIGNIFICANT = 0.01  # neurons whose |a_j| ||w_j|| is below this fraction of the largest are ignored
-N_INPUTS, DIM = 20, 40
 
 
 def _sweep(scales, seeds, width: int, max_steps: int) -> Sweep:
@@ -75,18 +80,23 @@ def count_directions(w: np.ndarray, a: np.ndarray) -> int:
     return len(centers)
 
 
-def run(spec: RunSpec) -> Result:
-    device, dtype = resolve_device(spec.device), resolve_dtype(spec.dtype)
-    rng = np.random.default_rng(spec.seed)
-    X = np.linalg.qr(rng.standard_normal((DIM, N_INPUTS)))[0].T  # (n, d) orthonormal rows
-    y = np.where(np.arange(N_INPUTS) < N_INPUTS // 2, 1.0, -1.0)
-    g = generator(spec.seed, "init")
-    width, scale = spec.model.width, spec.model.init_scale
-    w0 = torch.randn(width, DIM, generator=g, dtype=dtype) * scale / np.sqrt(DIM)
+def balanced_init(width: int, dim: int, scale: float, g: torch.Generator, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """w_j ~ scale * N(0, I/dim) and a_j = +-||w_j|| with random signs. -> W (width, dim), a (width,)."""
+    w0 = torch.randn(width, dim, generator=g, dtype=dtype) * scale / np.sqrt(dim)
     signs = torch.randint(0, 2, (width,), generator=g).to(dtype) * 2 - 1
-    a = (signs * w0.norm(dim=1)).to(device).requires_grad_(True)  # balanced: |a_j| = ||w_j||
-    W = w0.clone().to(device).requires_grad_(True)
-    Xt, yt = torch.as_tensor(X, device=device, dtype=dtype), torch.as_tensor(y, device=device, dtype=dtype)
+    return w0, signs * w0.norm(dim=1)  # balanced: |a_j| = ||w_j||
+
+
+def train_network(spec: RunSpec) -> tuple[Fit, torch.Tensor, torch.Tensor, np.ndarray]:
+    """GD on 0.5 * mean (f(x) - y)^2 for f(x) = sum_j a_j relu(<w_j, x>) from a balanced init.
+
+    -> the Fit, the trained W (width, d) and a (width,), and the labels y (n,).
+    """
+    device, dtype = resolve_device(spec.device), resolve_dtype(spec.dtype)
+    data = orthogonal_inputs(spec.problem or OrthogonalInputs(), spec.seed)
+    w0, a0 = balanced_init(spec.model.width, data.X.shape[1], spec.model.init_scale, generator(spec.seed, "init"), dtype)
+    W, a = w0.clone().to(device).requires_grad_(True), a0.to(device).requires_grad_(True)
+    Xt, yt = torch.as_tensor(data.X, device=device, dtype=dtype), torch.as_tensor(data.y, device=device, dtype=dtype)
 
     def objective() -> torch.Tensor:
         return 0.5 * (torch.relu(Xt @ W.T) @ a - yt).square().mean()
@@ -96,7 +106,11 @@ def run(spec: RunSpec) -> Result:
             variation = (a.abs() * W.norm(dim=1)).sum().item()
         return {"directions": float(count_directions(W.detach().cpu().numpy(), a.detach().cpu().numpy())), "variation_norm": variation}
 
-    result = minimize([W, a], objective, spec.train, on_eval)
+    return minimize([W, a], objective, spec.train, on_eval), W.detach(), a.detach(), data.y
+
+
+def run(spec: RunSpec) -> Result:
+    result, _, _, y = train_network(spec)
     losses = np.array([row["loss"] for row in result.history])
     steps = np.array([row["step"] for row in result.history])
     below_half = np.nonzero(losses <= 0.5 * losses[0])[0]
@@ -116,6 +130,10 @@ class SmallInitRelu(Experiment):
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
     runner = run
+    reads = ("problem", "model.width", "model.init_scale", "dtype", *MINIMIZE_READS)
+
+    def refuse(self, spec: RunSpec) -> None:
+        require(spec, MINIMIZE_ONLY | {"problem.kind": (None, "orthogonal_inputs")})
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
         fig, (ax_loss, ax_dirs, ax_norm) = new_figure(ncols=3)

@@ -34,7 +34,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from biaslab.claims import Verdict, interpolation_width, spearman
-from biaslab.experiments.base import CATALOG, Experiment
+from biaslab.experiments.base import CATALOG, Experiment, SUPERVISED_READS
 from biaslab.experiments.supervised import run_supervised
 from biaslab.plot import mean_band, new_figure
 from biaslab.spec import DataSpec, ModelSpec, RunSpec, Sweep, TrainSpec
@@ -89,6 +89,7 @@ class WidthSweep(Experiment):
     )
     presets = {"tiny": tiny, "quick": quick, "paper": paper}
     runner = run_supervised
+    reads = SUPERVISED_READS
     trains_model = True
     trains_populations = True
 

@@ -246,6 +246,17 @@ def evaluation_steps(spec: TrainSpec) -> list[int]:
     return sorted(set(range(spec.eval_every, spec.max_steps + 1, spec.eval_every)) | {spec.max_steps})
 
 
+# the TrainSpec fields `minimize` reads (batch_size must be null: it is full-batch; it ignores loss, augmentation and
+# l1: the objective is given);
+# it steps with these optimizers only (sam/asam need a second gradient at a perturbed point, which it does not take)
+MINIMIZE_READS = tuple(f"train.{name}" for name in (
+    "optimizer", "batch_size", "lr", "momentum", "nesterov", "weight_decay", "betas", "schedule", "lr_decay", "decay_every", "max_steps",
+    "eval_every", "eval_spacing", "eval_points", "stop_loss",
+))  # fmt: skip
+MINIMIZE_OPTIMIZERS = ("gd", "sgd", "adam", "adamw")
+MINIMIZE_ONLY = {"train.batch_size": (None,), "train.optimizer": MINIMIZE_OPTIMIZERS}  # what a run by `minimize` allows
+
+
 def minimize(
     params: list[torch.Tensor],
     objective: Callable[[], torch.Tensor],
