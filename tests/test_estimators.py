@@ -154,7 +154,10 @@ def test_neural_net_history_measures_the_validation_set():
 def test_every_estimator_kind_fits_through_one_protocol(kind):
     X, y = _blobs(60)
     flat = X.reshape(len(X), -1)
-    spec = EstimatorSpec(kind=kind, n_features=200, bandwidth=3.0, ridge=1e-3, max_leaf_nodes=8, n_trees=5)
+    settings = {"n_features": 200, "bandwidth": 3.0, "ridge": 1e-3, "max_leaf_nodes": 8, "n_trees": 5}
+    read = {"min_norm": ("ridge",), "random_features": ("n_features", "bandwidth", "ridge"), "random_forest": ("max_leaf_nodes", "n_trees"),
+            "boosting": ("max_leaf_nodes", "n_trees"), "kernel_ridge": ("bandwidth", "ridge"), "neural_net": ()}  # fmt: skip
+    spec = EstimatorSpec(kind=kind, **{name: settings[name] for name in read[kind]})
     model = make_estimator(spec, ModelSpec(width=8), TRAIN, seed=0)
     assert model.fit(flat, y) is model
     assert model.score(flat, y) > 0.8

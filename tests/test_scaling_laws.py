@@ -106,7 +106,7 @@ def test_an_mlp_spec_must_be_an_mlp_without_estimator():
     experiment.check(spec)  # no problem: an MLP run, accepted
     with pytest.raises(SpecError, match="model.kind"):
         experiment.check(with_values(spec, {"model.kind": "cnn"}))
-    with pytest.raises(SpecError, match="estimator: the MLP runs"):
+    with pytest.raises(SpecError, match="^estimator: scaling-laws does not read this section"):
         experiment.check(spec.model_copy(update={"estimator": EstimatorSpec(kind="neural_net")}))
 
 

@@ -93,6 +93,6 @@ def test_a_spec_without_a_problem_runs_the_default_orthogonal_inputs():
     explicit = bare.model_copy(update={"problem": OrthogonalInputs(seed=2)})
     assert run(bare).history == run(explicit).history
     with pytest.raises(SpecError, match="problem.kind: small-init-relu supports None, 'orthogonal_inputs' only"):
-        CATALOG.get(NAME).check(RunSpec(experiment=NAME, problem={"kind": "least_squares"}))
+        CATALOG.get(NAME).check(RunSpec(experiment=NAME, problem={"kind": "least_squares"}, train=train))
     with pytest.raises(ValueError, match="problem.d: n = 20 orthonormal inputs need d >= n"):
         OrthogonalInputs(n=20, d=10)

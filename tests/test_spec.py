@@ -123,7 +123,7 @@ def a_busy_spec() -> RunSpec:
     return RunSpec(
         experiment="width-sweep",
         data=DataSpec(name="teacher", n_train=123, n_test=None, label_noise=0.1, inputs="shuffled_pixels", standardize=False, seed=7, dim=9),
-        model=ModelSpec(kind="cnn", width=17, depth=3, activation="gelu", init="normal", init_scale=0.3, bias=False),
+        model=ModelSpec(kind="mlp", width=17, depth=3, activation="gelu", init="normal", init_scale=0.3, bias=False),
         train=TrainSpec(optimizer="adamw", lr=3e-4, betas=(0.8, 0.95), weight_decay=0.01, batch_size=None, loss="mse", schedule="step"),
         probes=("norms", "margin"),
         seed=3,

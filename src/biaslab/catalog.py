@@ -1,39 +1,197 @@
-"""The catalog's names, titles, references and presets as plain data, so `biaslab list` answers at once.
+"""The catalog's names, titles, references and presets, read from the experiment modules' source without importing them.
 
-Importing the experiments themselves (`biaslab.experiments`) pulls in torch, scipy,
-pandas and every experiment module: seconds on a small machine. Listing the
-catalog needs none of that. This table is checked against the live catalog by
-`tests/test_catalog_index.py`: adding or renaming an experiment without updating
-it fails the test that names the difference.
+`biaslab list` and `biaslab.catalog()` need four strings per experiment. Importing the
+experiments (`biaslab.experiments`) to get them pulls in torch, scipy, pandas and every
+module: seconds on a small machine. So this module parses each module of
+`biaslab/experiments/` with `ast` (it never executes a line of it; parsing them all takes
+about 0.1 s on this 2-core machine, the whole cost of the index) and reads what the
+module registers: `CATALOG.add(KEY, SomeExperiment())` at module level, and on that class
+the string attributes `name`, `title`, `reference` and the keys of its `presets` dict.
+
+Values may be string literals (implicitly concatenated or joined with `+`) or names bound to
+one (a module-level `NAME = "..."`, or a class attribute). Anything else, such as a title
+built by a call, raises `CatalogSourceError` naming the module and the attribute:
+`tests/test_catalog_index.py` reads every module and checks the result against the live
+catalog, so such a module fails there, not in a user's `biaslab list`. Modules that call no
+`CATALOG.add` (the framework's helpers) contribute nothing. Adding an experiment is therefore
+one new module and nothing else.
 """
 
 from __future__ import annotations
 
-# name -> (title, reference, presets); order as `biaslab list` prints it
-INDEX: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    'batch-size-sharpness': ("Large-batch training reaches sharper minima (and Dinh et al.'s caveat)", 'Keskar et al. 2017, On Large-Batch Training for Deep Learning (ICLR); Dinh et al. 2017, Sharp Minima Can Generalize for Deep Nets (ICML)', ('tiny', 'quick', 'paper')),
-    'benign-overfitting': ('Benign overfitting: interpolating noisy labels is harmless when the covariance has a heavy small-eigenvalue tail', 'Bartlett, Long, Lugosi & Tsigler 2020, Benign overfitting in linear regression (PNAS)', ('tiny', 'quick', 'paper')),
-    'calibration': ('Calibration against width and training time: ECE and NLL past interpolation', 'Guo, Pleiss, Sun & Weinberger 2017, On Calibration of Modern Neural Networks (ICML)', ('tiny', 'quick', 'paper')),
-    'compressibility': ('Trained networks compress: pruning, quantization and lottery tickets across widths', 'Frankle & Carbin 2019, The Lottery Ticket Hypothesis (ICLR); Han, Mao & Dally 2016, Deep Compression (ICLR); Arora, Ge, Neyshabur & Zhang 2018, Stronger Generalization Bounds via a Compression Approach (ICML)', ('tiny', 'quick', 'paper')),
-    'diagonal-networks': ('Small init finds the sparse (min-L1) interpolant, large init the min-L2 one', 'Woodworth, Gunasekar, Lee, Moroshko, Savarese, Golan, Soudry & Srebro 2020, Kernel and Rich Regimes in Overparametrized Models (COLT)', ('tiny', 'quick', 'paper')),
-    'double-descent': ('Double descent in linear models, random features, forests and networks', 'Belkin, Hsu, Ma & Mandal 2019 (PNAS); Belkin, Hsu & Xu 2019 (SIAM J. Math. Data Sci.); Hastie et al. 2019; Nakkiran et al. 2019 (ICLR 2020); Curth et al. 2023 (NeurIPS)', ('tiny', 'quick', 'paper')),
-    'edge-of-stability': ('Full-batch GD drives sharpness up to 2/eta and then trains at the edge of stability', 'Cohen, Kaur, Li, Kolter & Talwalkar 2021, Gradient Descent on Neural Networks Typically Occurs at the Edge of Stability (ICLR)', ('tiny', 'quick', 'paper')),
-    'generalization-measures': ('Which complexity measure ranks the generalization gap (sharpness vs norms)', 'Jiang, Neyshabur, Mobahi, Krishnan & Bengio 2020', ('tiny', 'quick', 'paper')),
-    'grokking': ('Grokking: test accuracy jumps long after the training set is memorized, driven by weight decay', 'Power et al. 2022, Grokking (arXiv:2201.02177); Nanda et al. 2023, Progress measures for grokking via mechanistic interpretability (ICLR); Liu, Michaud & Tegmark 2023, Omnigrok (ICLR)', ('tiny', 'quick', 'paper')),
-    'grokking-phase-diagram': ('Grokking phase diagram: training fraction x weight decay', 'Power et al. 2022, Grokking (arXiv:2201.02177), Fig. 2; Liu et al. 2022, Towards Understanding Grokking: An Effective Theory of Representation Learning (NeurIPS)', ('tiny', 'quick', 'paper')),
-    'implicit-gradient-regularization': ('GD follows the gradient flow of L + (h/4)||grad L||^2: distance O(h^2) to it, O(h) to the plain flow', 'Barrett & Dherin 2021, Implicit Gradient Regularization (ICLR); Smith, Dherin, Barrett & De 2021, On the Origin of Implicit Regularization in Stochastic Gradient Descent (ICLR)', ('tiny', 'quick', 'paper')),
-    'estimate-implicit-regularizer': ("Gradient matching recovers the explicit penalty behind early stopping (ridge, 1/(eta t)) and dropout (Wager's L2)", 'Wager, Wang & Liang 2013, Dropout Training as Adaptive Regularization (NeurIPS); Ali, Kolter & Tibshirani 2019, A Continuous-Time View of Early Stopping for Least Squares (AISTATS)', ('tiny', 'quick', 'paper')),
-    'kernels-vs-convolutions': ('Kernels vs convolutions: three interpolating models, ordered and shuffled MNIST-1D', 'Wilson 2025 (ICML), Sec. 7; Greydanus 2020, Scaling down deep learning (MNIST-1D)', ('tiny', 'quick', 'paper')),
-    'lazy-vs-rich': ('Large output scale makes training lazy: weights and tangent kernel freeze and the net behaves like its linearization', 'Chizat, Oyallon & Bach 2019, On Lazy Training in Differentiable Programming (NeurIPS); Woodworth et al. 2020 (COLT)', ('tiny', 'quick', 'paper')),
-    'loss-landscape': ('Loss landscapes of narrow vs wide, small- vs large-batch solutions; the straight path from init', 'Li, Xu, Taylor, Studer & Goldstein 2018, Visualizing the Loss Landscape of Neural Nets (NeurIPS); Goodfellow, Vinyals & Saxe 2015 (ICLR); Lucas, Bae, Zhang, Fort, Zemel & Grosse 2021 (ICML)', ('tiny', 'quick', 'paper')),
-    'matrix-factorization': ('Deep factorizations complete low-rank matrices that depth 2 and the nuclear norm cannot', 'Arora, Cohen, Hu & Luo 2019, Implicit Regularization in Deep Matrix Factorization (NeurIPS); Gunasekar et al. 2017', ('tiny', 'quick', 'paper')),
-    'max-margin': ('GD on separable data converges to the max-margin direction, at a 1/ln t rate', 'Soudry, Hoffer, Nacson, Gunasekar & Srebro 2018, The Implicit Bias of Gradient Descent on Separable Data (JMLR)', ('tiny', 'quick', 'paper')),
-    'min-norm': ('GD on least squares converges to the interpolant nearest its start', 'e.g. Gunasekar et al. 2018, Characterizing Implicit Bias in Terms of Optimization Geometry (ICML)', ('tiny', 'quick', 'paper')),
-    'mode-connectivity': ('Barriers between SGD solutions: straight line, trained Bezier curve, weight matching, spawned copies', 'Garipov, Izmailov, Podoprikhin, Vetrov & Wilson 2018 (NeurIPS); Ainsworth, Hayase & Srinivasa 2023, Git Re-Basin (ICLR); Frankle, Dziugaite, Roy & Carbin 2020, Linear Mode Connectivity and the Lottery Ticket Hypothesis (ICML)', ('tiny', 'quick', 'paper')),
-    'random-labels': ('Networks fit random labels and random inputs; test error rises to chance', 'Zhang, Bengio, Hardt, Recht & Vinyals 2017, Understanding deep learning requires rethinking generalization (ICLR; arXiv:1611.03530)', ('tiny', 'quick', 'paper')),
-    'scaling-laws': ('Scaling laws: a solvable model (test loss ~ n^-alpha, N^-alpha from a power-law spectrum) and MLPs on MNIST-1D', 'Maloney, Roberts & Sully 2022, A Solvable Model of Neural Scaling Laws (arXiv:2210.16859)', ('tiny', 'quick', 'paper')),
-    'small-init-relu': ('From a small init, ReLU neurons align to a few directions after a plateau', 'Boursier, Pillaud-Vivien & Flammarion 2022, Gradient flow dynamics of shallow ReLU networks for square loss and orthogonal inputs (NeurIPS)', ('tiny', 'quick', 'paper')),
-    'soft-inductive-bias': ('Soft inductive bias: an order-penalized high-order polynomial fits simple and complex targets', 'Wilson 2025, Deep Learning is Not So Mysterious or Different (ICML), Sec. 2 and Fig. 1', ('tiny', 'quick', 'paper')),
-    'trees-vs-nets': ('Trees vs neural nets on tabular data: irregular targets, rotations, uninformative features', 'Grinsztajn, Oyallon & Varoquaux 2022, Why do tree-based models still outperform deep learning on tabular data? (NeurIPS D&B)', ('tiny', 'quick', 'paper')),
-    'width-sweep': ('Test error keeps falling as width grows past interpolation', 'Neyshabur, Tomioka & Srebro 2014, In Search of the Real Inductive Bias (arXiv:1412.6614)', ('tiny', 'quick', 'paper')),
-}  # fmt: skip
+import ast
+import functools
+import pkgutil
+from pathlib import Path
+from typing import NamedTuple
+
+EXPERIMENTS_DIR = Path(__file__).with_name("experiments")  # the package whose modules register the catalog
+STRING_ATTRIBUTES = ("name", "title", "reference")  # what an entry states, each a str on its class
+REGISTRATION = "CATALOG.add"  # the call by which a module registers an experiment
+
+
+class IndexEntry(NamedTuple):
+    """What `biaslab list` prints for one experiment (a tuple, so `title, reference, presets = entry` works)."""
+
+    title: str
+    reference: str
+    presets: tuple[str, ...]  # preset names in the order the class's `presets` dict lists them
+
+
+Index = dict[str, IndexEntry]  # experiment name -> entry, in catalog order
+
+
+class CatalogSourceError(ValueError):
+    """An experiment module's catalog attributes cannot be read from its source without running it."""
+
+
+def __getattr__(name: str) -> Index:
+    """`INDEX`, the index of the installed experiments: read on first use, so importing this module costs nothing."""
+    if name == "INDEX":
+        return index()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def index(directory: Path | None = None) -> Index:
+    """The catalog of the experiment modules in `directory` (default: biaslab's own), in the order the package
+    registers them: module name order, as `pkgutil.iter_modules` yields them, then `CATALOG.add` order."""
+    return dict(_read_index(directory or EXPERIMENTS_DIR))
+
+
+@functools.cache
+def _read_index(directory: Path) -> tuple[tuple[str, IndexEntry], ...]:
+    """The (name, entry) pairs of every module in `directory`; cached because the files do not change in a run."""
+    pairs: list[tuple[str, IndexEntry]] = []
+    for module in pkgutil.iter_modules([str(directory)]):
+        path = _source_path(directory, module.name, module.ispkg)
+        pairs.extend(read_entries(path.read_text(encoding="utf-8"), str(path)))
+    return tuple(pairs)
+
+
+def _source_path(directory: Path, module: str, is_package: bool) -> Path:
+    """The source file of one module of the experiments package; a module that ships without source is an error."""
+    path = directory / module / "__init__.py" if is_package else directory / f"{module}.py"
+    if not path.is_file():
+        raise CatalogSourceError(f"{directory / module}: no Python source to read its catalog entry from")
+    return path
+
+
+def read_entries(source: str, filename: str = "<source>") -> list[tuple[str, IndexEntry]]:
+    """The catalog entries one module's source registers, in the order of its `CATALOG.add` calls (usually one;
+    none for a helper module). `filename` names the module in errors."""
+    if REGISTRATION not in source:  # a helper module; skipping its parse keeps `biaslab list` quick
+        return []
+    tree = ast.parse(source, filename)
+    constants = _string_bindings(tree.body)
+    classes = {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
+    return [_entry(call, constants, classes, filename) for call in _catalog_additions(tree)]
+
+
+def _catalog_additions(tree: ast.Module) -> list[ast.Call]:
+    """The module-level statements `CATALOG.add(...)`: what the module registers when it is imported."""
+    calls = [node.value for node in tree.body if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call)]
+    return [call for call in calls if _is_catalog_add(call.func)]
+
+
+def _is_catalog_add(func: ast.expr) -> bool:
+    """Whether a call's target is `CATALOG.add`."""
+    if not (isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)):
+        return False
+    return f"{func.value.id}.{func.attr}" == REGISTRATION
+
+
+def _entry(
+    call: ast.Call, constants: dict[str, str | None], classes: dict[str, ast.ClassDef], filename: str
+) -> tuple[str, IndexEntry]:
+    """One `CATALOG.add(KEY, SomeExperiment())`: the key and the entry read from that class's body."""
+    where = f"{filename}:{call.lineno}"
+    if len(call.args) != 2 or call.keywords:
+        raise CatalogSourceError(f"{where}: expected CATALOG.add(NAME, SomeExperiment()), two positional arguments")
+    key = _string(call.args[0], constants, f"{where}: the name given to CATALOG.add")
+    cls = _instantiated_class(call.args[1], classes, where)
+    attributes = dict(_assignments(cls.body))  # the last assignment wins, as when the class body runs
+    owner = f"{filename}:{cls.lineno}: {cls.name}"
+    scope = constants | _string_bindings(cls.body, outer=constants)  # a class body sees its own names first
+    strings = {a: _string(_required(attributes, a, owner), scope, f"{owner}.{a}") for a in STRING_ATTRIBUTES}
+    if strings["name"] != key:
+        raise CatalogSourceError(f"{owner}.name is {strings['name']!r} but CATALOG.add registers it as {key!r}")
+    presets = _preset_names(_required(attributes, "presets", owner), scope, f"{owner}.presets")
+    return key, IndexEntry(strings["title"], strings["reference"], presets)
+
+
+def _instantiated_class(node: ast.expr, classes: dict[str, ast.ClassDef], where: str) -> ast.ClassDef:
+    """The class that `SomeExperiment()` instantiates, defined in the same module."""
+    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.args and not node.keywords):
+        raise CatalogSourceError(
+            f"{where}: CATALOG.add's second argument must be SomeExperiment(), a class of this module called with "
+            "no arguments"
+        )
+    if node.func.id not in classes:
+        raise CatalogSourceError(f"{where}: class {node.func.id} is not defined at module level in this module")
+    return classes[node.func.id]
+
+
+def _required(attributes: dict[str, ast.expr], attr: str, owner: str) -> ast.expr:
+    """The value a class body assigns to `attr`; an inherited value would need the import this module avoids."""
+    if attr not in attributes:
+        raise CatalogSourceError(
+            f"{owner}.{attr} is not assigned in the class body: biaslab list reads it from there (an inherited value "
+            "is not seen)"
+        )
+    return attributes[attr]
+
+
+def _assignments(body: list[ast.stmt]) -> list[tuple[str, ast.expr]]:
+    """(name, value) for each `name = value` and `name: type = value` directly in `body`, in order."""
+    found: list[tuple[str, ast.expr]] = []
+    for node in body:
+        if isinstance(node, ast.Assign):
+            found.extend((target.id, node.value) for target in node.targets if isinstance(target, ast.Name))
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+            found.append((node.target.id, node.value))
+    return found
+
+
+def _string_bindings(body: list[ast.stmt], outer: dict[str, str | None] | None = None) -> dict[str, str | None]:
+    """The names `body` binds to a string constant (reading names of its own, then of `outer`); None for a name
+    bound to anything else or rebound to another value, so that using it is an error rather than a guess."""
+    bindings: dict[str, str | None] = {}
+    for name, value in _assignments(body):
+        text = _literal_string(value, (outer or {}) | bindings)
+        bindings[name] = text if name not in bindings or bindings[name] == text else None
+    return bindings
+
+
+def _literal_string(node: ast.expr, scope: dict[str, str | None]) -> str | None:
+    """The string an expression evaluates to when it is made of string literals, `+` and names in `scope`; else None.
+    (The parser has already joined implicitly concatenated literals into one constant.)"""
+    if isinstance(node, ast.Constant):
+        return node.value if isinstance(node.value, str) else None
+    if isinstance(node, ast.Name):
+        return scope.get(node.id)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        left, right = _literal_string(node.left, scope), _literal_string(node.right, scope)
+        return None if left is None or right is None else left + right
+    return None
+
+
+def _string(node: ast.expr, scope: dict[str, str | None], what: str) -> str:
+    """`_literal_string`, or an error that names `what` and shows the expression it could not read."""
+    text = _literal_string(node, scope)
+    if text is None:
+        raise CatalogSourceError(
+            f"{what} = {ast.unparse(node)} cannot be read without importing the module: use a string literal or a "
+            "name bound once, at module level or in the class body, to one"
+        )
+    return text
+
+
+def _preset_names(node: ast.expr, scope: dict[str, str | None], what: str) -> tuple[str, ...]:
+    """The keys of a `presets = {"tiny": tiny, ...}` dict literal, in order."""
+    if not isinstance(node, ast.Dict):
+        raise CatalogSourceError(
+            f"{what} = {ast.unparse(node)} is not a dict literal: write {{'tiny': tiny, 'quick': quick, ...}}"
+        )
+    if any(key is None for key in node.keys):
+        raise CatalogSourceError(f"{what}: a ** entry cannot be read without importing the module: list every preset")
+    return tuple(_string(key, scope, f"{what} key") for key in node.keys if key is not None)

@@ -140,10 +140,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _show_warnings(caught: list[warnings.WarningMessage]) -> None:
-    """Each distinct StoreWarning or TrackerWarning as one `biaslab: warning:` line; other warnings as Python shows them."""
+    """Each distinct StoreWarning, TrackerWarning or SweepWarning as one `biaslab: warning:` line; other warnings as
+    Python shows them."""
+    sweep = sys.modules.get("biaslab.sweep")  # imported only by commands that run sweeps, the only source of SweepWarning
+    one_line = (StoreWarning, TrackerWarning) + ((sweep.SweepWarning,) if sweep is not None else ())
     shown: set[str] = set()
     for item in caught:
-        if issubclass(item.category, (StoreWarning, TrackerWarning)):
+        if issubclass(item.category, one_line):
             if str(item.message) not in shown:
                 shown.add(str(item.message))
                 print(f"biaslab: warning: {item.message}", file=sys.stderr)
@@ -357,17 +360,21 @@ def _run_with_progress(sweep, store: Store, preset: str, overrides: dict, args: 
 
 def _plan_line(sweep, store: Store, preset: str, args: argparse.Namespace) -> str:
     """The run's first line: how many runs, how many are stored already, and how the rest will be spread."""
-    from biaslab.sweep import default_workers, plan
+    from biaslab.sweep import default_workers, memory_budget, memory_note, plan
 
     specs = sweep.expand()
     done = store.finished_ids()
     todo = list({s.spec_id: s for s in specs if s.spec_id not in done}.values())
     workers = args.workers or default_workers()
-    jobs, use_processes = plan(todo, args.executor, workers)
+    budget = memory_budget()
+    jobs, use_processes = plan(todo, args.executor, workers, budget)
     populations = sum(len(job) > 1 for job in jobs)
     where = "on Ray" if args.backend == "ray" else f"in {min(workers, len(jobs))} worker processes" if use_processes else "in this process"
     pooled = f" ({populations} populations of runs trained together)" if populations else ""
-    return f"{sweep.base.experiment} ({preset}): {len(specs)} runs, {len(specs) - len(todo)} already in the store; {len(todo)} to run as {len(jobs)} jobs{pooled} {where}"
+    parallel = min(workers, len(jobs)) if use_processes else 1
+    memory = memory_note(jobs, parallel, budget if args.backend == "local" else None)  # Ray schedules by CPU only
+    return (f"{sweep.base.experiment} ({preset}): {len(specs)} runs, {len(specs) - len(todo)} already in the store; {len(todo)} to run as "
+            f"{len(jobs)} jobs{pooled} {where}; {memory}")  # fmt: skip
 
 
 BUSY_LOAD_PER_CORE = 0.5  # a 1-minute load average above this many per core means other work shares the cores

@@ -561,10 +561,25 @@ class RunSpec(_Frozen):
         return self
 
     @model_validator(mode="after")
-    def _crops_need_positions(self) -> "RunSpec":
-        if self.train.augment == "random_crop" and self.problem is None and self.data.name not in SPATIAL_DATASETS:
+    def _crops_and_convolutions_need_positions(self) -> "RunSpec":
+        if self.problem is not None or self.data.name in SPATIAL_DATASETS:
+            return self
+        if self.train.augment == "random_crop":
             raise ValueError(f"train.augment: random_crop shifts inputs along their positions; {self.data.name} has none (allowed with data.name {', '.join(SPATIAL_DATASETS)})")
+        if self.model.kind == "cnn":
+            raise ValueError(f"model.kind: a cnn convolves along the inputs' positions; {self.data.name} has none (allowed with data.name {', '.join(SPATIAL_DATASETS)})")
         return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _estimator_precision_by_default(cls, data: Any) -> Any:
+        """A spec that does not say its dtype gets the precision its estimator computes in, so it says the truth."""
+        if isinstance(data, dict) and "dtype" not in data and data.get("estimator") is not None:
+            estimator = data["estimator"]
+            kind = estimator.get("kind", "min_norm") if isinstance(estimator, dict) else getattr(estimator, "kind", None)
+            if kind in ESTIMATOR_DTYPES:
+                data = data | {"dtype": ESTIMATOR_DTYPES[kind]}
+        return data
 
     @model_validator(mode="after")
     def _estimators_compute_in_their_own_precision(self) -> "RunSpec":
@@ -808,8 +823,9 @@ class Sweep(_Frozen):
 
         With parts (`also`): a path swept by any part is an axis in every part
         that takes it (where it was fixed, the values become its axis); a part
-        whose base spec lacks the path's section (no `problem`, say) leaves it
-        out; a value that no part can take is an error naming the section.
+        whose base spec lacks the path's section (no `problem`, say), or whose
+        runs do not read the field (a forest has no ridge), leaves it out; a
+        value that no part can take is an error naming the section or field.
         """
         swept = self.swept_paths() if swept is None else swept
         if not self.also:
@@ -817,14 +833,21 @@ class Sweep(_Frozen):
         own = self.model_copy(update={"also": ()})
         parts = (own, *self.also)
         for path, value in values.items():
-            if not any(part._takes(path) for part in parts):
-                own._override_one({path: value}, swept)  # raises the error that names the unset section
-        chosen = [{path: value for path, value in values.items() if part._takes(path)} for part in parts]
+            if not any(part._takes(path, value, swept) for part in parts):
+                own._override_one({path: value}, swept)  # raises the error that names the unset section or the field
+        chosen = [{path: value for path, value in values.items() if part._takes(path, value, swept)} for part in parts]
         done = [own._override_one(chosen[0], swept)] + [part.override(mine, swept) for part, mine in zip(self.also, chosen[1:])]
         return done[0].model_copy(update={"also": tuple(done[1:])})
 
-    def _takes(self, path: str) -> bool:
-        """Whether every section on `path` is set in this sweep's base spec, or the path is inside a grid axis."""
+    def _takes(self, path: str, value: Any = None, swept: set[str] | None = None) -> bool:
+        """Whether every section on `path` is set in this sweep's base spec, or the path is inside a grid axis; and,
+        given the value, whether this part's runs read the field (an estimator kind that has no ridge does not)."""
+        if value is not None and self._takes(path):
+            try:
+                self._override_one({path: value}, swept if swept is not None else self.swept_paths())
+            except SpecError as error:
+                return not str(error).startswith(f"{path}: read only when")
+            return True
         check_path(path)
         if any(path == axis or path.startswith(axis + ".") for axis in self.grid):
             return True

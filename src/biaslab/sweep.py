@@ -31,6 +31,14 @@ where doing so would start the sweep again (a script with no
 would be recorded as failed. `run_sweep` checks this before any run starts
 and runs the jobs in this process instead, with a `SweepWarning` saying why.
 
+Memory: every job has an estimated peak (`experiments.memory.job_peak_memory`:
+a worker's baseline plus what its runs hold, from the spec's sizes, or the
+experiment's own `working_memory`). The sweep's budget is BIASLAB_MEMORY_BUDGET
+or MEMORY_SHARE of the memory available when it starts. A population larger
+than the budget is cut into smaller ones; worker processes start a job only
+while the estimates of the jobs running plus its own fit in the budget; a
+job larger than the whole budget runs alone, with a one-line SweepWarning.
+
 Resuming: every finished record is committed on its own, so a sweep killed at
 any point (even `kill -9`) loses only the runs in flight; running it again
 skips every spec_id the store has as ok or diverged and reruns failed ones.
@@ -68,6 +76,7 @@ from typing import Literal
 from biaslab.claims import Verdict
 from biaslab.experiments import can_pool, run_population
 from biaslab.experiments.base import failed_record
+from biaslab.experiments.memory import gigabytes, job_peak_memory
 from biaslab.spec import RunSpec, Sweep
 from biaslab.store import RunRecord, Store, StoreError, SweepEntry, lease_owner, lease_timeout
 from biaslab.train.population import MEMBER_FIELDS
@@ -88,6 +97,10 @@ POOL_RETRIES = 2  # a worker that dies takes its pool down; retry the unfinished
 CPU_POPULATION_MAX_WIDTH = 64
 SMALL_SWEEP_STEPS = 20_000  # below this many steps in all, auto stays in-process (tiny width-sweep: 0.5 s vs 4-5 s with workers)
 MAX_MEMBERS = 64  # members per population, to bound memory
+MEMORY_SHARE = 0.8  # of the memory available at the start, what the jobs running at once may use (the rest: this
+# process's own growth, other programs, and the estimates' error)
+MEMORY_BUDGET_ENV = "BIASLAB_MEMORY_BUDGET"  # bytes, or with a K, M, G or T suffix (powers of 1000): overrides the share
+Estimate = Callable[[list], int]  # a job -> its estimated peak in bytes
 
 
 class SweepWarning(UserWarning):
@@ -194,18 +207,145 @@ def group_populations(specs: Sequence[RunSpec], poolable: Callable[[RunSpec], bo
     return populations + singles  # populations first: they are the longest jobs
 
 
-def plan(specs: Sequence[RunSpec], executor: str, workers: int) -> tuple[list[Job], bool]:
-    """The jobs, and whether they go to worker processes."""
+def plan(specs: Sequence[RunSpec], executor: str, workers: int, budget: int | None = None, estimate: Estimate = job_peak_memory) -> tuple[list[Job], bool]:
+    """The jobs, and whether they go to worker processes; populations are cut to fit `budget` bytes (None: no limit)."""
     on_cpu = all(s.device == "cpu" for s in specs)
     if executor == "inprocess":
         return [[s] for s in specs], False
     if executor == "processes":
         return [[s] for s in specs], True
     if executor == "population" or not on_cpu:
-        return group_populations(specs, lambda s: True), False
-    jobs = group_populations(specs, lambda s: s.model.width <= CPU_POPULATION_MAX_WIDTH)
+        return split_to_fit(group_populations(specs, lambda s: True), budget, estimate), False
+    jobs = split_to_fit(group_populations(specs, lambda s: s.model.width <= CPU_POPULATION_MAX_WIDTH), budget, estimate)
     small = sum(s.train.max_steps for s in specs) < SMALL_SWEEP_STEPS  # workers would cost more to start than they save
     return jobs, workers > 1 and len(jobs) > 1 and not small
+
+
+def split_to_fit(jobs: list[Job], budget: int | None, estimate: Estimate = job_peak_memory) -> list[Job]:
+    """The jobs with every population whose estimate exceeds `budget` cut in halves until each part fits or is one run
+    (members train alike in a smaller population, so only memory and speed change)."""
+    if budget is None:
+        return jobs
+    fitted: list[Job] = []
+    for job in jobs:
+        if len(job) > 1 and estimate(job) > budget:
+            half = len(job) // 2
+            fitted += split_to_fit([job[:half], job[half:]], budget, estimate)
+        else:
+            fitted.append(job)
+    return fitted
+
+
+def available_memory() -> int | None:
+    """Bytes the system can give new processes without swapping (Linux's MemAvailable, else psutil's); None if unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # the file counts kB of 1024 bytes
+    except (OSError, ValueError, IndexError):
+        pass  # not Linux, or a format we do not know: ask psutil
+    try:
+        import psutil
+    except ImportError:
+        return None
+    return int(psutil.virtual_memory().available)
+
+
+BYTE_SUFFIXES = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+
+
+def parse_bytes(text: str, what: str = MEMORY_BUDGET_ENV) -> int:
+    """'2G', '512M', '1.5G', '123456' -> bytes; ValueError naming `what` and the accepted forms otherwise."""
+    value = text.strip().upper().removesuffix("B")
+    suffix = value[-1:] if value[-1:] in BYTE_SUFFIXES else ""
+    number = value[: len(value) - len(suffix)]
+    try:
+        amount = float(number) * BYTE_SUFFIXES[suffix]
+    except ValueError:
+        amount = -1.0
+    if not number or not amount > 0 or amount == float("inf"):
+        raise ValueError(f"{what}: {text!r} is not an amount of memory; give bytes, or a number with K, M, G or T (e.g. 4G)")
+    return int(amount)
+
+
+def memory_budget() -> int | None:
+    """Bytes the jobs of a sweep may use at once: BIASLAB_MEMORY_BUDGET if set, else MEMORY_SHARE of the memory
+    available now; None when neither is known (then nothing is held back)."""
+    if setting := os.environ.get(MEMORY_BUDGET_ENV):
+        return parse_bytes(setting)
+    available = available_memory()
+    return None if available is None else int(available * MEMORY_SHARE)
+
+
+class Admission:
+    """Which pending job may start now, so that the jobs running at once fit in `budget` bytes by their estimates.
+
+    First fit in queue order: a job starts when its estimated peak fits beside
+    those of the jobs running (a large job waits while smaller ones behind it
+    start). A job larger than the whole budget starts only when nothing else
+    runs, with a one-line SweepWarning. With no budget every job fits.
+    """
+
+    def __init__(self, budget: int | None, estimate: Estimate = job_peak_memory) -> None:
+        self.budget = budget
+        self.estimate = estimate
+        self.held: dict[object, int] = {}  # running job's key -> its estimate
+        self._sizes: dict[int, tuple[Job, int]] = {}  # by id, with the job itself kept alive so that its id stays its own
+
+    def size(self, job: Job) -> int:
+        """The job's estimated peak in bytes (computed once per job)."""
+        if id(job) not in self._sizes:
+            self._sizes[id(job)] = (job, self.estimate(job))
+        return self._sizes[id(job)][1]
+
+    def take(self, pending: deque[Job]) -> Job | None:
+        """Remove from `pending` and return the first job that fits now, or the first of all when nothing runs;
+        None when the running jobs leave no room for any (or nothing is pending)."""
+        if self.budget is None or not pending:
+            return pending.popleft() if pending else None
+        in_use = sum(self.held.values())
+        for i, job in enumerate(pending):
+            if in_use + self.size(job) <= self.budget:
+                del pending[i]
+                return job
+        if self.held:
+            return None
+        job = pending.popleft()
+        warn_oversized(self.size(job), self.budget)
+        return job
+
+    def hold(self, key: object, job: Job) -> None:
+        """`job` started under `key`: its estimate counts until `release(key)`."""
+        self.held[key] = self.size(job)
+
+    def release(self, key: object) -> None:
+        self.held.pop(key, None)
+
+
+def warn_oversized(size: int, budget: int | None) -> None:
+    """One SweepWarning line when a job's estimate is larger than the whole budget (it runs alone)."""
+    if budget is not None and size > budget:
+        warnings.warn(
+            f"run_sweep: a job estimated at {gigabytes(size)} exceeds the {gigabytes(budget)} of memory this sweep may use; "
+            f"it runs alone (the budget: {MEMORY_BUDGET_ENV}, or {MEMORY_SHARE:.0%} of the memory available)",
+            SweepWarning,
+            stacklevel=3,
+        )
+
+
+def memory_note(jobs: Sequence[Job], parallel: int, budget: int | None, estimate: Estimate = job_peak_memory) -> str:
+    """The plan's memory clause: the largest job's estimate and how many such jobs run at once within the budget."""
+    if not jobs:
+        return "memory: nothing to run"
+    largest = max(estimate(job) for job in jobs)
+    unit = "per run" if all(len(job) == 1 for job in jobs) else "per job"
+    text = f"memory: up to {gigabytes(largest)} {unit} (estimated)"
+    if budget is None:
+        return f"{text}; nothing held back (no budget: the free memory is unknown, or the backend is Ray)"
+    if largest > budget:
+        return f"{text}, more than the {gigabytes(budget)} this sweep may use: such jobs run alone"
+    return f"{text}, {min(parallel, budget // largest)} at a time within {gigabytes(budget)}"
 
 
 def run_sweep(
@@ -219,17 +359,21 @@ def run_sweep(
     backend: str = "local",
     address: str | None = None,
     trackers: Sequence[Tracker] = (),
+    budget: int | None = None,
+    estimate: Estimate = job_peak_memory,
 ) -> Outcome:
     """Run every spec of `sweep` that the store lacks and return all of the sweep's records.
 
     `trackers` (see `biaslab.trackers`) get each run as its record is stored, then the sweep's other finished
-    runs they lack and its verdict.
+    runs they lack and its verdict. `budget`: bytes the jobs running at once may use by their estimates (None:
+    `memory_budget()`); `estimate`: a job's estimated peak in bytes.
     """
     if trackers:
         specs = sweep.expand()
         entry = SweepEntry(sweep.base.experiment, preset, dict(overrides or {}), tuple(s.spec_id for s in specs))
         with Tracking(trackers, SweepInfo.of(entry, (s.model_dump(mode="json") for s in specs))) as tracking:
-            outcome = run_sweep(sweep, store, preset, overrides, executor, workers, tracking.chain(on_record), backend, address)
+            outcome = run_sweep(sweep, store, preset, overrides, executor, workers, tracking.chain(on_record), backend, address,
+                                budget=budget, estimate=estimate)  # fmt: skip
             tracking.end(outcome.records, sweep_verdict(sweep.base.experiment, outcome.records))
         return outcome
     if executor not in EXECUTORS:
@@ -241,7 +385,8 @@ def run_sweep(
     done = store.finished_ids()
     todo = list({s.spec_id: s for s in specs if s.spec_id not in done}.values())  # identical specs run once
     workers = workers or default_workers()
-    jobs, use_processes = plan(todo, executor, workers)
+    budget = memory_budget() if budget is None else budget
+    jobs, use_processes = plan(todo, executor, workers, budget, estimate)
     ran = 0
 
     def save(record: RunRecord) -> None:
@@ -260,9 +405,9 @@ def run_sweep(
         if backend == "ray" and jobs:
             run_on_ray(jobs, save, address, claim)
         elif use_processes:
-            run_in_processes(jobs, min(workers, len(jobs)), save, claim)
+            run_in_processes(jobs, min(workers, len(jobs)), save, claim, Admission(budget, estimate))
         else:
-            run_here(jobs, save, claim)
+            run_here(jobs, save, claim, Admission(budget, estimate))
 
     with Leases(store) as leases:
         execute(jobs, leases.take)
@@ -270,7 +415,7 @@ def run_sweep(
         while leases.waiting:  # runs another sweep held: wait until it records them, or take them over if it died
             time.sleep(min(LEASE_POLL, leases.timeout / 4))
             if orphans := leases.take_over(by_id):
-                more, _ = plan(orphans, executor, workers)
+                more, _ = plan(orphans, executor, workers, budget, estimate)
                 n_jobs += len(more)
                 execute(more, _no_claim)  # already leased here
     populations = sum(len(job) > 1 for job in jobs)
@@ -289,13 +434,17 @@ def sweep_verdict(experiment: str, records: list[RunRecord]) -> Verdict | None:
     return CATALOG.get(experiment).verdict(records)
 
 
-def run_here(jobs: list[Job], save: Callable[[RunRecord], None], claim: Claimer = _no_claim) -> None:
+def run_here(jobs: list[Job], save: Callable[[RunRecord], None], claim: Claimer = _no_claim, admission: Admission | None = None) -> None:
     """Run jobs one after another in this process, with one torch thread as in workers (so every executor gives the same numbers).
 
     Each job is claimed just before it starts; only the members claimed run.
+    A job whose estimate exceeds the admission's budget gets its one-line warning.
     """
+    admission = admission or Admission(None)
     with one_torch_thread():
         for job in jobs:
+            if admission.budget is not None:
+                warn_oversized(admission.size(job), admission.budget)
             if mine := claim(job):
                 for record in run_population(mine):
                     save(record)
@@ -368,12 +517,14 @@ FILE_DATASETS = ("mnist", "cifar10")  # read from disk: check they are there bef
 
 
 def preflight(sweep: Sweep) -> None:
-    """Fail fast, before any run, on a device that is not here or a dataset read from files that is missing."""
+    """Fail fast, before any run, on a device that is not here, a dataset read from files that is missing, or a
+    memory budget (BIASLAB_MEMORY_BUDGET) that is not an amount."""
     from biaslab.data import SOURCES
     from biaslab.runtime import resolve_device
 
     from biaslab.experiments import CATALOG
 
+    memory_budget()
     checked = set()
     specs = sweep.expand()
     for device in {spec.device for spec in specs}:
@@ -407,23 +558,28 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def run_in_processes(jobs: list[Job], workers: int, save: Callable[[RunRecord], None], claim: Claimer = _no_claim) -> None:
+def run_in_processes(
+    jobs: list[Job], workers: int, save: Callable[[RunRecord], None], claim: Claimer = _no_claim, admission: Admission | None = None
+) -> None:
     """Run jobs in a pool of spawned workers; this process writes every record as it arrives.
 
     Jobs are claimed and submitted one per free worker, not all at once, so
-    a second sweep on the store finds the jobs not yet started free to take.
+    a second sweep on the store finds the jobs not yet started free to take;
+    a free worker waits while the admission's memory budget has no room.
     """
+    admission = admission or Admission(None)
     pending = deque(jobs)
     for _attempt in range(POOL_RETRIES + 1):
         context = multiprocessing.get_context("spawn")
         broken: list[Job] = []
         with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker) as pool:
             running: dict[Future, Job] = {}
-            _submit(pool, pending, running, workers, claim)
+            _submit(pool, pending, running, workers, claim, admission)
             while running:
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in finished:
                     job = running.pop(future)
+                    admission.release(future)
                     try:
                         records = future.result()
                     except BrokenProcessPool:
@@ -434,7 +590,7 @@ def run_in_processes(jobs: list[Job], workers: int, save: Callable[[RunRecord], 
                     for record in records:
                         save(record)
                 if not broken:  # a broken pool takes no more work: the rest waits for the next pool
-                    _submit(pool, pending, running, workers, claim)
+                    _submit(pool, pending, running, workers, claim, admission)
         if not broken:
             return
         pending = deque(broken + list(pending))  # broken jobs are still leased here: claiming them again keeps them
@@ -443,11 +599,14 @@ def run_in_processes(jobs: list[Job], workers: int, save: Callable[[RunRecord], 
             save(failed_record(spec, f"the worker process died {POOL_RETRIES + 1} times (BrokenProcessPool)"))
 
 
-def _submit(pool: ProcessPoolExecutor, pending: deque[Job], running: dict[Future, Job], slots: int, claim: Claimer) -> None:
-    """Claim and submit pending jobs until `slots` run (a job another sweep fully holds is dropped here)."""
-    while pending and len(running) < slots:
-        if mine := claim(pending.popleft()):
-            running[pool.submit(run_population, mine)] = mine
+def _submit(pool: ProcessPoolExecutor, pending: deque[Job], running: dict[Future, Job], slots: int, claim: Claimer, admission: Admission) -> None:
+    """Claim and submit pending jobs until `slots` run or the next fits no more in memory (a job another sweep fully
+    holds is dropped here)."""
+    while len(running) < slots and (job := admission.take(pending)) is not None:
+        if mine := claim(job):
+            future = pool.submit(run_population, mine)
+            running[future] = mine
+            admission.hold(future, job)
 
 
 def biaslab_job(job: Job) -> list[RunRecord]:

@@ -160,6 +160,14 @@ class Experiment:
             return None
         return f"{self.name} reads the probes {', '.join(lacking)}, which these runs did not measure (their spec's probes lack them)"
 
+    def working_memory(self, spec: RunSpec) -> int:
+        """Bytes a run of `spec` holds at its peak beyond a worker process's baseline, estimated before it runs so a
+        sweep runs at once only what fits (see `experiments.memory`). The default sizes the standard supervised run
+        from the spec; override it where the runner holds more (a convex solver, a dense matrix) or less."""
+        from biaslab.experiments.memory import default_working_memory
+
+        return default_working_memory(spec)
+
 
 CATALOG: Registry[Experiment] = Registry("experiment")
 

@@ -67,6 +67,7 @@ from biaslab import data as datasets
 from biaslab.claims import Verdict
 from biaslab.experiments.supervised import fresh_model
 from biaslab.experiments.base import CATALOG, Experiment, Result, SUPERVISED_READS
+from biaslab.experiments.memory import default_working_memory, hessian_memory
 from biaslab.plot import new_figure
 from biaslab.probes import curvature, landscape, sharpness
 from biaslab.probes.core import snapshot
@@ -357,6 +358,10 @@ class BatchSizeSharpness(Experiment):
             raise SpecError(f"train.batch_sizes: the first must be the smallest, got {list(sizes)}")
         if len(set(sizes)) != len(sizes):
             raise SpecError(f"train.batch_sizes: repeated batch size in {list(sizes)}")
+
+    def working_memory(self, spec: RunSpec) -> int:
+        """The standard run's memory and its Hessian top eigenvalue on the whole training set (`measure`: Lanczos capped at 200 steps)."""
+        return default_working_memory(spec) + hessian_memory(spec, iterations=200)
 
     def figures(self, records):
         return figures(records)

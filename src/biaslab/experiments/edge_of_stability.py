@@ -59,6 +59,7 @@ from torch import nn
 from biaslab.claims import Verdict
 from biaslab.experiments.supervised import setup, with_probes
 from biaslab.experiments.base import CATALOG, Experiment, Result, SUPERVISED_READS, require
+from biaslab.experiments.memory import LANCZOS_MAX_ITER, default_working_memory, hessian_memory
 from biaslab.plot import new_figure
 from biaslab.probes import curvature
 from biaslab.runtime import generator
@@ -355,6 +356,10 @@ class EdgeOfStability(Experiment):
 
     def refuse(self, spec: RunSpec) -> None:
         require(spec, {"train.optimizer": ("gd",)})
+
+    def working_memory(self, spec: RunSpec) -> int:
+        """The standard run's memory and its sharpness checks: the Hessian of the loss on the whole training set, by Lanczos."""
+        return default_working_memory(spec) + hessian_memory(spec, iterations=LANCZOS_MAX_ITER)
 
     def figures(self, records):
         return figures(records)

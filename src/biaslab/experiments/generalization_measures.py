@@ -45,6 +45,7 @@ from biaslab import probes
 from biaslab.claims import Verdict, granulated_kendall, kendall
 from biaslab.experiments.supervised import setup, with_probes
 from biaslab.experiments.base import CATALOG, Experiment, Result, SUPERVISED_READS
+from biaslab.experiments.memory import LANCZOS_MAX_ITER, default_working_memory, hessian_memory
 from biaslab.plot import new_figure
 from biaslab.probes import curvature, sharpness
 from biaslab.runtime import generator
@@ -247,6 +248,10 @@ class GeneralizationMeasures(Experiment):
     runner = run
     reads = SUPERVISED_READS
     trains_model = True
+
+    def working_memory(self, spec: RunSpec) -> int:
+        """The standard run's memory and its measures: the Hessian's top eigenvalue and trace on the whole training set."""
+        return default_working_memory(spec) + hessian_memory(spec, iterations=LANCZOS_MAX_ITER)
 
     def figures(self, records):
         return figures(records)

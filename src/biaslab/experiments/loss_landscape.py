@@ -55,6 +55,7 @@ from biaslab import data as datasets
 from biaslab.claims import Verdict
 from biaslab.experiments.supervised import setup, with_probes
 from biaslab.experiments.base import CATALOG, Experiment, Result, SUPERVISED_READS
+from biaslab.experiments.memory import LANCZOS_MAX_ITER, default_working_memory, hessian_memory
 from biaslab.plot import landscape_contour, legend_once, new_figure
 from biaslab.probes import landscape
 from biaslab.runtime import generator
@@ -220,6 +221,10 @@ class LossLandscape(Experiment):
     runner = run
     reads = SUPERVISED_READS
     trains_model = True
+
+    def working_memory(self, spec: RunSpec) -> int:
+        """The standard run's memory and its top Hessian direction on the whole training set."""
+        return default_working_memory(spec) + hessian_memory(spec, iterations=LANCZOS_MAX_ITER)
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
         done = _finished(records)

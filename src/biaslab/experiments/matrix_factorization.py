@@ -42,7 +42,7 @@ import torch
 from matplotlib.figure import Figure
 
 from biaslab.claims import Verdict, spearman
-from biaslab.convex import effective_rank, min_nuclear_norm_completion
+from biaslab.convex import effective_rank, min_nuclear_norm_completion, nuclear_norm_memory
 from biaslab.data.problems import matrix_completion, problem_seed
 from biaslab.experiments.base import CATALOG, Experiment, Result, require
 from biaslab.plot import mean_band, new_figure
@@ -162,6 +162,12 @@ class MatrixFactorization(Experiment):
             ax.set(xscale="log", yscale="log", xlabel="step", title=f"singular values, depth {depth}, init {smallest:g}")
             ax.legend(fontsize=7)
         return {"solutions": summary, "singular-values": dynamics}
+
+    def working_memory(self, spec: RunSpec) -> int:
+        """The nuclear-norm reference's solver (it dominates: Clarabel grows like n^4, SCS like n^2), plus the depth
+        n x n factors with their gradients and autograd's partial products, a few n x n temporaries for the SVDs."""
+        n, itemsize = spec.problem.n, 8 if spec.dtype == "float64" else 4
+        return nuclear_norm_memory((n, n)) + n * n * itemsize * (3 * spec.model.depth + 4)
 
     def claim(self, records: list[RunRecord]) -> Verdict:
         claim = (

@@ -334,9 +334,7 @@ class ScalingLaws(Experiment):
         return estimator_reads(spec) if spec.problem is not None else SUPERVISED_READS  # (a) the solvable model, (b) MLPs
 
     def refuse(self, spec: RunSpec) -> None:
-        if spec.problem is None:  # part (b): an MLP trained by the supervised runner
-            if spec.estimator is not None:
-                raise SpecError(f"estimator: the MLP runs of {NAME} (no problem) train model + train; leave estimator unset")
+        if spec.problem is None:  # part (b): an MLP trained by the supervised runner (reads_of refuses an estimator)
             require(spec, {"model.kind": ("mlp",), "train.loss": ("cross_entropy",)})
             return
         if spec.problem.kind != "power_law_features":

@@ -239,7 +239,7 @@ class TreesVsNets(Experiment):
         require(spec, {"problem.kind": ("tabular",)})
         if spec.estimator is None:
             raise SpecError(f"estimator: {NAME} needs an estimator section; estimator.kind one of {', '.join(MODELS)}")
-        require(spec, {"estimator.kind": MODELS})
+        require(spec, {"estimator.kind": MODELS, "model.kind": ("mlp",), "train.augment": ("none",)})  # tabular rows: no positions
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
         table = accuracy_table(records)
