@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from sklearn.base import clone
 from sklearn.linear_model import Ridge
 from sklearn.utils.estimator_checks import check_estimator, parametrize_with_checks
@@ -13,10 +14,12 @@ from biaslab.estimators import (
     NeuralNetClassifier,
     RandomFourierRegressor,
     SquaredLossClassifier,
+    fit_estimator,
     make_estimator,
     squared_risk,
 )
-from biaslab.spec import EstimatorSpec, ModelSpec, TrainSpec
+from biaslab.runtime import blas_threads_as_torch
+from biaslab.spec import EstimatorSpec, ModelSpec, RunSpec, TrainSpec
 
 # Every check passes for these wrappers (scikit-learn 1.9), with one documented exception: a random-feature
 # model with far fewer features than the check's 200 training examples underfits it (training R^2 < 0.5 in
@@ -159,3 +162,32 @@ def test_every_estimator_kind_fits_through_one_protocol(kind):
     assert model.fit(flat, y) is model
     assert model.score(flat, y) > 0.8
     assert 0.0 <= squared_risk(model, flat, y) < 2.0
+
+
+def test_fit_estimator_builds_from_the_run_spec_and_hands_the_validation_set_to_a_network_only():
+    X, y = _blobs()
+    X_val, y_val = _blobs(30, seed=1)
+    net_spec = RunSpec(estimator=EstimatorSpec(kind="neural_net"), model=ModelSpec(width=8), train=TRAIN, seed=3)
+    net = fit_estimator(net_spec, X, y, validation=(X_val, y_val))
+    by_hand = NeuralNetClassifier(ModelSpec(width=8), TRAIN, random_state=3).fit(X, y, X_val, y_val)
+    np.testing.assert_array_equal(net.outputs(X_val), by_hand.outputs(X_val))  # the same seed, model and training
+    assert net.history_[-1]["test_error"] == pytest.approx(np.mean(net.predict(X_val) != y_val))
+    flat = X.reshape(len(X), -1)
+    forest_spec = RunSpec(estimator=EstimatorSpec(kind="random_forest", n_trees=3), seed=3)
+    forest = fit_estimator(forest_spec, flat, y, validation=(X_val.reshape(len(X_val), -1), y_val))
+    assert forest.n_features_in_ == flat.shape[1] and forest.random_state == 3
+
+
+def test_blas_threads_follow_torch_inside_the_block_only():
+    from threadpoolctl import threadpool_info
+
+    before = [pool["num_threads"] for pool in threadpool_info()]
+    assert before, "numpy's BLAS pool should be visible to threadpoolctl"
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with blas_threads_as_torch():
+            assert all(pool["num_threads"] == 1 for pool in threadpool_info())
+    finally:
+        torch.set_num_threads(previous)
+    assert [pool["num_threads"] for pool in threadpool_info()] == before

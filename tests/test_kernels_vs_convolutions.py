@@ -83,7 +83,10 @@ def test_claim_fails_with_a_missing_cell():
 
 
 def test_model_names():
-    assert model_name(_kernel_spec("none").model_dump(mode="json")) == "kernel"
+    assert model_name(_kernel_spec("none")) == "kernel"
+    net = _kernel_spec("none").model_copy(update={"estimator": EstimatorSpec(kind="neural_net")})
+    assert model_name(net.model_copy(update={"model": ModelSpec(kind="cnn")})) == "cnn"
+    assert model_name(net.model_copy(update={"model": ModelSpec(kind="mlp")})) == "mlp"
 
 
 # ---------------------------------------------------------------- bad input

@@ -109,13 +109,13 @@ def test_claim_fails_without_runs():
 
 
 def test_condition_and_regularizer_names():
-    spec = RunSpec(experiment="random-labels").model_dump(mode="json")
+    spec = RunSpec(experiment="random-labels")
     assert condition(spec) == "true labels" and regularizers(spec) == "none"
-    spec["data"]["label_noise"] = 0.4
-    assert condition(spec) == "corrupt 0.4"
-    spec["train"] |= {"weight_decay": 5e-4, "augment": "random_crop"}
-    spec["model"]["dropout"] = 0.5
-    assert regularizers(spec) == "wd+dropout+crop"
+    assert condition(with_values(spec, {"data.label_noise": 0.4})) == "corrupt 0.4"
+    assert condition(with_values(spec, {"data.label_noise": 1.0})) == "random labels"
+    assert condition(with_values(spec, {"data.inputs": "shuffled_pixels"})) == "shuffled pixels"
+    regularized = with_values(spec, {"train.weight_decay": 5e-4, "train.augment": "random_crop", "model.dropout": 0.5})
+    assert regularizers(regularized) == "wd+dropout+crop"
 
 
 # ----------------------------------------------------------------------------- spec fields
@@ -285,7 +285,7 @@ def test_sweep_also_is_a_union_of_grids_and_overrides_reach_every_part():
 def test_presets_list_every_run_once_and_cover_every_condition(preset):
     specs = CATALOG.get("random-labels").sweep(preset).expand()
     assert len({s.spec_id for s in specs}) == len(specs)
-    mlp_plain = [s.model_dump(mode="json") for s in specs if s.model.kind == "mlp" and s.model.dropout == 0 and s.train.weight_decay == 0]
+    mlp_plain = [s for s in specs if s.model.kind == "mlp" and s.model.dropout == 0 and s.train.weight_decay == 0]
     for dataset in {s.data.name for s in specs if s.data.inputs == "gaussian"}:
-        names = {condition(spec) for spec in mlp_plain if spec["data"]["name"] == dataset}
+        names = {condition(spec) for spec in mlp_plain if spec.data.name == dataset}
         assert len(names) == 9, names  # 6 corruption fractions and 3 input randomizations

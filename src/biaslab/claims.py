@@ -50,6 +50,29 @@ class Verdict:
         )
 
 
+class Checks:
+    """The parts of a claim, each decided on measured numbers and said in one line. The verdict passes when every
+    part passes; its reason is the failed parts after 'FAIL: ', or every part when none failed."""
+
+    def __init__(self) -> None:
+        self.passed: list[str] = []
+        self.failed: list[str] = []
+
+    def check(self, ok: bool, said: str) -> bool:
+        """Record one part: `said` states what was measured against what the claim needs. Returns `ok`."""
+        (self.passed if ok else self.failed).append(said)
+        return ok
+
+    def fail(self, said: str) -> None:
+        """Record a part that cannot pass (its runs are missing, say)."""
+        self.failed.append(said)
+
+    def verdict(self, claim: str, numbers: dict[str, float], notes: Sequence[str] = ()) -> Verdict:
+        """The claim's verdict on these parts, with its numbers as floats and the notes reported beside it."""
+        reason = "FAIL: " + "; ".join(self.failed) if self.failed else "; ".join(self.passed)
+        return Verdict(claim, not self.failed, {k: float(v) for k, v in numbers.items()}, reason, tuple(notes))
+
+
 def _fmt(value: float) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 

@@ -19,7 +19,8 @@ scikit-learn estimator (parameters only in `__init__`, `fit(X, y)` returns
 - `PolynomialRegressor(degree, ridge, order_penalty)`: 1-D regression on the
   Legendre basis P_0..P_K with a ridge penalty whose weight grows with the order
   (Wilson 2025's soft inductive bias: a flexible space, a preference for low order).
-- `make_estimator(spec, ...)`: the estimator an `EstimatorSpec` names.
+- `make_estimator(spec, ...)`: the estimator an `EstimatorSpec` names; `fit_estimator(run_spec, ...)`: the one a
+  run's spec names, fitted (every estimator experiment fits through it).
 
 Determinism: every random draw comes from `random_state` (an int gives the same
 fit every time); nothing seeds a global generator.
@@ -34,7 +35,6 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, clone
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.kernel_ridge import KernelRidge
-from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -42,7 +42,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from biaslab import models
 from biaslab.data import Dataset
 from biaslab.runtime import generator, resolve_device, resolve_dtype
-from biaslab.spec import EstimatorSpec, ModelSpec, TrainSpec
+from biaslab.spec import EstimatorSpec, ModelSpec, RunSpec, TrainSpec
 from biaslab.train import Fit, fit
 
 KERNEL_RIDGE_FLOOR = 1e-10  # KernelRidge solves (K + alpha I); alpha 0 on a singular K is a pseudo-inverse we do not get
@@ -307,3 +307,16 @@ def make_estimator(spec: EstimatorSpec, model: ModelSpec, train: TrainSpec, seed
     if spec.kind == "neural_net":
         return NeuralNetClassifier(model, train, seed, device, dtype)
     raise ValueError(f"estimator.kind: unknown {spec.kind!r}")
+
+
+def fit_estimator(spec: RunSpec, x_train, y_train, validation: tuple | None = None) -> BaseEstimator:
+    """The estimator `spec.estimator` names, built from the run's spec (a network from `spec.model` and `spec.train`,
+    every random draw from `spec.seed`) and fitted on the training arrays.
+
+    A network given `validation` (x, y) measures it at every evaluation of its `history_`; without it the History's
+    test columns measure the training set. The other classes fit on the training arrays alone.
+    """
+    estimator = make_estimator(spec.estimator, spec.model, spec.train, spec.seed, spec.device, spec.dtype)
+    if validation is not None and isinstance(estimator, NeuralNetClassifier):
+        return estimator.fit(x_train, y_train, *validation)
+    return estimator.fit(x_train, y_train)

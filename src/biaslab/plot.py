@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
 from matplotlib.figure import Figure
 
 
@@ -12,13 +16,33 @@ def new_figure(ncols: int = 1, nrows: int = 1, width: float = 4.2, height: float
     return fig, [ax for row in axes for ax in row]
 
 
-def mean_band(ax, frame, x: str, y: str, label: str | None = None, **style) -> None:
-    """Mean of `y` against `x` over repeated rows (seeds), with the min-max range shaded."""
+def mean_band(ax, frame, x: str, y: str, label: str | None = None, **style):
+    """Mean of `y` against `x` over repeated rows (seeds), with the min-max range shaded in the line's colour where
+    an x has more than one row. `style` goes to `ax.plot` and may override the default small round markers.
+    Returns the means (a Series indexed by sorted x), for a fit or error bars drawn on top."""
     groups = frame.groupby(x)[y]
     mean, low, high = groups.mean(), groups.min(), groups.max()
-    (line,) = ax.plot(mean.index, mean.values, marker="o", markersize=3, label=label, **style)
+    (line,) = ax.plot(mean.index, mean.values, label=label, **({"marker": "o", "markersize": 3} | style))
     if (groups.count() > 1).any():
         ax.fill_between(mean.index, low.values, high.values, color=line.get_color(), alpha=0.2, linewidth=0)
+    return mean
+
+
+def seed_bars(ax, frame, x: str, hue: str, y: str, xs: Sequence, hues: Sequence, labels: Mapping | None = None) -> dict[tuple, tuple[float, float]]:
+    """Grouped bars of a seed mean: at each category of `x` (in the order `xs`, at 0, 1, ...), one bar per value of
+    `hue` (in the order `hues`, coloured C0, C1, ..., named by `labels`) at the mean of `y` over its rows, and each
+    row (seed) as a black dot on its bar. Returns {(x value, hue value): (bar centre, mean)}, for annotations."""
+    step = 0.8 / len(hues)
+    bars = {}
+    for i, value in enumerate(hues):
+        centres = np.arange(len(xs)) + (i - (len(hues) - 1) / 2) * step
+        groups = [frame[(frame[x] == at) & (frame[hue] == value)][y] for at in xs]
+        means = [float(g.mean()) if len(g) else math.nan for g in groups]
+        ax.bar(centres, means, width=step, color=f"C{i}", alpha=0.7, label=(labels or {}).get(value, value))
+        for at, centre, group, mean in zip(xs, centres, groups, means):
+            ax.plot(np.full(len(group), centre), group, "k.", markersize=3)
+            bars[(at, value)] = (float(centre), mean)
+    return bars
 
 
 def legend_once(ax, **options) -> None:
@@ -50,8 +74,6 @@ def reliability_diagram(table, title: str | None = None) -> Figure:
 def landscape_contour(ax, alphas, betas, values, trajectory=None, levels: int = 20, log: bool = True, label: str = "loss") -> None:
     """Contours of a 2-D landscape slice (values shaped (len(betas), len(alphas))), the solution at (0, 0) marked,
     and a projected trajectory (points, 2) drawn on top when given. `log` contours log10 of the values."""
-    import numpy as np
-
     grid = np.log10(np.maximum(np.asarray(values, dtype=float), 1e-12)) if log else np.asarray(values, dtype=float)
     filled = ax.contourf(alphas, betas, grid, levels=levels, cmap="viridis")
     ax.contour(alphas, betas, grid, levels=levels, colors="white", linewidths=0.3)
@@ -64,8 +86,6 @@ def landscape_contour(ax, alphas, betas, values, trajectory=None, levels: int = 
 
 def landscape_surface(fig, position, alphas, betas, values, title: str = "", log: bool = True):
     """A 3-D surface of a 2-D landscape slice in the subplot `position` (e.g. (1, 4, 2)) of `fig`; returns the axes."""
-    import numpy as np
-
     ax = fig.add_subplot(*position, projection="3d")
     a, b = np.meshgrid(alphas, betas)
     z = np.log10(np.maximum(np.asarray(values, dtype=float), 1e-12)) if log else np.asarray(values, dtype=float)

@@ -7,13 +7,15 @@ made here from a seed and a purpose, so two draws never share a stream by accide
 from __future__ import annotations
 
 import hashlib
-import os
 import platform
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
 import torch
+from threadpoolctl import threadpool_limits
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -55,6 +57,14 @@ def numpy_generator(seed: int, purpose: str) -> "np.random.Generator":
 
     digest = hashlib.sha256(f"{seed}:{purpose}".encode()).digest()
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+@contextmanager
+def blas_threads_as_torch() -> Iterator[None]:
+    """Within the block, numpy's and scikit-learn's BLAS and OpenMP pools use as many threads as torch may (one in
+    a sweep worker), so two workers on two cores do not start four BLAS threads each."""
+    with threadpool_limits(limits=torch.get_num_threads()):
+        yield
 
 
 def _version(package: str) -> str | None:

@@ -207,7 +207,7 @@ def paper() -> Sweep:
 
 
 def _sizes(record: RunRecord) -> list[str]:
-    return [label(b) for b in record.spec["train"]["batch_sizes"]]
+    return [label(b) for b in record.run_spec.train.batch_sizes]
 
 
 def comparisons(records: list[RunRecord]) -> list[dict]:
@@ -218,7 +218,7 @@ def comparisons(records: list[RunRecord]) -> list[dict]:
             continue
         small, *others = _sizes(record)
         for other in others:
-            row = {"seed": float(record.spec.get("seed", 0)), "other": other, "small": small}
+            row = {"seed": float(record.run_spec.seed), "other": other, "small": small}
             for m in MEASURES:
                 row[m] = record.final.get(f"{other}.{m}", math.nan) / record.final.get(f"{small}.{m}", math.nan)
             row["test_error_diff"] = record.final[f"{other}.test_error"] - record.final[f"{small}.test_error"]
@@ -289,7 +289,7 @@ def _rescaling_notes(records: list[RunRecord]) -> list[str]:
             continue
         largest = max(record.final.get(f"{s}.hessian_top", math.nan) for s in _sizes(record)[1:])
         notes.append(
-            f"seed {record.spec.get('seed', 0)}: rescaling the {small} solution's first two layers by {RESCALE:g} / 1/{RESCALE:g} "
+            f"seed {record.run_spec.seed}: rescaling the {small} solution's first two layers by {RESCALE:g} / 1/{RESCALE:g} "
             f"(same function) moves its Hessian top eigenvalue {record.final[f'{small}.hessian_top']:.3g} -> {twin:.3g} "
             f"(largest of the larger batches: {largest:.3g}); adaptive sharpness {record.final[f'{small}.sharpness_adaptive']:.3g} -> "
             f"{record.final[f'{small}.rescaled_sharpness_adaptive']:.3g}"

@@ -37,10 +37,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from biaslab.claims import Verdict, spearman
+from biaslab.claims import Checks, Verdict, spearman
 from biaslab.experiments.base import CATALOG, Experiment, Result, SUPERVISED_READS, require
 from biaslab.experiments.supervised import setup, with_probes
-from biaslab.plot import legend_once, new_figure, reliability_diagram
+from biaslab.plot import legend_once, mean_band, new_figure, reliability_diagram
 from biaslab.probes.calibration import ReliabilityTable, calibration_metrics, reliability_table, softmax_outputs
 from biaslab.runtime import generator
 from biaslab.spec import DataSpec, ModelSpec, RunSpec, Sweep, TrainSpec
@@ -101,7 +101,7 @@ def summary_table(records: list[RunRecord]) -> pd.DataFrame:
         if r.status != "ok" or f"{PREFIX}_ece" not in r.curves:
             continue
         at = interpolation_row(r)
-        row = {"width": r.spec["model"]["width"], "seed": r.spec["seed"], "interpolates": at is not None}
+        row = {"width": r.run_spec.model.width, "seed": r.run_spec.seed, "interpolates": at is not None}
         for key in ("ece", "nll", "accuracy"):
             curve = r.curves[f"{PREFIX}_{key}"]
             row[f"{key}_end"] = float(curve[-1])
@@ -114,7 +114,7 @@ def summary_table(records: list[RunRecord]) -> pd.DataFrame:
 def judge(table: pd.DataFrame) -> Verdict:
     claim = "Training past zero training error makes the network more overconfident: test ECE and NLL at the end exceed their values at interpolation (Guo et al. 2017)."
     numbers: dict[str, float] = {}
-    passes, failures, notes = [], [], []
+    checks, notes = Checks(), []
     judged = 0
     for width, rows in table.groupby("width") if len(table) else []:
         if not rows["interpolates"].all():
@@ -127,19 +127,18 @@ def judge(table: pd.DataFrame) -> Verdict:
             se = float(diff.std(ddof=1) / math.sqrt(len(diff))) if len(diff) > 1 else math.nan
             numbers |= {f"w{width}_{key}_interp": float(rows[f"{key}_interp"].mean()), f"w{width}_{key}_end": float(rows[f"{key}_end"].mean()), f"w{width}_{key}_rise_se": se}
             ok = len(diff) > 1 and mean > RISE_SE * se
-            (passes if ok else failures).append(f"width {width}: test {key.upper()} {rows[f'{key}_interp'].mean():.3f} at interpolation -> {rows[f'{key}_end'].mean():.3f} at the end ({mean:+.3f} +- {se:.3f} SE, need > {RISE_SE:g} SE)")
+            checks.check(ok, f"width {width}: test {key.upper()} {rows[f'{key}_interp'].mean():.3f} at interpolation -> {rows[f'{key}_end'].mean():.3f} at the end ({mean:+.3f} +- {se:.3f} SE, need > {RISE_SE:g} SE)")
         change = float((rows["accuracy_end"] - rows["accuracy_interp"]).mean())
         notes.append(f"width {width}: test accuracy changes {change:+.3f} past interpolation (first zero train error at step {rows['interp_step'].mean():.0f})")
     if judged == 0:
-        failures.append("no width reaches zero training error in every seed")
+        checks.fail("no width reaches zero training error in every seed")
     if len(table):
         ends = table.groupby("width")["ece_end"].mean()
         rho = spearman(list(ends.index), list(ends.values))
         numbers["spearman_width_vs_ece_end"] = rho
         notes.append(f"ECE at the end against width: {', '.join(f'{w}: {v:.3f}' for w, v in ends.items())} (Spearman {rho:.2f}); not claimed")
     numbers["widths_judged"] = float(judged)
-    reason = "; ".join(failures) if failures else "; ".join(passes)
-    return Verdict(claim, not failures, {k: float(v) for k, v in numbers.items()}, ("FAIL: " if failures else "") + reason, tuple(notes))
+    return checks.verdict(claim, numbers, notes)
 
 
 # ---------------------------------------------------------------- the experiment
@@ -163,10 +162,10 @@ class Calibration(Experiment):
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
         ok = [r for r in records if r.status == "ok" and f"{PREFIX}_ece" in r.curves]
-        widths = sorted({r.spec["model"]["width"] for r in ok})
+        widths = sorted({r.run_spec.model.width for r in ok})
         fig, axes = new_figure(ncols=2, nrows=2)
         for i, width in enumerate(widths):
-            runs = [r for r in ok if r.spec["model"]["width"] == width]
+            runs = [r for r in ok if r.run_spec.model.width == width]
             for ax, key in zip(axes[:2], ("ece", "nll")):
                 length = min(len(r.curves["step"]) for r in runs)
                 steps = np.maximum(np.array(runs[0].curves["step"][:length]), 1)
@@ -180,9 +179,7 @@ class Calibration(Experiment):
         table = summary_table(records)
         for ax, key in zip(axes[2:], ("ece", "nll")):
             if len(table):
-                groups = table.groupby("width")[f"{key}_end"]
-                ax.plot(groups.mean().index, groups.mean().values, "o-", label="end of training")
-                ax.fill_between(groups.mean().index, groups.min().values, groups.max().values, alpha=0.2, linewidth=0)
+                mean_band(ax, table, "width", f"{key}_end", label="end of training", markersize=6)
                 interp = table.groupby("width")[f"{key}_interp"].mean()
                 ax.plot(interp.index, interp.values, "s--", label="at interpolation")
             ax.set(xscale="log", xlabel="hidden units H", ylabel=f"test {key.upper()}", title=f"test {key.upper()} against width")
@@ -191,7 +188,7 @@ class Calibration(Experiment):
             legend_once(ax)
         figures = {"calibration": fig}
         for width in {widths[0], widths[-1]} if widths else ():
-            first = min((r for r in ok if r.spec["model"]["width"] == width), key=lambda r: r.spec["seed"])
+            first = min((r for r in ok if r.run_spec.model.width == width), key=lambda r: r.run_spec.seed)
             if first.arrays.get("reliability_count"):
                 fields = {name: first.arrays[f"reliability_{name}"] for name in TABLE_FIELDS}
                 fields["count"] = [int(c) for c in fields["count"]]

@@ -53,6 +53,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import torch
 from matplotlib.figure import Figure
 from torch import nn
@@ -62,7 +63,7 @@ from biaslab import data as datasets
 from biaslab.claims import Verdict, spearman
 from biaslab.experiments.supervised import fresh_model, setup, with_probes
 from biaslab.experiments.base import CATALOG, Experiment, Result, SUPERVISED_READS
-from biaslab.plot import legend_once, new_figure
+from biaslab.plot import legend_once, mean_band, new_figure
 from biaslab.probes import compression, landscape
 from biaslab.probes.bounds import compression_bound
 from biaslab.runtime import generator
@@ -237,17 +238,14 @@ def _finished(records: list[RunRecord]) -> list[RunRecord]:
 
 
 def _width(record: RunRecord) -> int:
-    return int(record.spec["model"]["width"])
+    return int(record.run_spec.model.width)
 
 
 def _band(ax, runs: list[RunRecord], x_key: str, y_key: str, label: str, color: str, accuracy: bool = True) -> None:
-    """Seed mean of an array against another, min-max shaded; error arrays shown as accuracy."""
-    x = np.asarray(runs[0].arrays[x_key], dtype=float)
-    y = np.asarray([r.arrays[y_key] for r in runs], dtype=float)
-    y = 1.0 - y if accuracy else y
-    ax.plot(x, y.mean(axis=0), marker="o", markersize=3, color=color, label=label)
-    if len(runs) > 1:
-        ax.fill_between(x, y.min(axis=0), y.max(axis=0), color=color, alpha=0.2, linewidth=0)
+    """Seed mean of an array against another (the first run's x for all), min-max shaded; error arrays shown as accuracy."""
+    x = runs[0].arrays[x_key]
+    frame = pd.DataFrame([(at, 1.0 - v if accuracy else v) for r in runs for at, v in zip(x, r.arrays[y_key])], columns=["x", "y"])
+    mean_band(ax, frame, "x", "y", label=label, color=color)
 
 
 def _nanmean(values) -> float:

@@ -136,13 +136,13 @@ class DiagonalNetworks(Experiment):
             mean_band(ax_dist, table, "model.init_scale", "dist_l2", label="to min-L2 (pseudo-inverse)")
         ax_dist.set(xscale="log", yscale="log", xlabel="init scale alpha", ylabel="relative distance", title="which interpolant GD reaches")
         ax_dist.legend(fontsize=8)
-        first_seed = [r for r in finished if r.spec["seed"] == min(x.spec["seed"] for x in finished)] if finished else []
+        first_seed = [r for r in finished if r.run_spec.seed == min(x.run_spec.seed for x in finished)] if finished else []
         if first_seed:
-            smallest = min(first_seed, key=lambda r: r.spec["model"]["init_scale"])
-            largest = max(first_seed, key=lambda r: r.spec["model"]["init_scale"])
+            smallest = min(first_seed, key=lambda r: r.run_spec.model.init_scale)
+            largest = max(first_seed, key=lambda r: r.run_spec.model.init_scale)
             ax_coef.plot(smallest.arrays["truth"], "k.", label="truth")
             for record, color in ((smallest, "C0"), (largest, "C1")):
-                ax_coef.plot(record.arrays["w"], color=color, linewidth=1, label=f"alpha {record.spec['model']['init_scale']:g}")
+                ax_coef.plot(record.arrays["w"], color=color, linewidth=1, label=f"alpha {record.run_spec.model.init_scale:g}")
             ax_coef.legend(fontsize=8)
         ax_coef.set(xlabel="coordinate", ylabel="w", title="coefficients (first seed)")
         return {"regimes": fig}

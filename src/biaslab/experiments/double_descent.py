@@ -58,20 +58,17 @@ ResNets on CIFAR-10 for 4000 epochs; 2 seeds for the data-driven classes.
 from __future__ import annotations
 
 import math
-import functools
 
 import numpy as np
 import pandas as pd
-import torch
 from matplotlib.figure import Figure
-from threadpoolctl import threadpool_limits
 
-from biaslab import data as datasets
-from biaslab.claims import Verdict, interpolation_width
-from biaslab.estimators import MinNormRegressor, class_scores, make_estimator, risk_and_error
-from biaslab.experiments.base import Experiment, Result, Runner, CATALOG, estimator_reads, require
-from biaslab.plot import legend_once, new_figure
-from biaslab.runtime import numpy_generator, resolve_device
+from biaslab.claims import Checks, Verdict, interpolation_width
+from biaslab.estimators import MinNormRegressor
+from biaslab.experiments.base import CATALOG, Experiment, Result, estimator_reads, require
+from biaslab.experiments.estimator_runs import DIGITS_BANDWIDTH, MNIST1D_BANDWIDTH, run_classifier
+from biaslab.plot import legend_once, mean_band, new_figure
+from biaslab.runtime import blas_threads_as_torch, numpy_generator
 from biaslab.spec import DataSpec, EstimatorSpec, GaussianFeatures, ModelSpec, RunSpec, SpecError, Sweep, TrainSpec
 from biaslab.store import RunRecord, records_table
 
@@ -81,18 +78,6 @@ AWAY = 0.25  # formula check where |size / threshold - 1| >= AWAY (the risk's va
 FORMULA_SE = 3.0  # simulation within this many standard errors of the formula, at every size checked
 NO_PEAK_SE = 2.0  # a curve "rises" when it exceeds its running minimum by more than this many SE ...
 NO_PEAK_REL = 0.05  # ... and by more than this fraction of it (the unridged peaks are orders of magnitude)
-
-
-def _blas_threads_as_torch(runner: Runner) -> Runner:
-    """Run numpy's linear algebra with as many threads as torch may use (one in sweep workers), so two
-    workers on two cores do not start four BLAS threads each."""
-
-    @functools.wraps(runner)
-    def limited(spec: RunSpec) -> Result:
-        with threadpool_limits(limits=torch.get_num_threads()):
-            return runner(spec)
-
-    return limited
 
 
 # ---------------------------------------------------------------- (a) the exact risk of the Gaussian model
@@ -118,7 +103,6 @@ def optimal_ridge(p: int, s_in: float, s_out: float) -> float:
     return p * s_out / s_in if s_in > 0 else math.inf
 
 
-@_blas_threads_as_torch
 def run_gaussian(spec: RunSpec) -> Result:
     """Monte Carlo over `draws` training sets of the Gaussian model; exact conditional risk per draw."""
     problem, est = spec.problem, spec.estimator
@@ -128,13 +112,14 @@ def run_gaussian(spec: RunSpec) -> Result:
     beta = np.full(d, problem.signal / math.sqrt(d))  # equal energy per coordinate
     rng = numpy_generator(spec.seed, "gaussian_features")
     risks, norms, train = [], [], []
-    for _ in range(problem.draws):
-        X = rng.standard_normal((n, d))  # (n, d)
-        y = X @ beta + problem.noise * rng.standard_normal(n)
-        fitted = MinNormRegressor(ridge).fit(X[:, :p], y)
-        risks.append(float(np.sum((fitted.coef_ - beta[:p]) ** 2)) + s_out)
-        norms.append(fitted.coef_norm_)
-        train.append(float(np.mean((fitted.predict(X[:, :p]) - y) ** 2)))
+    with blas_threads_as_torch():
+        for _ in range(problem.draws):
+            X = rng.standard_normal((n, d))  # (n, d)
+            y = X @ beta + problem.noise * rng.standard_normal(n)
+            fitted = MinNormRegressor(ridge).fit(X[:, :p], y)
+            risks.append(float(np.sum((fitted.coef_ - beta[:p]) ** 2)) + s_out)
+            norms.append(fitted.coef_norm_)
+            train.append(float(np.mean((fitted.predict(X[:, :p]) - y) ** 2)))
     risks = np.array(risks)
     formula = gaussian_risk(n, p, s_in, s_out) if ridge == 0.0 else math.nan
     size, threshold = (p, n) if est.axis == "model_size" else (n, p)
@@ -149,54 +134,6 @@ def run_gaussian(spec: RunSpec) -> Result:
         "threshold": float(threshold),
     }
     return Result.estimate([row])
-
-
-# ---------------------------------------------------------------- (b)-(d) classifiers on data
-
-
-def _arrays(data: datasets.Dataset, flat: bool) -> tuple[np.ndarray, ...]:
-    """x_train, y_train, x_test, y_test as numpy; inputs flattened to (n, features) for the non-network classes."""
-    inputs = (lambda t: t.flatten(1)) if flat else (lambda t: t)
-    x_train, x_test = (inputs(t).cpu().numpy() for t in (data.x_train, data.x_test))
-    return x_train, data.y_train.cpu().numpy(), x_test, data.y_test.cpu().numpy()
-
-
-@_blas_threads_as_torch
-def run_classifier(spec: RunSpec) -> Result:
-    """Fit one estimator on the dataset; squared loss (one-hot) and zero-one error on train and test."""
-    device = resolve_device(spec.device)
-    est = spec.estimator
-    neural = est.kind == "neural_net"
-    data = datasets.load(spec.data, device, torch.float32 if neural else torch.float64)
-    x_train, y_train, x_test, y_test = _arrays(data, flat=not neural)
-    model = make_estimator(est, spec.model, spec.train, spec.seed, spec.device, spec.dtype)
-    n = len(y_train)
-    if neural:
-        model.fit(x_train, y_train, x_test, y_test)  # History rows measure the test set over training
-        extra = {"complexity": float(spec.model.width), "threshold": math.nan}
-    else:
-        model.fit(x_train, y_train)
-        extra = _complexity(est, n)
-    row = {}
-    for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
-        row[f"{split}_risk"], row[f"{split}_error"] = risk_and_error(model.classes_, class_scores(model, x), y)
-    extra |= {"train_risk": row["train_risk"], "test_risk": row["test_risk"], "n_train": float(n)}
-    regressor = getattr(model, "regressor_", None)
-    if regressor is not None and hasattr(regressor, "coef_norm_"):
-        extra["coef_norm"] = float(regressor.coef_norm_)
-    return Result.of(model.fit_, extra) if neural else Result.estimate([row], extra)
-
-
-def _complexity(est: EstimatorSpec, n: int) -> dict[str, float]:
-    """Where a run sits on its class's axis, and where that axis's interpolation threshold is."""
-    if est.kind == "random_forest":  # Belkin et al.: N_leaf x N_tree; one tree of n leaves interpolates
-        leaves = est.max_leaf_nodes or n
-        return {"complexity": float(leaves * est.n_trees), "threshold": float(n)}
-    if est.kind in ("random_features", "min_norm"):
-        return {"complexity": float(est.n_features), "threshold": float(n)}
-    if est.kind == "boosting":  # leaves per tree x iterations, as for forests; no sharp threshold
-        return {"complexity": float((est.max_leaf_nodes or 31) * est.n_trees), "threshold": math.nan}
-    return {"complexity": float(n), "threshold": float(n)}  # kernel ridge: one coefficient per example
 
 
 def run(spec: RunSpec) -> Result:
@@ -256,10 +193,6 @@ def _threshold_grid(n: int, low: int, high: int) -> tuple[int, ...]:
     return tuple(sorted(set(int(v) for v in far) | set(near)))
 
 
-DIGITS_BANDWIDTH = 3.0  # median pairwise distance of digits pixels / 16
-MNIST1D_BANDWIDTH = 8.4  # median pairwise distance of raw MNIST-1D inputs
-
-
 def tiny() -> Sweep:
     """Seconds: every model class at a handful of sizes, one seed."""
     gauss = GaussianFeatures(n=10, d=30, draws=20)
@@ -304,82 +237,6 @@ def paper() -> Sweep:
     )
 
 
-# ---------------------------------------------------------------- reading the records
-
-
-def _table(records: list[RunRecord]) -> pd.DataFrame:
-    table = records_table(r for r in records if r.status == "ok")
-    if len(table) and "problem.kind" not in table:
-        table["problem.kind"] = None
-    return table
-
-
-def _part(table: pd.DataFrame, kind: str) -> pd.DataFrame:
-    return table[table["estimator.kind"] == kind] if len(table) and "estimator.kind" in table else table.iloc[0:0]
-
-
-def _gaussian_parts(table: pd.DataFrame, axis: str) -> pd.DataFrame:
-    part = _part(table, "min_norm")
-    return part[part["estimator.axis"] == axis] if len(part) else part
-
-
-def curve(frame: pd.DataFrame, value: str = "test_risk", se: str | None = None) -> pd.DataFrame:
-    """Mean over seeds per complexity, with the SE of that mean (from within-run SEs if given, else across seeds)."""
-    groups = frame.groupby("complexity")
-    out = pd.DataFrame({"mean": groups[value].mean(), "low": groups[value].min(), "high": groups[value].max(), "count": groups[value].count()})
-    if se is not None:
-        out["se"] = groups[se].apply(lambda s: math.sqrt(float(np.sum(np.square(s)))) / len(s))
-    else:
-        out["se"] = groups[value].std(ddof=1).fillna(0.0) / np.sqrt(out["count"])
-    return out.sort_index()
-
-
-def peak_at_threshold(c: pd.DataFrame, threshold: float) -> tuple[bool, float]:
-    """Whether the curve's maximum lies within PEAK_BAND of the threshold; and where it is."""
-    finite = c["mean"].replace(np.inf, np.nan).fillna(np.inf)
-    where = float(finite.idxmax())
-    return PEAK_BAND[0] * threshold <= where <= PEAK_BAND[1] * threshold, where
-
-
-def largest_rise(c: pd.DataFrame) -> float:
-    """How far (in SE of the difference) the curve climbs above its running minimum at worst, counting only
-    rises of more than NO_PEAK_REL of that minimum: 0 for a non-increasing curve; <= NO_PEAK_SE means no peak.
-    With no spread (one seed) a counted rise is infinite."""
-    worst, best, best_se = 0.0, math.inf, 0.0
-    for mean, se in zip(c["mean"], c["se"]):
-        if mean > best * (1.0 + NO_PEAK_REL):
-            scale = math.sqrt(se**2 + best_se**2)
-            worst = max(worst, (mean - best) / scale if scale > 0 else math.inf)
-        if mean < best:
-            best, best_se = mean, se
-    return worst
-
-
-def formula_misfit(frame: pd.DataFrame) -> tuple[float, int]:
-    """Largest |simulated - formula| / SE over sizes away from the threshold; how many sizes were checked."""
-    unridged = frame[frame["estimator.ridge_rule"] == "fixed"]
-    unridged = unridged[unridged["ridge"] == 0.0]
-    worst, checked = 0.0, 0
-    for size, rows in unridged.groupby("complexity"):
-        threshold = float(rows["threshold"].iloc[0])
-        if abs(size / threshold - 1.0) < AWAY:
-            continue
-        mean = rows["test_risk"].mean()
-        se = math.sqrt(float(np.sum(np.square(rows["test_risk_se"])))) / len(rows)
-        worst, checked = max(worst, abs(mean - rows["formula_risk"].iloc[0]) / se), checked + 1
-    return worst, checked
-
-
-def ridge_envelope(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per complexity, the ridge whose seed-mean test risk is lowest (oracle tuning), as a curve."""
-    rows = []
-    for size, at in frame.groupby("complexity"):
-        by_ridge = {r: curve(part).iloc[0] for r, part in at.groupby("estimator.ridge")}
-        ridge = min(by_ridge, key=lambda r: by_ridge[r]["mean"])
-        rows.append({"complexity": size, "ridge": ridge} | dict(by_ridge[ridge]))
-    return pd.DataFrame(rows).set_index("complexity").sort_index() if rows else pd.DataFrame(columns=["mean", "se"])
-
-
 # ---------------------------------------------------------------- the experiment
 
 
@@ -418,102 +275,14 @@ class DoubleDescent(Experiment):
         table = _table(records)
         figures = {}
         if len(_part(table, "min_norm")):
-            figures["linear"] = self._linear(table)
+            figures["linear"] = _linear_figure(table)
         if len(_part(table, "random_features")):
-            figures["random-features"] = self._random_features(table)
+            figures["random-features"] = _random_features_figure(table)
         if len(_part(table, "random_forest")):
-            figures["forests"] = self._forests(table)
+            figures["forests"] = _forests_figure(table)
         if len(_part(table, "neural_net")):
-            figures["networks"] = self._networks(records, table)
+            figures["networks"] = _networks_figure(records, table)
         return figures
-
-    def _linear(self, table: pd.DataFrame) -> Figure:
-        fig, axes = new_figure(ncols=2)
-        for ax, axis, label in zip(axes, ("model_size", "train_size"), ("features used p (n fixed)", "training examples n (p fixed)")):
-            part = _gaussian_parts(table, axis)
-            if not len(part):
-                continue
-            for rule, color, name in (("fixed", "C0", "min-norm"), ("optimal", "C2", "optimal ridge")):
-                c = curve(part[part["estimator.ridge_rule"] == rule], se="test_risk_se")
-                if len(c):
-                    ax.errorbar(c.index, c["mean"], yerr=c["se"], color=color, marker="o", markersize=3, label=f"{name} (simulated)")
-                    ax.fill_between(c.index, c["low"], c["high"], color=color, alpha=0.2, linewidth=0)
-            self._formula_line(ax, part, axis)
-            threshold = float(part["threshold"].iloc[0])
-            ax.axvline(threshold, color="grey", linestyle="--", linewidth=1, label="interpolation threshold")
-            ax.set(xscale="log", yscale="log", xlabel=label, ylabel="test risk E(y - x.w)^2", title=f"(a) Gaussian model, {axis.replace('_', ' ')}")
-            legend_once(ax)
-        return fig
-
-    @staticmethod
-    def _formula_line(ax, part: pd.DataFrame, axis: str) -> None:
-        row = part.iloc[0]
-        problem = GaussianFeatures(n=int(row["problem.n"]), d=int(row["problem.d"]), signal=row["problem.signal"], noise=row["problem.noise"], draws=2)
-        sizes = np.unique(np.round(np.geomspace(part["complexity"].min(), part["complexity"].max(), 400)).astype(int))
-        points = []
-        for size in sizes:
-            n, p = (problem.n, int(size)) if axis == "model_size" else (int(size), int(row["estimator.n_features"]))
-            points.append(gaussian_risk(n, p, *signal_split(problem, p)))
-        ax.plot(sizes, np.where(np.isfinite(points), points, np.nan), color="k", linewidth=1, label="exact formula (BHX 2019)")
-
-    def _random_features(self, table: pd.DataFrame) -> Figure:
-        part = _part(table, "random_features")
-        names = sorted(part["data.name"].unique()) if len(part) else []
-        fig, axes = new_figure(ncols=3, nrows=max(len(names), 1), width=3.8)
-        for row, name in enumerate(names):
-            frame = part[part["data.name"] == name]
-            unridged = frame[frame["estimator.ridge"] == 0.0]
-            envelope = ridge_envelope(frame)
-            for col, (value, label) in enumerate((("test_risk", "test squared loss"), ("test_error", "test zero-one error"), ("coef_norm", "coefficient norm"))):
-                ax = axes[3 * row + col]
-                if len(unridged):
-                    c = curve(unridged, value)
-                    ax.plot(c.index, c["mean"], marker="o", markersize=3, color="C0", label="min-norm")
-                    ax.fill_between(c.index, c["low"], c["high"], color="C0", alpha=0.2, linewidth=0)
-                if value == "test_risk" and len(envelope):
-                    ax.plot(envelope.index, envelope["mean"], marker="s", markersize=3, color="C2", label="best ridge (oracle)")
-                ax.axvline(float(frame["threshold"].iloc[0]), color="grey", linestyle="--", linewidth=1, label="N = n")
-                ax.set(xscale="log", xlabel="random features N", title=f"(b) {name}: {label}")
-                if value != "test_error" and ax.has_data() and (frame[value] > 0).all():
-                    ax.set_yscale("log")
-                legend_once(ax)
-        return fig
-
-    def _forests(self, table: pd.DataFrame) -> Figure:
-        part = _part(table, "random_forest")
-        fig, axes = new_figure(ncols=2)
-        for ax, (value, label) in zip(axes, (("test_risk", "test squared loss"), ("test_error", "zero-one error"))):
-            for name, frame in part.groupby("data.name"):
-                c = curve(frame, value)
-                ax.plot(c.index, c["mean"], marker="o", markersize=3, label=f"test, {name}")
-                ax.fill_between(c.index, c["low"], c["high"], alpha=0.2, linewidth=0)
-                t = curve(frame, value.replace("test", "train"))
-                ax.plot(t.index, t["mean"], linestyle=":", label=f"train, {name}")
-                ax.axvline(float(frame["threshold"].iloc[0]), color="grey", linestyle="--", linewidth=1, label="n leaves, 1 tree | more trees")
-            ax.set(xscale="log", xlabel="max leaves x trees", ylabel=label, title="(c) random forest, two-stage axis")
-            legend_once(ax)
-        return fig
-
-    def _networks(self, records: list[RunRecord], table: pd.DataFrame) -> Figure:
-        part = _part(table, "neural_net")
-        fig, (ax_width, ax_epoch) = new_figure(ncols=2)
-        for value, label in (("train_error", "train"), ("test_error", "test")):
-            c = curve(part, value)
-            ax_width.plot(c.index, c["mean"], marker="o", markersize=3, label=label)
-            ax_width.fill_between(c.index, c["low"], c["high"], alpha=0.2, linewidth=0)
-        width = interpolation_width(part)
-        if width is not None:
-            ax_width.axvline(width, color="grey", linestyle="--", linewidth=1, label=f"zero train error (H={width:g})")
-        ax_width.set(xscale="log", xlabel="hidden units H", ylabel="zero-one error", title="(d) MLP width, 15% label noise")
-        legend_once(ax_width)
-        nets = [r for r in records if r.status == "ok" and r.spec.get("estimator", {}) and r.spec["estimator"]["kind"] == "neural_net"]
-        widths = sorted({r.spec["model"]["width"] for r in nets})
-        for i, w in enumerate(widths):
-            for r in (r for r in nets if r.spec["model"]["width"] == w and r.spec["seed"] == min(x.spec["seed"] for x in nets)):
-                ax_epoch.plot(np.maximum(r.curves["epoch"], 1e-1), r.curves["test_error"], color=f"C{i % 10}", label=f"H={w}")
-        ax_epoch.set(xscale="log", xlabel="epoch", ylabel="test error", title="epoch-wise: test error over training")
-        legend_once(ax_epoch, ncol=2)
-        return fig
 
     def claim(self, records: list[RunRecord]) -> Verdict:
         claim = (
@@ -522,84 +291,136 @@ class DoubleDescent(Experiment):
         )
         table = _table(records)
         numbers: dict[str, float] = {}
-        failures: list[str] = []
-        passes: list[str] = []
-        self._judge_linear(table, numbers, passes, failures)
-        self._judge_random_features(table, numbers, passes, failures)
+        checks = Checks()
+        _judge_linear(table, numbers, checks)
+        _judge_random_features(table, numbers, checks)
         if not numbers:
             return Verdict(claim, False, {"runs": float(len(table))}, "no finished Gaussian-model or random-feature runs to judge")
         notes = _rff_notes(table, numbers) + _sample_notes(table, numbers) + _forest_notes(table) + _network_notes(records, table)
-        reason = "; ".join(failures) if failures else "; ".join(passes)
-        return Verdict(claim, not failures, numbers, ("FAIL: " if failures else "") + reason, notes)
+        return checks.verdict(claim, numbers, notes)
 
-    @staticmethod
-    def _judge_linear(table, numbers, passes, failures) -> None:
-        part = _gaussian_parts(table, "model_size")
+
+# ---------------------------------------------------------------- reading the records
+
+
+def _table(records: list[RunRecord]) -> pd.DataFrame:
+    """One row per finished run (store.records_table): the flattened spec and the final metrics."""
+    return records_table(r for r in records if r.status == "ok")
+
+
+def _part(table: pd.DataFrame, kind: str) -> pd.DataFrame:
+    """The rows of one model class (estimator.kind); none when the table has no such runs."""
+    return table[table["estimator.kind"] == kind] if len(table) and "estimator.kind" in table else table.iloc[0:0]
+
+
+def _per_dataset(part: pd.DataFrame):
+    """(dataset name, its rows) for each dataset of a part; nothing for an empty part (which may lack the column)."""
+    return part.groupby("data.name") if len(part) else []
+
+
+def curve(frame: pd.DataFrame, value: str = "test_risk", se: str | None = None) -> pd.DataFrame:
+    """Mean over seeds per complexity, with the SE of that mean (from within-run SEs if given, else across seeds)."""
+    groups = frame.groupby("complexity")
+    out = pd.DataFrame({"mean": groups[value].mean(), "low": groups[value].min(), "high": groups[value].max(), "count": groups[value].count()})
+    if se is not None:
+        out["se"] = groups[se].apply(lambda s: math.sqrt(float(np.sum(np.square(s)))) / len(s))
+    else:
+        out["se"] = groups[value].std(ddof=1).fillna(0.0) / np.sqrt(out["count"])
+    return out.sort_index()
+
+
+def peak_at_threshold(c: pd.DataFrame, threshold: float) -> tuple[bool, float]:
+    """Whether the curve's maximum lies within PEAK_BAND of the threshold; and where it is."""
+    finite = c["mean"].replace(np.inf, np.nan).fillna(np.inf)
+    where = float(finite.idxmax())
+    return PEAK_BAND[0] * threshold <= where <= PEAK_BAND[1] * threshold, where
+
+
+def largest_rise(c: pd.DataFrame) -> float:
+    """How far (in SE of the difference) the curve climbs above its running minimum at worst, counting only
+    rises of more than NO_PEAK_REL of that minimum: 0 for a non-increasing curve; <= NO_PEAK_SE means no peak.
+    With no spread (one seed) a counted rise is infinite."""
+    worst, best, best_se = 0.0, math.inf, 0.0
+    for mean, se in zip(c["mean"], c["se"]):
+        if mean > best * (1.0 + NO_PEAK_REL):
+            scale = math.sqrt(se**2 + best_se**2)
+            worst = max(worst, (mean - best) / scale if scale > 0 else math.inf)
+        if mean < best:
+            best, best_se = mean, se
+    return worst
+
+
+# ---------------------------------------------------------------- (a) the Gaussian model: figure, check, notes
+
+
+def _gaussian_parts(table: pd.DataFrame, axis: str) -> pd.DataFrame:
+    part = _part(table, "min_norm")
+    return part[part["estimator.axis"] == axis] if len(part) else part
+
+
+def _linear_figure(table: pd.DataFrame) -> Figure:
+    fig, axes = new_figure(ncols=2)
+    for ax, axis, label in zip(axes, ("model_size", "train_size"), ("features used p (n fixed)", "training examples n (p fixed)")):
+        part = _gaussian_parts(table, axis)
         if not len(part):
-            failures.append("no model-wise Gaussian-model runs")
-            return
-        plain = curve(part[part["estimator.ridge_rule"] == "fixed"], se="test_risk_se")
-        threshold = float(part["threshold"].iloc[0])
-        at, where = peak_at_threshold(plain, threshold)
-        misfit, checked = formula_misfit(part)
-        numbers |= {"linear_peak_at": where, "linear_threshold": threshold, "linear_formula_max_z": misfit, "linear_sizes_checked": float(checked)}
-        (passes if at else failures).append(f"(a) min-norm risk peaks at p={where:g} (threshold n={threshold:g})")
-        ok = checked > 0 and misfit <= FORMULA_SE
-        (passes if ok else failures).append(f"(a) simulation vs formula: worst {misfit:.2f} SE over {checked} sizes away from p=n (<= {FORMULA_SE:g})")
-        ridged = part[part["estimator.ridge_rule"] == "optimal"]
-        if len(ridged):
-            rise = largest_rise(curve(ridged, se="test_risk_se"))
-            numbers["linear_ridged_rise_se"] = rise
-            (passes if rise <= NO_PEAK_SE else failures).append(f"(a) optimal-ridge curve rises at most {rise:.2f} SE above its running minimum (<= {NO_PEAK_SE:g}, rises under {NO_PEAK_REL:.0%} not counted)")
-
-    @staticmethod
-    def _judge_random_features(table, numbers, passes, failures) -> None:
-        part = _part(table, "random_features")
-        if not len(part):
-            failures.append("no random-feature runs")
-        for name, frame in part.groupby("data.name") if len(part) else []:
-            unridged = frame[frame["estimator.ridge"] == 0.0]
-            if not len(unridged):
-                failures.append(f"(b) {name}: no min-norm (ridge 0) random-feature runs to judge")
-                continue
-            c = curve(unridged)
-            threshold = float(frame["threshold"].iloc[0])
-            at, where = peak_at_threshold(c, threshold)
-            under = c[c.index < threshold]["mean"]
-            largest = float(c["mean"].iloc[-1])
-            best_under = float(under.min()) if len(under) else math.nan
-            numbers |= {f"{name}_rff_peak_at": where, f"{name}_rff_threshold": threshold, f"{name}_rff_risk_largest": largest, f"{name}_rff_best_under": best_under}
-            numbers[f"{name}_rff_peak_risk"] = float(c["mean"].max())
-            (passes if at else failures).append(f"(b) {name}: min-norm RFF risk peaks at N={where:g} (n={threshold:g})")
-            below = largest < best_under
-            (passes if below else failures).append(f"(b) {name}: risk {largest:.3f} at N={c.index[-1]:g} vs best under-parameterized {best_under:.3f}")
-            if frame["estimator.ridge"].nunique() > 1:
-                rise = largest_rise(ridge_envelope(frame))
-                numbers[f"{name}_rff_ridged_rise_se"] = rise
-                (passes if rise <= NO_PEAK_SE else failures).append(f"(b) {name}: best-ridge curve rises at most {rise:.2f} SE (<= {NO_PEAK_SE:g}, rises under {NO_PEAK_REL:.0%} not counted)")
-
-
-def _rff_notes(table: pd.DataFrame, numbers: dict[str, float]) -> tuple[str, ...]:
-    """Zero-one error beside the squared loss the verdict uses, and where the oracle ridge sits in its grid."""
-    part = _part(table, "random_features")
-    notes = []
-    for name, frame in part.groupby("data.name") if len(part) else []:
-        unridged = frame[frame["estimator.ridge"] == 0.0]
-        if not len(unridged):
             continue
-        errors = curve(unridged, "test_error")
-        threshold = float(frame["threshold"].iloc[0])
-        under = errors[errors.index < threshold]["mean"]
-        largest, best_under = float(errors["mean"].iloc[-1]), float(under.min()) if len(under) else math.nan
-        numbers |= {f"{name}_rff_error_largest": largest, f"{name}_rff_error_best_under": best_under}
-        grid = sorted(frame["estimator.ridge"].unique())
-        chosen = sorted(set(ridge_envelope(frame)["ridge"])) if len(grid) > 1 else []
-        edge = " (the largest in the grid: a larger ridge may do better)" if chosen and chosen[-1] == grid[-1] else ""
-        notes.append(
-            f"(b) {name}: zero-one error {largest:.3f} at the largest N vs {best_under:.3f} best under-parameterized; "
-            f"oracle ridges chosen {', '.join(f'{r:g}' for r in chosen) or 'none'}{edge}"
-        )
-    return tuple(notes)
+        for rule, color, name in (("fixed", "C0", "min-norm"), ("optimal", "C2", "optimal ridge")):
+            runs = part[part["estimator.ridge_rule"] == rule]
+            if len(runs):
+                mean = mean_band(ax, runs, "complexity", "test_risk", label=f"{name} (simulated)", color=color)
+                ax.errorbar(mean.index, mean.values, yerr=curve(runs, se="test_risk_se")["se"], fmt="none", color=color)
+        _formula_line(ax, part, axis)
+        threshold = float(part["threshold"].iloc[0])
+        ax.axvline(threshold, color="grey", linestyle="--", linewidth=1, label="interpolation threshold")
+        ax.set(xscale="log", yscale="log", xlabel=label, ylabel="test risk E(y - x.w)^2", title=f"(a) Gaussian model, {axis.replace('_', ' ')}")
+        legend_once(ax)
+    return fig
+
+
+def _formula_line(ax, part: pd.DataFrame, axis: str) -> None:
+    row = part.iloc[0]
+    problem = GaussianFeatures(n=int(row["problem.n"]), d=int(row["problem.d"]), signal=row["problem.signal"], noise=row["problem.noise"], draws=2)
+    sizes = np.unique(np.round(np.geomspace(part["complexity"].min(), part["complexity"].max(), 400)).astype(int))
+    points = []
+    for size in sizes:
+        n, p = (problem.n, int(size)) if axis == "model_size" else (int(size), int(row["estimator.n_features"]))
+        points.append(gaussian_risk(n, p, *signal_split(problem, p)))
+    ax.plot(sizes, np.where(np.isfinite(points), points, np.nan), color="k", linewidth=1, label="exact formula (BHX 2019)")
+
+
+def _judge_linear(table: pd.DataFrame, numbers: dict[str, float], checks: Checks) -> None:
+    part = _gaussian_parts(table, "model_size")
+    if not len(part):
+        checks.fail("no model-wise Gaussian-model runs")
+        return
+    plain = curve(part[part["estimator.ridge_rule"] == "fixed"], se="test_risk_se")
+    threshold = float(part["threshold"].iloc[0])
+    at, where = peak_at_threshold(plain, threshold)
+    misfit, checked = formula_misfit(part)
+    numbers |= {"linear_peak_at": where, "linear_threshold": threshold, "linear_formula_max_z": misfit, "linear_sizes_checked": float(checked)}
+    checks.check(at, f"(a) min-norm risk peaks at p={where:g} (threshold n={threshold:g})")
+    ok = checked > 0 and misfit <= FORMULA_SE
+    checks.check(ok, f"(a) simulation vs formula: worst {misfit:.2f} SE over {checked} sizes away from p=n (<= {FORMULA_SE:g})")
+    ridged = part[part["estimator.ridge_rule"] == "optimal"]
+    if len(ridged):
+        rise = largest_rise(curve(ridged, se="test_risk_se"))
+        numbers["linear_ridged_rise_se"] = rise
+        checks.check(rise <= NO_PEAK_SE, f"(a) optimal-ridge curve rises at most {rise:.2f} SE above its running minimum (<= {NO_PEAK_SE:g}, rises under {NO_PEAK_REL:.0%} not counted)")
+
+
+def formula_misfit(frame: pd.DataFrame) -> tuple[float, int]:
+    """Largest |simulated - formula| / SE over sizes away from the threshold; how many sizes were checked."""
+    unridged = frame[frame["estimator.ridge_rule"] == "fixed"]
+    unridged = unridged[unridged["ridge"] == 0.0]
+    worst, checked = 0.0, 0
+    for size, rows in unridged.groupby("complexity"):
+        threshold = float(rows["threshold"].iloc[0])
+        if abs(size / threshold - 1.0) < AWAY:
+            continue
+        mean = rows["test_risk"].mean()
+        se = math.sqrt(float(np.sum(np.square(rows["test_risk_se"])))) / len(rows)
+        worst, checked = max(worst, abs(mean - rows["formula_risk"].iloc[0]) / se), checked + 1
+    return worst, checked
 
 
 def _sample_notes(table: pd.DataFrame, numbers: dict[str, float]) -> tuple[str, ...]:
@@ -621,10 +442,114 @@ def _sample_notes(table: pd.DataFrame, numbers: dict[str, float]) -> tuple[str, 
     )
 
 
+# ---------------------------------------------------------------- (b) random features: figure, check, notes
+
+
+def largest_and_best_under(c: pd.DataFrame, threshold: float) -> tuple[float, float]:
+    """A curve's mean at its largest size, and its best mean below the threshold (NaN when it has none there)."""
+    under = c[c.index < threshold]["mean"]
+    return float(c["mean"].iloc[-1]), float(under.min()) if len(under) else math.nan
+
+
+def ridge_envelope(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per complexity, the ridge whose seed-mean test risk is lowest (oracle tuning), as a curve."""
+    rows = []
+    for size, at in frame.groupby("complexity"):
+        by_ridge = {r: curve(part).iloc[0] for r, part in at.groupby("estimator.ridge")}
+        ridge = min(by_ridge, key=lambda r: by_ridge[r]["mean"])
+        rows.append({"complexity": size, "ridge": ridge} | dict(by_ridge[ridge]))
+    return pd.DataFrame(rows).set_index("complexity").sort_index() if rows else pd.DataFrame(columns=["mean", "se"])
+
+
+def _random_features_figure(table: pd.DataFrame) -> Figure:
+    part = _part(table, "random_features")
+    names = sorted(part["data.name"].unique()) if len(part) else []
+    fig, axes = new_figure(ncols=3, nrows=max(len(names), 1), width=3.8)
+    for row, name in enumerate(names):
+        frame = part[part["data.name"] == name]
+        unridged = frame[frame["estimator.ridge"] == 0.0]
+        envelope = ridge_envelope(frame)
+        for col, (value, label) in enumerate((("test_risk", "test squared loss"), ("test_error", "test zero-one error"), ("coef_norm", "coefficient norm"))):
+            ax = axes[3 * row + col]
+            if len(unridged):
+                mean_band(ax, unridged, "complexity", value, label="min-norm", color="C0")
+            if value == "test_risk" and len(envelope):
+                ax.plot(envelope.index, envelope["mean"], marker="s", markersize=3, color="C2", label="best ridge (oracle)")
+            ax.axvline(float(frame["threshold"].iloc[0]), color="grey", linestyle="--", linewidth=1, label="N = n")
+            ax.set(xscale="log", xlabel="random features N", title=f"(b) {name}: {label}")
+            if value != "test_error" and ax.has_data() and (frame[value] > 0).all():
+                ax.set_yscale("log")
+            legend_once(ax)
+    return fig
+
+
+def _judge_random_features(table: pd.DataFrame, numbers: dict[str, float], checks: Checks) -> None:
+    part = _part(table, "random_features")
+    if not len(part):
+        checks.fail("no random-feature runs")
+    for name, frame in _per_dataset(part):
+        unridged = frame[frame["estimator.ridge"] == 0.0]
+        if not len(unridged):
+            checks.fail(f"(b) {name}: no min-norm (ridge 0) random-feature runs to judge")
+            continue
+        c = curve(unridged)
+        threshold = float(frame["threshold"].iloc[0])
+        at, where = peak_at_threshold(c, threshold)
+        largest, best_under = largest_and_best_under(c, threshold)
+        numbers |= {f"{name}_rff_peak_at": where, f"{name}_rff_threshold": threshold, f"{name}_rff_risk_largest": largest, f"{name}_rff_best_under": best_under}
+        numbers[f"{name}_rff_peak_risk"] = float(c["mean"].max())
+        checks.check(at, f"(b) {name}: min-norm RFF risk peaks at N={where:g} (n={threshold:g})")
+        below = largest < best_under
+        checks.check(below, f"(b) {name}: risk {largest:.3f} at N={c.index[-1]:g} vs best under-parameterized {best_under:.3f}")
+        if frame["estimator.ridge"].nunique() > 1:
+            rise = largest_rise(ridge_envelope(frame))
+            numbers[f"{name}_rff_ridged_rise_se"] = rise
+            checks.check(rise <= NO_PEAK_SE, f"(b) {name}: best-ridge curve rises at most {rise:.2f} SE (<= {NO_PEAK_SE:g}, rises under {NO_PEAK_REL:.0%} not counted)")
+
+
+def _rff_notes(table: pd.DataFrame, numbers: dict[str, float]) -> tuple[str, ...]:
+    """Zero-one error beside the squared loss the verdict uses, and where the oracle ridge sits in its grid."""
+    part = _part(table, "random_features")
+    notes = []
+    for name, frame in _per_dataset(part):
+        unridged = frame[frame["estimator.ridge"] == 0.0]
+        if not len(unridged):
+            continue
+        errors = curve(unridged, "test_error")
+        threshold = float(frame["threshold"].iloc[0])
+        largest, best_under = largest_and_best_under(errors, threshold)
+        numbers |= {f"{name}_rff_error_largest": largest, f"{name}_rff_error_best_under": best_under}
+        grid = sorted(frame["estimator.ridge"].unique())
+        chosen = sorted(set(ridge_envelope(frame)["ridge"])) if len(grid) > 1 else []
+        edge = " (the largest in the grid: a larger ridge may do better)" if chosen and chosen[-1] == grid[-1] else ""
+        notes.append(
+            f"(b) {name}: zero-one error {largest:.3f} at the largest N vs {best_under:.3f} best under-parameterized; "
+            f"oracle ridges chosen {', '.join(f'{r:g}' for r in chosen) or 'none'}{edge}"
+        )
+    return tuple(notes)
+
+
+# ---------------------------------------------------------------- (c) forests: figure and notes
+
+
+def _forests_figure(table: pd.DataFrame) -> Figure:
+    part = _part(table, "random_forest")
+    fig, axes = new_figure(ncols=2)
+    for ax, (value, label) in zip(axes, (("test_risk", "test squared loss"), ("test_error", "zero-one error"))):
+        for name, frame in part.groupby("data.name"):
+            mean_band(ax, frame, "complexity", value, label=f"test, {name}")
+            t = curve(frame, value.replace("test", "train"))
+            ax.plot(t.index, t["mean"], linestyle=":", label=f"train, {name}")
+            ax.axvline(float(frame["threshold"].iloc[0]), color="grey", linestyle="--", linewidth=1, label="n leaves, 1 tree | more trees")
+        ax.set(xscale="log", xlabel="max leaves x trees", ylabel=label, title="(c) random forest, two-stage axis")
+        legend_once(ax)
+    return fig
+
+
 def _forest_notes(table: pd.DataFrame) -> tuple[str, ...]:
     part = _part(table, "random_forest")
     notes = []
-    for name, frame in part.groupby("data.name") if len(part) else []:
+    for name, frame in _per_dataset(part):
         c = curve(frame)
         threshold = float(frame["threshold"].iloc[0])
         first = c[c.index <= threshold]["mean"]
@@ -637,6 +562,35 @@ def _forest_notes(table: pd.DataFrame) -> tuple[str, ...]:
             "(Curth et al. 2023): a smoother, not more capacity"
         )
     return tuple(notes)
+
+
+# ---------------------------------------------------------------- (d) networks: figure and notes
+
+
+def _network_runs(records: list[RunRecord]) -> list[RunRecord]:
+    """The finished runs of part (d), whose curves are the test error over training."""
+    return [r for r in records if r.status == "ok" and r.run_spec.estimator is not None and r.run_spec.estimator.kind == "neural_net"]
+
+
+def _networks_figure(records: list[RunRecord], table: pd.DataFrame) -> Figure:
+    part = _part(table, "neural_net")
+    fig, (ax_width, ax_epoch) = new_figure(ncols=2)
+    for value, label in (("train_error", "train"), ("test_error", "test")):
+        mean_band(ax_width, part, "complexity", value, label=label)
+    width = interpolation_width(part)
+    if width is not None:
+        ax_width.axvline(width, color="grey", linestyle="--", linewidth=1, label=f"zero train error (H={width:g})")
+    ax_width.set(xscale="log", xlabel="hidden units H", ylabel="zero-one error", title="(d) MLP width, 15% label noise")
+    legend_once(ax_width)
+    nets = _network_runs(records)
+    first_seed = min((r.run_spec.seed for r in nets), default=0)
+    widths = sorted({r.run_spec.model.width for r in nets})
+    for i, w in enumerate(widths):
+        for r in (r for r in nets if r.run_spec.model.width == w and r.run_spec.seed == first_seed):
+            ax_epoch.plot(np.maximum(r.curves["epoch"], 1e-1), r.curves["test_error"], color=f"C{i % 10}", label=f"H={w}")
+    ax_epoch.set(xscale="log", xlabel="epoch", ylabel="test error", title="epoch-wise: test error over training")
+    legend_once(ax_epoch, ncol=2)
+    return fig
 
 
 def _network_notes(records: list[RunRecord], table: pd.DataFrame) -> tuple[str, ...]:
@@ -655,9 +609,9 @@ def _network_notes(records: list[RunRecord], table: pd.DataFrame) -> tuple[str, 
             f"(d) MLP: first width with zero train error H={width:g}; test error near it {near.max():.3f}, best narrower "
             f"{before.min() if len(before) else math.nan:.3f}, best wider {after.min() if len(after) else math.nan:.3f}"
         )
-    nets = [r for r in records if r.status == "ok" and (r.spec.get("estimator") or {}).get("kind") == "neural_net"]
-    widest = max(r.spec["model"]["width"] for r in nets)
-    curves = [np.array(r.curves["test_error"]) for r in nets if r.spec["model"]["width"] == widest]
+    nets = _network_runs(records)
+    widest = max(r.run_spec.model.width for r in nets)
+    curves = [np.array(r.curves["test_error"]) for r in nets if r.run_spec.model.width == widest]
     length = min(len(x) for x in curves)
     mean = np.mean([x[:length] for x in curves], axis=0)  # (evaluations,) over seeds
     n_test = int(part["data.n_test"].iloc[0]) if "data.n_test" in part and part["data.n_test"].notna().all() else 1000

@@ -41,7 +41,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
 from biaslab import data as datasets
-from biaslab import models, probes
+from biaslab import probes
 from biaslab.claims import Verdict, granulated_kendall, kendall
 from biaslab.experiments.supervised import setup, with_probes
 from biaslab.experiments.base import CATALOG, Experiment, Result, SUPERVISED_READS
@@ -143,9 +143,10 @@ def paper() -> Sweep:
     return _sweep(data, train, grid)
 
 
-def _hyper(spec: dict, path: str):
+def _hyper(spec: RunSpec, path: str):
+    """The value at a dotted path ('train.lr') of a run's spec."""
     section, name = path.split(".")
-    return spec[section][name]
+    return getattr(getattr(spec, section), name)
 
 
 def scored_rows(records: list[RunRecord]) -> list[dict]:
@@ -155,7 +156,7 @@ def scored_rows(records: list[RunRecord]) -> list[dict]:
         if record.status != "ok" or record.env.get("stopped") != "loss":
             continue
         final = record.final
-        row = {axis: _hyper(record.spec, axis) for axis in AXES} | {"seed": record.spec.get("seed", 0)}
+        row = {axis: _hyper(record.run_spec, axis) for axis in AXES} | {"seed": record.run_spec.seed}
         row["gap"] = final["test_error"] - final["train_error"]
         row |= {m: final[m] for m in MEASURES if m in final and math.isfinite(final[m])}
         rows.append(row)

@@ -129,16 +129,16 @@ def run_grokking(spec: RunSpec) -> Result:
 # ----------------------------------------------------------------------------- presets
 
 
-def condition(spec: dict) -> str:
-    """A short label of a run's condition from its (flattened or nested) spec."""
-    train, model = spec["train"], spec["model"]
-    if train["l1"] > 0:
-        objective = f"l1 {train['l1']:g}"
-    elif train["weight_decay"] > 0:
-        objective = f"wd {train['weight_decay']:g}"
+def condition(spec: RunSpec) -> str:
+    """A short label of a run's condition: its penalty, and its init scale where it is not 1."""
+    train, model = spec.train, spec.model
+    if train.l1 > 0:
+        objective = f"l1 {train.l1:g}"
+    elif train.weight_decay > 0:
+        objective = f"wd {train.weight_decay:g}"
     else:
         objective = "no wd"
-    return objective if model["init_scale"] == 1.0 else f"{objective}, init x{model['init_scale']:g}"
+    return objective if model.init_scale == 1.0 else f"{objective}, init x{model.init_scale:g}"
 
 
 def _trains(base: TrainSpec, l1: float, small_decay: bool) -> tuple[dict, ...]:
@@ -205,11 +205,11 @@ class Grokking(Experiment):
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
         runs = _finished(records)
-        labels = list(dict.fromkeys(condition(r.spec) for r in runs))
+        labels = list(dict.fromkeys(condition(r.run_spec) for r in runs))
         ncols = min(4, len(labels))
         accuracy, axes = new_figure(ncols=ncols, nrows=math.ceil(len(labels) / ncols), width=3.6, height=2.9)
         for ax, label in zip(axes, labels):
-            for r in (r for r in runs if condition(r.spec) == label):
+            for r in (r for r in runs if condition(r.run_spec) == label):
                 _accuracy_panel(ax, r)
             ax.set(xscale="log", ylim=(-0.02, 1.02), xlabel="step", ylabel="accuracy", title=label)
             legend_once(ax, loc="center left")
@@ -218,9 +218,9 @@ class Grokking(Experiment):
         progress, (norm_ax, fourier_ax) = new_figure(ncols=2, width=4.8)
         objectives = list(dict.fromkeys(label.split(",")[0] for label in labels))  # one colour per objective, dashed at large init
         for label in labels:
-            for r in (r for r in runs if condition(r.spec) == label):
+            for r in (r for r in runs if condition(r.run_spec) == label):
                 color = f"C{objectives.index(label.split(',')[0]) % 10}"
-                style = {"color": color, "linestyle": "-" if r.spec["model"]["init_scale"] == 1.0 else "--", "label": label}
+                style = {"color": color, "linestyle": "-" if r.run_spec.model.init_scale == 1.0 else "--", "label": label}
                 norm_ax.plot(r.curves["step"], r.curves["norm_frobenius"], **style)
                 fourier_ax.plot(r.curves["step"], r.curves[FOURIER], **style)
         norm_ax.set(xscale="log", xlabel="step", ylabel="||theta||_F", title="weight norm")
@@ -251,8 +251,8 @@ def _accuracy_panel(ax, record: RunRecord) -> None:
 
 def _is(record: RunRecord, weight_decay: float) -> bool:
     """The standard-init run with this weight decay and no l1."""
-    spec = record.spec
-    return spec["model"]["init_scale"] == 1.0 and spec["train"]["l1"] == 0.0 and spec["train"]["weight_decay"] == weight_decay
+    spec = record.run_spec
+    return spec.model.init_scale == 1.0 and spec.train.l1 == 0.0 and spec.train.weight_decay == weight_decay
 
 
 def grokking_verdict(records: list[RunRecord]) -> Verdict:
@@ -292,7 +292,7 @@ def grokking_verdict(records: list[RunRecord]) -> Verdict:
         f"Fourier concentration half-way up at step {numbers['fourier_half_rise_step']:.0f} vs test accuracy at step "
         f"{numbers['test_half_rise_step']:.0f} (needs earlier) [{_mark(parts['fourier_first'])}]"
     )
-    notes = tuple(_condition_note(label, [summarize(r.curves) for r in runs if condition(r.spec) == label]) for label in dict.fromkeys(condition(r.spec) for r in runs))
+    notes = tuple(_condition_note(label, [summarize(r.curves) for r in runs if condition(r.run_spec) == label]) for label in dict.fromkeys(condition(r.run_spec) for r in runs))
     return Verdict(claim, all(parts.values()), numbers, reason, notes)
 
 

@@ -65,7 +65,7 @@ def cells(records: list[RunRecord]) -> dict[tuple[float, float], list[dict[str, 
     table: dict[tuple[float, float], list[dict[str, float]]] = {}
     for r in records:
         if r.status == "ok" and r.curves:
-            key = (float(r.spec["data"]["train_fraction"]), float(r.spec["train"]["weight_decay"]))
+            key = (float(r.run_spec.data.train_fraction), float(r.run_spec.train.weight_decay))
             table.setdefault(key, []).append(summarize(r.curves))
     return table
 

@@ -274,7 +274,7 @@ class EstimateImplicitRegularizer(Experiment):
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
         finished = [r for r in records if r.status == "ok"]
         fig, (ax_early, ax_dropout, ax_mlp) = new_figure(ncols=3)
-        for r in (r for r in finished if r.spec["problem"]["procedure"] == "early_stopping"):
+        for r in (r for r in finished if r.run_spec.problem.procedure == "early_stopping"):
             known, u = np.asarray(r.curves["lambda_known"][1:]), np.asarray(r.curves["u_max"][1:])
             ax_early.plot(known, known, color="grey", linestyle="--", linewidth=1, label="lambda = 1/(eta t)")
             ax_early.plot(known, r.curves["lambda_grad"][1:], marker="o", markersize=3, label="gradient matching")
@@ -285,7 +285,7 @@ class EstimateImplicitRegularizer(Experiment):
             ax_early.set_ylim(bottom=known.min() * 1e-3)  # after convergence the match collapses toward 0; keep the scale readable
         ax_early.set(xscale="log", yscale="log", xlabel="1 / (eta t)", ylabel="recovered lambda", title="(a) early stopping vs ridge")
         ax_early.legend(fontsize=7)
-        table = records_table(r for r in finished if r.spec["problem"]["procedure"] == "dropout")
+        table = records_table(r for r in finished if r.run_spec.problem.procedure == "dropout")
         if len(table):
             ax_dropout.plot(table["lambda_known"], table["lambda_grad"], "o", label="weighted L2 (Wager)")
             ax_dropout.plot(table["lambda_known"], table["lambda_plain_l2"], "x", label="plain L2")
@@ -293,7 +293,7 @@ class EstimateImplicitRegularizer(Experiment):
             ax_dropout.plot(line, line, color="grey", linestyle="--", linewidth=1, label="p / (1 - p)")
         ax_dropout.set(xlabel="p / (1 - p)", ylabel="recovered lambda", title="(b) dropout vs data-dependent L2")
         ax_dropout.legend(fontsize=7)
-        for r in (r for r in finished if r.spec["problem"]["procedure"] == "mlp_early_stopping"):
+        for r in (r for r in finished if r.run_spec.problem.procedure == "mlp_early_stopping"):
             steps = np.asarray(r.curves["step"][1:])
             ax_mlp.plot(steps, r.curves["ratio"][1:], label="lambda * eta t, R = |w - w0|^2/2")
             ax_mlp.plot(steps, r.curves["r_squared"][1:], linestyle="--", label="R^2, around init")

@@ -41,14 +41,13 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from biaslab.claims import Verdict
-from biaslab.experiments.base import Experiment, Result, CATALOG, estimator_reads, require
-from biaslab.experiments.double_descent import MNIST1D_BANDWIDTH, run_classifier
-from biaslab.plot import legend_once, new_figure
+from biaslab.claims import Checks, Verdict
+from biaslab.experiments.base import CATALOG, Experiment, Result, estimator_reads, require
+from biaslab.experiments.estimator_runs import MNIST1D_BANDWIDTH, run_classifier
+from biaslab.plot import legend_once, new_figure, seed_bars
 from biaslab.spec import DataSpec, EstimatorSpec, RunSpec, SpecError, Sweep, TrainSpec
 from biaslab.store import RunRecord
 
@@ -62,15 +61,15 @@ ORDERS = {"none": "ordered", "shuffled_pixels": "shuffled"}
 
 
 def run(spec: RunSpec) -> Result:
-    """One fit on MNIST-1D (the double-descent classifier run: squared loss and zero-one error on train and test)."""
+    """One fit on MNIST-1D: the shared classifier run (squared loss and zero-one error on train and test)."""
     return run_classifier(spec)
 
 
-def model_name(spec: dict) -> str:
-    """kernel, mlp or cnn, from a record's spec."""
-    if spec["estimator"]["kind"] == "kernel_ridge":
+def model_name(spec: RunSpec) -> str:
+    """kernel, mlp or cnn, from a run's spec."""
+    if spec.estimator.kind == "kernel_ridge":
         return "kernel"
-    return spec["model"]["kind"]
+    return spec.model.kind
 
 
 # ---------------------------------------------------------------- presets
@@ -111,15 +110,15 @@ def paper() -> Sweep:
 def error_table(records: list[RunRecord]) -> pd.DataFrame:
     rows = [
         {
-            "model": model_name(r.spec),
-            "inputs": ORDERS.get(r.spec["data"]["inputs"], r.spec["data"]["inputs"]),
-            "seed": r.spec["seed"],
-            "n_test": r.spec["data"]["n_test"] or 1000,
+            "model": model_name(s),
+            "inputs": ORDERS.get(s.data.inputs, s.data.inputs),
+            "seed": s.seed,
+            "n_test": s.data.n_test or 1000,
             "train_error": r.final.get("train_error", math.nan),
             "test_error": r.final.get("test_error", math.nan),
         }
-        for r in records
-        if r.status == "ok" and r.spec.get("estimator")
+        for r, s in ((r, r.run_spec) for r in records if r.status == "ok")
+        if s.estimator is not None
     ]
     return pd.DataFrame(rows, columns=["model", "inputs", "seed", "n_test", "train_error", "test_error"])
 
@@ -139,22 +138,22 @@ def judge(table: pd.DataFrame) -> Verdict:
         for inputs in ORDERS.values():
             numbers[f"{model}_{inputs}_test_error"] = mean_error(table, model, inputs)
             numbers[f"{model}_{inputs}_train_error_max"] = float(table[(table["model"] == model) & (table["inputs"] == inputs)]["train_error"].max()) if len(table) else math.nan
-    passes, failures = [], []
+    checks = Checks()
     cells = [(m, i) for m in MODELS for i in ORDERS.values()]
     missing = [f"{m}/{i}" for m, i in cells if math.isnan(numbers[f"{m}_{i}_test_error"])]
     if missing:
         return Verdict(claim, False, numbers | {"runs": float(len(table))}, f"FAIL: no finished runs for {', '.join(missing)}")
     worst_fit = max(numbers[f"{m}_{i}_train_error_max"] for m, i in cells)
-    (passes if worst_fit == 0.0 else failures).append(f"(0) largest training error over all runs {worst_fit:.3f} (need 0)")
+    checks.check(worst_fit == 0.0, f"(0) largest training error over all runs {worst_fit:.3f} (need 0)")
     edges = {}
     for inputs in ORDERS.values():
         others = min(numbers[f"kernel_{inputs}_test_error"], numbers[f"mlp_{inputs}_test_error"])
         edges[inputs] = others - numbers[f"cnn_{inputs}_test_error"]
         numbers[f"cnn_edge_{inputs}"] = edges[inputs]
     ok = edges["ordered"] >= CNN_EDGE
-    (passes if ok else failures).append(f"(1) ordered: CNN {numbers['cnn_ordered_test_error']:.3f} vs best other {numbers['cnn_ordered_test_error'] + edges['ordered']:.3f} (edge {edges['ordered']:+.3f}, need >= {CNN_EDGE})")
+    checks.check(ok, f"(1) ordered: CNN {numbers['cnn_ordered_test_error']:.3f} vs best other {numbers['cnn_ordered_test_error'] + edges['ordered']:.3f} (edge {edges['ordered']:+.3f}, need >= {CNN_EDGE})")
     ok = edges["shuffled"] < KEPT_EDGE * edges["ordered"]
-    (passes if ok else failures).append(f"(2) shuffled: CNN edge {edges['shuffled']:+.3f} (need < {KEPT_EDGE:g} x {edges['ordered']:+.3f})")
+    checks.check(ok, f"(2) shuffled: CNN edge {edges['shuffled']:+.3f} (need < {KEPT_EDGE:g} x {edges['ordered']:+.3f})")
     for model in ("kernel", "mlp"):
         before, after = numbers[f"{model}_ordered_test_error"], numbers[f"{model}_shuffled_test_error"]
         n_test = float(table["n_test"].iloc[0])
@@ -162,9 +161,8 @@ def judge(table: pd.DataFrame) -> Verdict:
         change = after - before
         numbers[f"{model}_change"] = change
         ok = abs(change) <= UNCHANGED_SE * se
-        (passes if ok else failures).append(f"(3) {LABELS[model]}: test error changes {change:+.3f} (need |.| <= {UNCHANGED_SE:g} x SE {se:.3f})")
-    reason = "; ".join(failures) if failures else "; ".join(passes)
-    return Verdict(claim, not failures, {k: float(v) for k, v in numbers.items()}, ("FAIL: " if failures else "") + reason)
+        checks.check(ok, f"(3) {LABELS[model]}: test error changes {change:+.3f} (need |.| <= {UNCHANGED_SE:g} x SE {se:.3f})")
+    return checks.verdict(claim, numbers)
 
 
 # ---------------------------------------------------------------- the experiment
@@ -195,17 +193,12 @@ class KernelsVsConvolutions(Experiment):
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
         table = error_table(records)
         fig, (ax,) = new_figure(width=6.0)
-        step = 0.8 / len(MODELS)
         orders = list(ORDERS.values())
-        for i, model in enumerate(MODELS):
-            xs = np.arange(len(orders)) + (i - 1) * step
-            means = [mean_error(table, model, o) for o in orders]
-            ax.bar(xs, means, width=step, color=f"C{i}", alpha=0.7, label=LABELS[model])
-            for x, order, mean in zip(xs, orders, means):
-                part = table[(table["model"] == model) & (table["inputs"] == order)]
-                ax.plot(np.full(len(part), x), part["test_error"], "k.", markersize=3)
-                if len(part):
-                    ax.annotate(f"train {part['train_error'].max():.2f}", (x, mean), ha="center", va="bottom", fontsize=6)
+        bars = seed_bars(ax, table, "inputs", "model", "test_error", orders, MODELS, LABELS)
+        for (order, model), (x, mean) in bars.items():
+            part = table[(table["model"] == model) & (table["inputs"] == order)]
+            if len(part):
+                ax.annotate(f"train {part['train_error'].max():.2f}", (x, mean), ha="center", va="bottom", fontsize=6)
         ax.set_xticks(range(len(orders)), [f"{o} inputs" for o in orders])
         ax.set(ylabel="test error", ylim=(0.0, 1.0), title="MNIST-1D, all models at zero training error")
         legend_once(ax)

@@ -193,11 +193,11 @@ def _finished(records: list[RunRecord]) -> list[RunRecord]:
 
 
 def _setting(record: RunRecord) -> int:
-    return int(record.spec["train"]["batch_size"] or 0)
+    return int(record.run_spec.train.batch_size or 0)
 
 
 def _width(record: RunRecord) -> int:
-    return int(record.spec["model"]["width"])
+    return int(record.run_spec.model.width)
 
 
 def _grid(record: RunRecord, prefix: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -262,7 +262,7 @@ def _plane_figure(done, settings, widths, prefix: str, title: str) -> Figure:
     for row, setting in enumerate(settings):
         for column, width in enumerate(widths):
             ax = axes[row * len(widths) + column]
-            runs = sorted((r for r in done if _setting(r) == setting and _width(r) == width), key=lambda r: r.spec["seed"])
+            runs = sorted((r for r in done if _setting(r) == setting and _width(r) == width), key=lambda r: r.run_spec.seed)
             if not runs:
                 continue
             record = runs[0]

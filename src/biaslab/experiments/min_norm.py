@@ -102,7 +102,7 @@ class MinNorm(Experiment):
         fig, (ax_curve, ax_final) = new_figure(ncols=2)
         finished = [r for r in records if r.status == "ok"]
         for r in finished:
-            start = r.spec["problem"]["init_norm"]
+            start = r.run_spec.problem.init_norm
             color = "C0" if start == 0 else "C1"
             steps = np.maximum(r.curves["step"], 1)
             ax_curve.plot(steps, np.maximum(r.curves["dist_to_nearest"], 1e-17), color=color, alpha=0.7, label=f"w0 norm {start:g}")

@@ -93,12 +93,13 @@ import math
 from collections.abc import Iterable
 
 import numpy as np
+import pandas as pd
 from matplotlib.figure import Figure
 
 from biaslab.claims import Verdict, spearman
 from biaslab.experiments.base import CATALOG, Experiment, SUPERVISED_READS
 from biaslab.experiments.supervised import run_supervised
-from biaslab.plot import legend_once, new_figure
+from biaslab.plot import legend_once, mean_band, new_figure
 from biaslab.spec import DataSpec, ModelSpec, RunSpec, Sweep, TrainSpec
 from biaslab.store import RunRecord
 
@@ -221,23 +222,26 @@ def paper() -> Sweep:
 # ----------------------------------------------------------------------------- reading records
 
 
-def condition(spec: dict) -> str:
+def condition(spec: RunSpec) -> str:
     """'true labels', 'corrupt 0.4', 'random labels', or the input corruption's name."""
-    data = spec["data"]
-    if data["inputs"] != "none":
-        return data["inputs"].replace("_", " ")
-    p = data["label_noise"]
-    return "true labels" if p == 0 else "random labels" if p == 1 else f"corrupt {p:g}"
+    return corruption_name(spec.data.label_noise, spec.data.inputs)
 
 
-def regularizers(spec: dict) -> str:
+def corruption_name(label_noise: float, inputs: str = "none") -> str:
+    """The name of a condition: the input corruption's, else the fraction of labels drawn at random."""
+    if inputs != "none":
+        return inputs.replace("_", " ")
+    return "true labels" if label_noise == 0 else "random labels" if label_noise == 1 else f"corrupt {label_noise:g}"
+
+
+def regularizers(spec: RunSpec) -> str:
     """Which explicit regularizers a run uses: 'none', 'wd', 'dropout', 'crop' joined by '+'."""
     on = []
-    if spec["train"]["weight_decay"] > 0:
+    if spec.train.weight_decay > 0:
         on.append("wd")
-    if spec["model"]["dropout"] > 0:
+    if spec.model.dropout > 0:
         on.append("dropout")
-    if spec["train"]["augment"] != "none":
+    if spec.train.augment != "none":
         on.append("crop")
     return "+".join(on) or "none"
 
@@ -252,12 +256,12 @@ def _rows(records: Iterable[RunRecord]) -> list[dict]:
         seen.add(r.spec_id)
         rows.append(
             {
-                "dataset": r.spec["data"]["name"],
-                "model": r.spec["model"]["kind"],
-                "condition": condition(r.spec),
-                "fraction": r.spec["data"]["label_noise"] if r.spec["data"]["inputs"] == "none" else math.nan,
-                "regularizers": regularizers(r.spec),
-                "seed": r.spec["seed"],
+                "dataset": r.run_spec.data.name,
+                "model": r.run_spec.model.kind,
+                "condition": condition(r.run_spec),
+                "fraction": r.run_spec.data.label_noise if r.run_spec.data.inputs == "none" else math.nan,
+                "regularizers": regularizers(r.run_spec),
+                "seed": r.run_spec.seed,
                 "steps": r.final.get("steps", math.nan),
                 "fitted": r.final.get("train_error", math.nan) == 0.0,
                 "train_error": r.final.get("train_error", math.nan),
@@ -375,7 +379,7 @@ def _judge_dataset(main: list[dict], dataset: str, numbers: dict[str, float], no
     if not slowdown >= SLOWDOWN:
         failures.append(f"{dataset}: random labels took {slowdown:.2f}x the steps of true labels (need >= {SLOWDOWN:g}x)")
     fractions = sorted({row["fraction"] for row in main if not math.isnan(row["fraction"])})
-    errors = [_mean(_select(main, condition=condition({"data": {"inputs": "none", "label_noise": p}})), "test_error") for p in fractions]
+    errors = [_mean(_select(main, condition=corruption_name(p)), "test_error") for p in fractions]
     rho = spearman(fractions, errors) if len(fractions) >= 3 else math.nan
     numbers[f"{dataset}.spearman_fraction_test_error"] = rho
     for p, e in zip(fractions, errors):
@@ -459,15 +463,13 @@ def _steps_figure(rows: list[dict], datasets: list[str]) -> Figure:
     width = 0.8 / max(1, len(datasets))
     for k, dataset in enumerate(datasets):
         main = _main(rows, dataset)
-        fractions = sorted({row["fraction"] for row in main if not math.isnan(row["fraction"])})
-        by_fraction = [_select(main, condition=condition({"data": {"inputs": "none", "label_noise": p}})) for p in fractions]
-        line.errorbar(fractions, [_mean(r, "steps") for r in by_fraction], yerr=[np.ptp([x["steps"] for x in r]) / 2 for r in by_fraction],
-                      marker="o", capsize=3, label=dataset)  # fmt: skip
+        corrupted = pd.DataFrame([row for row in main if not math.isnan(row["fraction"])], columns=["fraction", "steps"])
+        mean_band(line, corrupted, "fraction", "steps", label=dataset)
         names = [c for c in _order({row["condition"] for row in main}) if not c.startswith("corrupt")]
         x = np.arange(len(names)) + k * width
         bars.bar(x, [_mean(_select(main, condition=c), "steps") for c in names], width=width, label=dataset)
         bars.set_xticks(np.arange(len(names)) + width * (len(datasets) - 1) / 2, names, rotation=30, ha="right", fontsize=8)
-    line.set(xlabel="label corruption fraction", ylabel="steps to zero training error", title="time to fit (mean, half-range)")
+    line.set(xlabel="label corruption fraction", ylabel="steps to zero training error", title="time to fit (seed mean, min-max shaded)")
     bars.set(ylabel="steps to zero training error", title="time to fit per condition")
     for ax in (line, bars):
         legend_once(ax)
@@ -479,7 +481,7 @@ def _test_error_figure(rows: list[dict], datasets: list[str]) -> Figure:
     for dataset in datasets:
         main = _main(rows, dataset)
         fractions = sorted({row["fraction"] for row in main if not math.isnan(row["fraction"])})
-        groups = [_select(main, condition=condition({"data": {"inputs": "none", "label_noise": p}})) for p in fractions]
+        groups = [_select(main, condition=corruption_name(p)) for p in fractions]
         means = [_mean(g, "test_error") for g in groups]
         (handle,) = ax.plot(fractions, means, marker="o", label=f"{dataset} (mean)")
         for p, g in zip(fractions, groups):

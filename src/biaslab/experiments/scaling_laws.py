@@ -62,18 +62,16 @@ import warnings
 
 import numpy as np
 import pandas as pd
-import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 from scipy import optimize, stats
-from threadpoolctl import threadpool_limits
 
-from biaslab.claims import Verdict
+from biaslab.claims import Checks, Verdict
 from biaslab.estimators import least_squares
 from biaslab.experiments.base import Experiment, Result, CATALOG, SUPERVISED_READS, estimator_reads, refuse_model_fields, require
 from biaslab.experiments.supervised import run_supervised
-from biaslab.plot import legend_once, new_figure
-from biaslab.runtime import numpy_generator
+from biaslab.plot import legend_once, mean_band, new_figure
+from biaslab.runtime import blas_threads_as_torch, numpy_generator
 from biaslab.spec import DataSpec, EstimatorSpec, ModelSpec, PowerLawFeatures, RunSpec, SpecError, Sweep, TrainSpec
 from biaslab.store import RunRecord, records_table
 
@@ -121,7 +119,7 @@ def run_mlp(spec: RunSpec) -> Result:
 
 def run_solvable(spec: RunSpec) -> Result:
     """One run of the solvable model: the mean exact excess loss over `problem.draws` teachers and training sets."""
-    with threadpool_limits(limits=torch.get_num_threads()):
+    with blas_threads_as_torch():
         problem, est = spec.problem, spec.estimator
         rng = numpy_generator(spec.seed, "power_law_features")
         losses = np.array([excess_loss(problem, est.n_features, est.ridge, rng) for _ in range(problem.draws)])
@@ -189,7 +187,7 @@ def paper() -> Sweep:
 
 
 def _table(records: list[RunRecord]) -> pd.DataFrame:
-    table = records_table(r for r in records if r.status == "ok" and (r.spec.get("problem") or {}).get("kind") == "power_law_features")
+    table = records_table(r for r in records if r.status == "ok" and getattr(r.run_spec.problem, "kind", None) == "power_law_features")
     return table
 
 
@@ -213,7 +211,7 @@ def slope_interval(slopes: pd.Series) -> tuple[float, float, float]:
 
 def mlp_table(records: list[RunRecord]) -> pd.DataFrame:
     """The finished MLP runs (part b): those without a problem."""
-    table = records_table(r for r in records if r.status == "ok" and r.spec.get("problem") is None and "best_test_loss" in r.final)
+    table = records_table(r for r in records if r.status == "ok" and r.run_spec.problem is None and "best_test_loss" in r.final)
     return table.drop_duplicates("run_id") if len(table) else table
 
 
@@ -305,19 +303,18 @@ def mlp_report(table: pd.DataFrame) -> tuple[dict[str, float], tuple[str, ...]]:
 def judge(table: pd.DataFrame) -> Verdict:
     claim = "Test loss falls as a power law in n and in N with the exponent -alpha set by the data's spectrum (Maloney et al. 2022)."
     numbers: dict[str, float] = {}
-    passes, failures = [], []
+    checks = Checks()
     for axis in AXES:
         frame = table[table["estimator.axis"] == axis] if len(table) else table
         if not len(frame):
-            failures.append(f"no runs on the {axis} axis")
+            checks.fail(f"no runs on the {axis} axis")
             continue
         alpha = float(frame["problem.alpha"].iloc[0])
         mean, low, high = slope_interval(fitted_slopes(frame))
         numbers |= {f"{axis}_slope": mean, f"{axis}_slope_low": low, f"{axis}_slope_high": high, f"{axis}_predicted": -alpha}
         ok = low <= -alpha <= high
-        (passes if ok else failures).append(f"{axis}: fitted slope {mean:.3f} [{low:.3f}, {high:.3f}] ({CONFIDENCE:.0%} CI over seeds) vs predicted {-alpha:g}")
-    reason = "; ".join(failures) if failures else "; ".join(passes)
-    return Verdict(claim, not failures, numbers, ("FAIL: " if failures else "") + reason)
+        checks.check(ok, f"{axis}: fitted slope {mean:.3f} [{low:.3f}, {high:.3f}] ({CONFIDENCE:.0%} CI over seeds) vs predicted {-alpha:g}")
+    return checks.verdict(claim, numbers)
 
 
 class ScalingLaws(Experiment):
@@ -356,10 +353,7 @@ class ScalingLaws(Experiment):
             frame = table[table["estimator.axis"] == axis] if len(table) else table
             if not len(frame):
                 continue
-            groups = frame.groupby("size")["test_loss"]
-            mean = groups.mean()
-            ax.plot(mean.index, mean.values, "o", color="C0", label="excess test loss (seed mean)")
-            ax.fill_between(mean.index, groups.min().values, groups.max().values, color="C0", alpha=0.2, linewidth=0)
+            mean = mean_band(ax, frame, "size", "test_loss", label="excess test loss (seed mean)", color="C0", linestyle="none", markersize=6)
             slope, intercept = np.polyfit(np.log(mean.index), np.log(mean.values), 1)
             sizes = np.array(mean.index, dtype=float)
             ax.plot(sizes, np.exp(intercept) * sizes**slope, color="C1", label=f"fit: slope {slope:.2f}")
@@ -379,11 +373,8 @@ class ScalingLaws(Experiment):
 
 def _mlp_panel(ax, frame: pd.DataFrame, label: str) -> None:
     """Seed mean of the MLP's best test loss with its min-max band, the power-law fit and the offset fit."""
-    groups = frame.groupby("size")["test_loss"]
-    mean = groups.mean()
+    mean = mean_band(ax, frame, "size", "test_loss", label="best test cross-entropy (seed mean)", color="C2", linestyle="none", markersize=6)
     sizes = np.array(mean.index, dtype=float)
-    ax.plot(sizes, mean.values, "o", color="C2", label="best test cross-entropy (seed mean)")
-    ax.fill_between(sizes, groups.min().values, groups.max().values, color="C2", alpha=0.2, linewidth=0)
     if len(sizes) >= 2:
         slope, intercept = np.polyfit(np.log(sizes), np.log(mean.values), 1)
         ax.plot(sizes, np.exp(intercept) * sizes**slope, color="C1", label=f"power law: b = {-slope:.2f}")

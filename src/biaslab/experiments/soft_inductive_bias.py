@@ -48,11 +48,11 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from biaslab.claims import Verdict
+from biaslab.claims import Checks, Verdict
 from biaslab.data.problems import polynomial_data, polynomial_target
-from biaslab.estimators import make_estimator
-from biaslab.experiments.base import Experiment, Result, CATALOG, estimator_reads, require
-from biaslab.plot import legend_once, new_figure
+from biaslab.estimators import fit_estimator
+from biaslab.experiments.base import CATALOG, Experiment, Result, estimator_reads, require
+from biaslab.plot import legend_once, mean_band, new_figure
 from biaslab.spec import EstimatorSpec, Polynomial, RunSpec, SpecError, Sweep
 from biaslab.store import RunRecord
 
@@ -72,21 +72,20 @@ VARIANTS = {  # reported in notes only, never part of the verdict: how the prior
 PLOT_POINTS = 200  # where the fits are stored for the figure
 
 
-def model_name(estimator: dict | EstimatorSpec) -> str:
+def model_name(estimator: EstimatorSpec) -> str:
     """Which of the three hypothesis spaces an estimator section is (by degree and penalty)."""
-    get = estimator.get if isinstance(estimator, dict) else lambda key: getattr(estimator, key)
-    if get("ridge") > 0 and get("order_penalty") == "exponential":
+    if estimator.ridge > 0 and estimator.order_penalty == "exponential":
         return "soft bias, exponential prior"
-    if get("ridge") > 0 and get("order_penalty") != "none":
+    if estimator.ridge > 0 and estimator.order_penalty != "none":
         return "soft bias"
-    return "low order" if get("degree") <= 3 else "high order"
+    return "low order" if estimator.degree <= 3 else "high order"
 
 
 def run(spec: RunSpec) -> Result:
     """Draw n noisy points, fit the polynomial, measure the error against the noiseless target."""
     problem = spec.problem
     x, y = polynomial_data(problem, spec.seed)
-    model = make_estimator(spec.estimator, spec.model, spec.train, spec.seed).fit(x[:, None], y)
+    model = fit_estimator(spec, x[:, None], y)
     grid = np.linspace(-1.0, 1.0, problem.n_test)
     test = float(np.mean((model.predict(grid[:, None]) - polynomial_target(problem, grid)) ** 2))
     train = float(np.mean((model.predict(x[:, None]) - y) ** 2))
@@ -125,11 +124,16 @@ def paper() -> Sweep:
 # ---------------------------------------------------------------- reading the records
 
 
+def _finished(records: list[RunRecord]) -> list[RunRecord]:
+    """The finished polynomial runs."""
+    return [r for r in records if r.status == "ok" and getattr(r.run_spec.problem, "kind", None) == "polynomial"]
+
+
 def error_table(records: list[RunRecord]) -> pd.DataFrame:
+    """One row per finished run: target, model name, n, seed, test MSE to the target."""
     rows = [
-        {"target": r.spec["problem"]["target"], "model": model_name(r.spec["estimator"]), "n": r.spec["problem"]["n"], "seed": r.spec["seed"], "test_mse": r.final["test_mse"]}
-        for r in records
-        if r.status == "ok" and (r.spec.get("problem") or {}).get("kind") == "polynomial"
+        {"target": s.problem.target, "model": model_name(s.estimator), "n": s.problem.n, "seed": s.seed, "test_mse": r.final["test_mse"]}
+        for r, s in ((r, r.run_spec) for r in _finished(records))
     ]
     return pd.DataFrame(rows, columns=["target", "model", "n", "seed", "test_mse"])
 
@@ -151,7 +155,7 @@ def judge(table: pd.DataFrame) -> Verdict:
     if missing:
         return Verdict(claim, False, {"runs": float(len(table))}, f"FAIL: no finished runs for {', '.join(missing)}")
     numbers: dict[str, float] = {}
-    passes, failures = [], []
+    checks = Checks()
     fails_on = {"low order": [], "high order": []}
     for target in ("simple", "complex"):
         soft = means[(target, "soft bias")]
@@ -160,7 +164,7 @@ def judge(table: pd.DataFrame) -> Verdict:
         worst_n = float(ratio.idxmax())
         numbers |= {f"{target}_soft_over_best_worst": float(ratio.max()), f"{target}_worst_n": worst_n}
         ok = bool((ratio <= CLOSE_FACTOR).all())
-        (passes if ok else failures).append(f"{target}: soft / best other at most {ratio.max():.2f} (n={worst_n:g}; need <= {CLOSE_FACTOR:g} at every n)")
+        checks.check(ok, f"{target}: soft / best other at most {ratio.max():.2f} (n={worst_n:g}; need <= {CLOSE_FACTOR:g} at every n)")
         for other in fails_on:
             geo = float(np.exp(np.mean(np.log(means[(target, other)] / soft))))
             numbers[f"{target}_{other.replace(' ', '_')}_over_soft_geomean"] = geo
@@ -170,9 +174,8 @@ def judge(table: pd.DataFrame) -> Verdict:
             numbers[f"{target}_{model.replace(' ', '_')}_mse_at_largest_n"] = float(means[(target, model)].iloc[-1])
     for other, targets in fails_on.items():
         ok = len(targets) >= 1
-        (passes if ok else failures).append(f"{other} fails (> {FAIL_FACTOR:g} x soft, geometric mean over n) on: {', '.join(targets) or 'no target'}")
-    reason = "; ".join(failures) if failures else "; ".join(passes)
-    return Verdict(claim, not failures, numbers, ("FAIL: " if failures else "") + reason, _notes(means))
+        checks.check(ok, f"{other} fails (> {FAIL_FACTOR:g} x soft, geometric mean over n) on: {', '.join(targets) or 'no target'}")
+    return checks.verdict(claim, numbers, _notes(means))
 
 
 def _notes(means: pd.DataFrame) -> tuple[str, ...]:
@@ -218,23 +221,23 @@ class SoftInductiveBias(Experiment):
 
     @staticmethod
     def _fits(records: list[RunRecord]) -> Figure:
-        ok = [r for r in records if r.status == "ok" and r.arrays.get("fit")]
-        sizes = sorted({r.spec["problem"]["n"] for r in ok})
+        ok = [r for r in _finished(records) if r.arrays.get("fit")]
+        sizes = sorted({r.run_spec.problem.n for r in ok})
         shown = sorted({sizes[0], sizes[len(sizes) // 2]}) if sizes else []
-        seed = min((r.spec["seed"] for r in ok), default=0)
+        seed = min((r.run_spec.seed for r in ok), default=0)
         fig, axes = new_figure(ncols=2, nrows=max(len(shown), 1), width=4.6)
         plot = np.linspace(-1.0, 1.0, PLOT_POINTS)
         for row, n in enumerate(shown):
             for col, target in enumerate(("simple", "complex")):
                 ax = axes[2 * row + col]
-                chosen = [r for r in ok if r.spec["problem"]["n"] == n and r.spec["problem"]["target"] == target and r.spec["seed"] == seed]
+                chosen = [r for r in ok if (r.run_spec.problem.n, r.run_spec.problem.target, r.run_spec.seed) == (n, target, seed)]
                 if not chosen:
                     continue
-                problem = Polynomial.model_validate(chosen[0].spec["problem"])
+                problem = chosen[0].run_spec.problem
                 ax.plot(plot, polynomial_target(problem, plot), "k", linewidth=2, label="target")
                 ax.plot(chosen[0].arrays["x_train"], chosen[0].arrays["y_train"], "ko", markersize=3, label="data")
                 for i, model in enumerate((*MODELS, *VARIANTS)):
-                    for r in (r for r in chosen if model_name(r.spec["estimator"]) == model):
+                    for r in (r for r in chosen if model_name(r.run_spec.estimator) == model):
                         ax.plot(plot, r.arrays["fit"], color=f"C{i}", label=model, linestyle=":" if model in VARIANTS else "-")
                 ax.set(ylim=(-1.5, 2.0), xlabel="x", title=f"{target} target, n = {n}")
                 legend_once(ax)
@@ -248,10 +251,7 @@ class SoftInductiveBias(Experiment):
                 part = table[(table["target"] == target) & (table["model"] == model)]
                 if not len(part):
                     continue
-                groups = part.groupby("n")["test_mse"]
-                mean = groups.mean()
-                ax.plot(mean.index, mean.values, marker="o", markersize=3, color=f"C{i}", label=model, linestyle=":" if model in VARIANTS else "-")
-                ax.fill_between(mean.index, groups.min().values, groups.max().values, color=f"C{i}", alpha=0.15, linewidth=0)
+                mean_band(ax, part, "n", "test_mse", label=model, color=f"C{i}", linestyle=":" if model in VARIANTS else "-")
             ax.set(xscale="log", yscale="log", xlabel="training points n", ylabel="test MSE to the target", title=f"{target} target")
             legend_once(ax)
         return fig

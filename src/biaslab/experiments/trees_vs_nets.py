@@ -9,7 +9,7 @@ axes, so a random rotation of the features hurts trees badly and MLPs hardly;
 (iii) MLPs are hurt more than trees by uninformative features. Here each reason
 gets its own synthetic task (`problem.kind=tabular`), and random forest,
 histogram gradient boosting and an MLP are fitted through one scikit-learn
-protocol (`biaslab.estimators.make_estimator`) on the same draws, several seeds:
+protocol (`biaslab.estimators.fit_estimator`) on the same draws, several seeds:
 
 - checkerboard: x ~ U[-1, 1]^10, label = parity of the 3 x 3 checkerboard cell of
   (x_0, x_1) (4 x 4 at `tiny`); irregular and axis-aligned, eight features carry nothing.
@@ -50,15 +50,14 @@ import math
 
 import numpy as np
 import pandas as pd
-import torch
 from matplotlib.figure import Figure
-from threadpoolctl import threadpool_limits
 
-from biaslab.claims import Verdict
+from biaslab.claims import Checks, Verdict
 from biaslab.data.problems import tabular
-from biaslab.estimators import make_estimator
-from biaslab.experiments.base import Experiment, Result, CATALOG, estimator_reads, require
-from biaslab.plot import legend_once, new_figure
+from biaslab.estimators import fit_estimator
+from biaslab.experiments.base import CATALOG, Experiment, Result, estimator_reads, require
+from biaslab.plot import legend_once, new_figure, seed_bars
+from biaslab.runtime import blas_threads_as_torch
 from biaslab.spec import EstimatorSpec, ModelSpec, RunSpec, SpecError, Sweep, Tabular, TrainSpec
 from biaslab.store import RunRecord
 
@@ -75,23 +74,21 @@ LABELS = {"random_forest": "random forest", "boosting": "gradient boosting", "ne
 TASKS = ("checkerboard", "checkerboard rotated", "smooth", "smooth + uninformative")
 
 
-def task_name(problem: dict | Tabular) -> str:
+def task_name(problem: Tabular) -> str:
     """Which of the four tasks a problem is: target, plus 'rotated' / '+ uninformative'."""
-    get = problem.get if isinstance(problem, dict) else lambda key: getattr(problem, key)
-    name = get("target")
-    if get("rotation") == "random":
+    name = problem.target
+    if problem.rotation == "random":
         name += " rotated"
-    if get("uninformative") > 0:
+    if problem.uninformative > 0:
         name += " + uninformative"
     return name
 
 
 def run(spec: RunSpec) -> Result:
     """Draw the task from the seed, fit the estimator, measure train and test accuracy."""
-    with threadpool_limits(limits=torch.get_num_threads()):
+    with blas_threads_as_torch():
         data = tabular(spec.problem, spec.seed)
-        model = make_estimator(spec.estimator, spec.model, spec.train, spec.seed, spec.device, spec.dtype)
-        model.fit(data.x_train, data.y_train)
+        model = fit_estimator(spec, data.x_train, data.y_train)
         row = {
             "train_accuracy": float(np.mean(model.predict(data.x_train) == data.y_train)),
             "test_accuracy": float(np.mean(model.predict(data.x_test) == data.y_test)),
@@ -148,14 +145,14 @@ def accuracy_table(records: list[RunRecord]) -> pd.DataFrame:
     """One row per finished run: task, model, seed, train and test accuracy."""
     rows = [
         {
-            "task": task_name(r.spec["problem"]),
-            "model": r.spec["estimator"]["kind"],
-            "seed": r.spec["seed"],
+            "task": task_name(r.run_spec.problem),
+            "model": r.run_spec.estimator.kind,
+            "seed": r.run_spec.seed,
             "train_accuracy": r.final.get("train_accuracy", math.nan),
             "test_accuracy": r.final.get("test_accuracy", math.nan),
         }
         for r in records
-        if r.status == "ok" and (r.spec.get("problem") or {}).get("kind") == "tabular"
+        if r.status == "ok" and getattr(r.run_spec.problem, "kind", None) == "tabular"
     ]
     return pd.DataFrame(rows, columns=["task", "model", "seed", "train_accuracy", "test_accuracy"])
 
@@ -183,21 +180,22 @@ def judge(table: pd.DataFrame) -> Verdict:
     for task in TASKS:
         for model in MODELS:
             numbers[f"{task.replace(' + ', '_plus_').replace(' ', '_')}_{model}"] = mean_accuracy(table, task, model)
-    passes, failures = [], []
+    checks = Checks()
 
     board = {m: mean_accuracy(table, "checkerboard", m) for m in MODELS}
     best_tree = max(TREES, key=lambda m: -math.inf if math.isnan(board[m]) else board[m])
     gap = board[best_tree] - board["neural_net"]
     numbers["checkerboard_tree_minus_mlp"] = gap
     ok = gap >= CLEAR_GAP
-    (passes if ok else failures).append(f"(1) checkerboard: {LABELS[best_tree]} {board[best_tree]:.3f} vs MLP {board['neural_net']:.3f} (gap {gap:+.3f}, need >= {CLEAR_GAP})")
+    checks.check(ok, f"(1) checkerboard: {LABELS[best_tree]} {board[best_tree]:.3f} vs MLP {board['neural_net']:.3f} (gap {gap:+.3f}, need >= {CLEAR_GAP})")
 
     tree_drop = float(paired_drop(table, "checkerboard", "checkerboard rotated", best_tree).mean())
     mlp_drop = float(paired_drop(table, "checkerboard", "checkerboard rotated", "neural_net").mean())
     numbers |= {"rotation_drop_tree": tree_drop, "rotation_drop_mlp": mlp_drop}
     learned = board["neural_net"] >= 0.5 + LEARNED
     ok = learned and tree_drop >= ROTATION_DROP and tree_drop >= ROTATION_RATIO * max(mlp_drop, 0.0)
-    (passes if ok else failures).append(
+    checks.check(
+        ok,
         f"(2) rotation costs {LABELS[best_tree]} {tree_drop:+.3f} and the MLP {mlp_drop:+.3f} (need tree >= {ROTATION_DROP} and >= "
         f"{ROTATION_RATIO:g} x MLP), the MLP at {board['neural_net']:.3f} unrotated (need >= {0.5 + LEARNED:.2f}: it must have learned the board)"
     )
@@ -209,15 +207,14 @@ def judge(table: pd.DataFrame) -> Verdict:
     se = float(diff.std(ddof=1) / math.sqrt(len(diff))) if len(diff) > 1 else math.nan
     numbers |= {"uninformative_drop_mlp": float(mlp.mean()), "uninformative_drop_boosting": float(boost.mean()), "uninformative_extra_drop_mlp": mean, "uninformative_extra_drop_se": se}
     ok = len(diff) > 1 and mean > NOISE_SE * se
-    (passes if ok else failures).append(
+    checks.check(
+        ok,
         f"(3) uninformative features cost the MLP {float(mlp.mean()):+.3f} and boosting {float(boost.mean()):+.3f}: "
         f"difference {mean:+.3f} +- {se:.3f} SE over {len(diff)} seeds (need > {NOISE_SE:g} SE)"
     )
     fits = table.groupby("model")["train_accuracy"].min() if len(table) else pd.Series(dtype=float)
     notes = tuple(f"{LABELS.get(m, m)}: lowest train accuracy {v:.3f} over tasks and seeds" for m, v in fits.items())
-    reason = "; ".join(failures) if failures else "; ".join(passes)
-    numbers = {k: float(v) for k, v in numbers.items()}
-    return Verdict(claim, not failures, numbers, ("FAIL: " if failures else "") + reason, notes)
+    return checks.verdict(claim, numbers, notes)
 
 
 # ---------------------------------------------------------------- the experiment
@@ -248,20 +245,13 @@ class TreesVsNets(Experiment):
         table = accuracy_table(records)
         fig, (ax, ax_drop) = new_figure(ncols=2, width=5.0)
         tasks = [t for t in TASKS if t in set(table["task"])]
-        step = 0.8 / len(MODELS)
-        for i, model in enumerate(MODELS):
-            part = table[table["model"] == model]
-            means = [mean_accuracy(table, t, model) for t in tasks]
-            xs = np.arange(len(tasks)) + (i - 1) * step
-            ax.bar(xs, means, width=step, color=f"C{i}", alpha=0.7, label=LABELS[model])
-            for x, task in zip(xs, tasks):
-                values = part[part["task"] == task]["test_accuracy"]
-                ax.plot(np.full(len(values), x), values, "k.", markersize=3)
+        seed_bars(ax, table, "task", "model", "test_accuracy", tasks, MODELS, LABELS)
         ax.axhline(0.5, color="grey", linestyle=":", linewidth=1)
         ax.set_xticks(range(len(tasks)), [t.replace(" + ", "\n+ ").replace(" rotated", "\nrotated") for t in tasks], fontsize=8)
         ax.set(ylabel="test accuracy", ylim=(0.4, 1.0), title="accuracy per task (dots: seeds)")
         legend_once(ax)
         pairs = (("checkerboard", "checkerboard rotated", "rotation"), ("smooth", "smooth + uninformative", "uninformative features"))
+        step = 0.8 / len(MODELS)
         for i, model in enumerate(MODELS):
             drops = [float(paired_drop(table, a, b, model).mean()) for a, b, _ in pairs]
             ax_drop.bar(np.arange(2) + (i - 1) * step, drops, width=step, color=f"C{i}", alpha=0.7, label=LABELS[model])
