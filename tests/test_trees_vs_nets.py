@@ -157,3 +157,12 @@ def test_the_experiment_refuses_other_problems_and_estimators():
     with pytest.raises(SpecError, match="estimator.kind"):
         experiment.check(RunSpec(experiment=NAME, problem=Tabular(), estimator=EstimatorSpec(kind="kernel_ridge"), dtype="float64"))
     experiment.check(RunSpec(experiment=NAME, problem=Tabular(), estimator=EstimatorSpec(kind="neural_net"), model=ModelSpec(), train=TrainSpec()))
+
+
+def test_the_mlp_history_measures_the_test_set_not_the_training_set():
+    """The MLP's curves are labelled test_*: they must be measured on the test draw (they once measured the training set)."""
+    spec = next(s for s in experiment.sweep("tiny").expand() if s.estimator.kind == "neural_net")
+    record = experiment.run(spec)
+    assert record.final["test_error"] == pytest.approx(1.0 - record.final["test_accuracy"], abs=1e-6)
+    assert record.final["train_error"] == pytest.approx(1.0 - record.final["train_accuracy"], abs=1e-6)
+    assert record.final["test_error"] != pytest.approx(record.final["train_error"], abs=1e-6)
