@@ -40,13 +40,12 @@ def run(spec: RunSpec) -> Result:
     return Result.of(fit)
 
 
-class StepSize(Experiment):
-    name = NAME
+class StepSize(Experiment):  # name (NAME) and runner (run) come from this module; presets could too (tiny(), ...)
+    """Every stable step size reaches the same minimum-norm interpolant from zero."""
+
     title = "GD's solution on least squares does not depend on its step size"
     reference = "e.g. Gunasekar et al. 2018 (ICML)"
-    summary = "Every stable step size reaches the same minimum-norm interpolant from zero."
     presets = {"tiny": lambda: sweep(5, 12, 3000), "quick": lambda: sweep(20, 60, 30000), "paper": lambda: sweep(200, 1000, 300000)}
-    runner = run
     reads = ("problem", "dtype", *MINIMIZE_READS)  # any other field set away from its default is refused
 
     def refuse(self, spec: RunSpec) -> None:

@@ -98,6 +98,29 @@ def test_a_module_may_register_several_experiments_in_call_order():
     assert read_entries(source) == [("b", ("B", "B", ())), ("a", ("A", "R", ("quick",)))]
 
 
+def test_name_and_presets_come_from_the_module_where_the_class_does_not_set_them():
+    source = _module(
+        """
+        NAME = "m"
+        def quick(): ...
+        def tiny(): ...
+        def run(spec): ...
+        class M(Experiment):
+            \"\"\"The summary.\"\"\"
+            title = "T"
+            reference = "R"
+        CATALOG.add(NAME, M())
+        """
+    )
+    assert read_entries(source) == [("m", ("T", "R", ("tiny", "quick")))]  # PRESET_NAMES order, not source order
+
+
+def test_a_class_without_presets_in_a_module_without_preset_functions_is_named():
+    source = _module('NAME = "m"\nclass M(Experiment):\n    title = reference = "T"\nCATALOG.add(NAME, M())\n')
+    with pytest.raises(CatalogSourceError, match="M: no presets"):
+        read_entries(source)
+
+
 @pytest.mark.parametrize(
     ("body", "attribute"),
     [

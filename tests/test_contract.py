@@ -3,12 +3,14 @@ provenance (seed included), keeps weights when asked, and builds the RunRecord."
 
 from __future__ import annotations
 
+import sys
+import types
 import typing
 
 import pytest
 import torch
 
-from biaslab.experiments import CATALOG, Result, execute
+from biaslab.experiments import CATALOG, Experiment, Result, execute
 from biaslab.experiments.supervised import PROBES
 from biaslab.spec import ProbeName, RunSpec, SpecError
 from biaslab.train import Fit
@@ -54,6 +56,32 @@ def test_every_experiment_declares_its_runner_as_a_plain_function():
     for name in CATALOG:
         runner = CATALOG.get(name).runner
         assert callable(runner) and not hasattr(runner, "__self__"), name  # unbound: no per-class staticmethod needed
+
+
+def test_a_class_takes_name_presets_runner_and_summary_from_its_module_unless_its_body_sets_them(monkeypatch):
+    module = types.ModuleType("an_experiment_module")
+    monkeypatch.setitem(sys.modules, module.__name__, module)  # a class reads its module while it is being defined
+    source = '''
+NAME = "from-module"
+def paper(): return "p"
+def tiny(): return "t"
+def run(spec): return spec
+class Declared(Experiment):
+    """Line one
+    and two."""
+    title = "T"
+class Overridden(Experiment):
+    name = "own"
+    summary = "own summary"
+    runner = tiny
+'''
+    module.Experiment = Experiment
+    exec(source, module.__dict__)
+    declared, overridden = module.Declared, module.Overridden
+    assert declared.name == "from-module" and declared.summary == "Line one and two."
+    assert list(declared.presets) == ["tiny", "paper"] and declared.presets["paper"]() == "p"  # PRESET_NAMES order
+    assert declared().runner("s") == "s"  # the module's run, unbound
+    assert overridden.name == "own" and overridden.summary == "own summary" and overridden().runner() == "t"
 
 
 def test_save_weights_leaves_the_spec_id_unchanged():

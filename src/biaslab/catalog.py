@@ -6,7 +6,9 @@ module: seconds on a small machine. So this module parses each module of
 `biaslab/experiments/` with `ast` (it never executes a line of it; parsing them all takes
 about 0.1 s on this 2-core machine, the whole cost of the index) and reads what the
 module registers: `CATALOG.add(KEY, SomeExperiment())` at module level, and on that class
-the string attributes `name`, `title`, `reference` and the keys of its `presets` dict.
+the string attributes `title` and `reference`. Like `experiments.base.module_defaults`, it takes
+`name` and `presets` from the class body where it sets them, else from the module: its `NAME` and
+its functions named `tiny`, `quick` and `paper`.
 
 Values may be string literals (implicitly concatenated or joined with `+`) or names bound to
 one (a module-level `NAME = "..."`, or a class attribute). Anything else, such as a title
@@ -26,7 +28,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 EXPERIMENTS_DIR = Path(__file__).with_name("experiments")  # the package whose modules register the catalog
-STRING_ATTRIBUTES = ("name", "title", "reference")  # what an entry states, each a str on its class
+STRING_ATTRIBUTES = ("title", "reference")  # what an entry states, each a str on its class
+PRESET_NAMES = ("tiny", "quick", "paper")  # preset functions a module defines (experiments.base.PRESET_NAMES)
 REGISTRATION = "CATALOG.add"  # the call by which a module registers an experiment
 
 
@@ -84,7 +87,8 @@ def read_entries(source: str, filename: str = "<source>") -> list[tuple[str, Ind
     tree = ast.parse(source, filename)
     constants = _string_bindings(tree.body)
     classes = {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
-    return [_entry(call, constants, classes, filename) for call in _catalog_additions(tree)]
+    functions = tuple(node.name for node in tree.body if isinstance(node, ast.FunctionDef))
+    return [_entry(call, constants, classes, functions, filename) for call in _catalog_additions(tree)]
 
 
 def _catalog_additions(tree: ast.Module) -> list[ast.Call]:
@@ -101,9 +105,9 @@ def _is_catalog_add(func: ast.expr) -> bool:
 
 
 def _entry(
-    call: ast.Call, constants: dict[str, str | None], classes: dict[str, ast.ClassDef], filename: str
+    call: ast.Call, constants: dict[str, str | None], classes: dict[str, ast.ClassDef], functions: tuple[str, ...], filename: str
 ) -> tuple[str, IndexEntry]:
-    """One `CATALOG.add(KEY, SomeExperiment())`: the key and the entry read from that class's body."""
+    """One `CATALOG.add(KEY, SomeExperiment())`: the key and the entry read from that class's body and its module."""
     where = f"{filename}:{call.lineno}"
     if len(call.args) != 2 or call.keywords:
         raise CatalogSourceError(f"{where}: expected CATALOG.add(NAME, SomeExperiment()), two positional arguments")
@@ -113,9 +117,16 @@ def _entry(
     owner = f"{filename}:{cls.lineno}: {cls.name}"
     scope = constants | _string_bindings(cls.body, outer=constants)  # a class body sees its own names first
     strings = {a: _string(_required(attributes, a, owner), scope, f"{owner}.{a}") for a in STRING_ATTRIBUTES}
-    if strings["name"] != key:
-        raise CatalogSourceError(f"{owner}.name is {strings['name']!r} but CATALOG.add registers it as {key!r}")
-    presets = _preset_names(_required(attributes, "presets", owner), scope, f"{owner}.presets")
+    name = _string(attributes["name"], scope, f"{owner}.name") if "name" in attributes else constants.get("NAME")
+    if name != key:
+        where_named = f"{owner}.name" if "name" in attributes else f"{owner}: its module's NAME"
+        raise CatalogSourceError(f"{where_named} is {name!r} but CATALOG.add registers it as {key!r}")
+    if "presets" in attributes:
+        presets = _preset_names(attributes["presets"], scope, f"{owner}.presets")
+    else:
+        presets = tuple(p for p in PRESET_NAMES if p in functions)
+        if not presets:
+            raise CatalogSourceError(f"{owner}: no presets: define module functions {', '.join(PRESET_NAMES)} or set presets")
     return key, IndexEntry(strings["title"], strings["reference"], presets)
 
 

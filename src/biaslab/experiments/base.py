@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -70,13 +71,22 @@ class Result:
 Runner = Callable[[RunSpec], Result]
 
 
+PRESET_NAMES = ("tiny", "quick", "paper")  # the module-level preset functions an experiment module defines, in order
+
+
 class Experiment:
-    """Base class of a catalog entry; subclasses fill in the class attributes and methods."""
+    """Base class of a catalog entry, declared once in its module.
+
+    A subclass states what is its own (`title`, `reference`, `reads`, figures, claim; its docstring is the summary
+    the report shows); what its module already says it takes from there (`module_defaults`): `name` from the
+    module's `NAME`, `presets` from its functions `tiny`, `quick` and `paper`, `runner` from its function `run`.
+    An attribute set in the class body wins (`runner = run_supervised`).
+    """
 
     name: str = ""
     title: str = ""  # what it shows, in a short line
     reference: str = ""  # the paper it reproduces
-    summary: str = ""  # two or three sentences for the report
+    summary: str = ""  # two or three sentences for the report: the subclass's docstring, as one paragraph
     presets: dict[str, Callable[[], Sweep]] = {}
     default_preset = "quick"
     trains_populations = False  # True when `run` is the standard supervised run, so specs can share a population
@@ -109,11 +119,14 @@ class Experiment:
     def refuse(self, spec: RunSpec) -> None:
         """Raise SpecError for a spec outside what this experiment's runner computes (its own rules; none here)."""
 
-    runner: Runner | None = None  # the module's run function, assigned plainly: `runner = run`
+    runner: Runner | None = None  # computes one spec: the module's `run`, or a function assigned in the class body
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
-        """Keep a plain function assigned to `runner` unbound, so subclasses need no staticmethod."""
+        """Fill in what the subclass's module declares (`module_defaults`), and keep a plain function assigned to
+        `runner` unbound, so subclasses need no staticmethod."""
         super().__init_subclass__(**kwargs)
+        for attribute, value in module_defaults(cls).items():
+            setattr(cls, attribute, value)
         runner = cls.__dict__.get("runner")
         if inspect.isfunction(runner):
             cls.runner = staticmethod(runner)
@@ -170,6 +183,24 @@ class Experiment:
 
 
 CATALOG: Registry[Experiment] = Registry("experiment")
+
+
+def module_defaults(cls: type[Experiment]) -> dict[str, Any]:
+    """What an experiment class takes from its module and docstring, for each attribute its body does not set: `name`
+    (the module's NAME), `presets` (its functions named in PRESET_NAMES, in that order), `runner` (its function
+    `run`) and `summary` (the class docstring as one paragraph). `catalog.read_entries` reads the same from source."""
+    module, own = sys.modules.get(cls.__module__), cls.__dict__
+    found: dict[str, Any] = {}
+    if "name" not in own and isinstance(getattr(module, "NAME", None), str):
+        found["name"] = module.NAME
+    presets = {p: getattr(module, p) for p in PRESET_NAMES if inspect.isfunction(getattr(module, p, None))}
+    if "presets" not in own and presets:
+        found["presets"] = presets
+    if "runner" not in own and inspect.isfunction(getattr(module, "run", None)):
+        found["runner"] = module.run
+    if "summary" not in own and cls.__doc__:
+        found["summary"] = " ".join(inspect.cleandoc(cls.__doc__).split())
+    return found
 
 
 def refuse_model_fields(spec: RunSpec, why: str) -> None:

@@ -335,17 +335,13 @@ def figures(records: list[RunRecord]) -> dict[str, Figure]:
 
 
 class BatchSizeSharpness(Experiment):
-    name = NAME
+    """The same network is trained from one init with a small batch, 10% of the data and the full batch for the same
+    epochs, and each solution's sharpness is measured three ways, with the loss along the line between solutions.
+    Keskar et al. found large-batch solutions sharper and worse on test data; Dinh et al. showed raw sharpness is
+    not invariant to reparametrization, so an invariant (adaptive) measure is reported beside it."""
+
     title = "Large-batch training reaches sharper minima (and Dinh et al.'s caveat)"
     reference = "Keskar et al. 2017, On Large-Batch Training for Deep Learning (ICLR); Dinh et al. 2017, Sharp Minima Can Generalize for Deep Nets (ICML)"
-    summary = (
-        "The same network is trained from one init with a small batch, 10% of the data and the full batch for the same "
-        "epochs, and each solution's sharpness is measured three ways, with the loss along the line between solutions. "
-        "Keskar et al. found large-batch solutions sharper and worse on test data; Dinh et al. showed raw sharpness is not "
-        "invariant to reparametrization, so an invariant (adaptive) measure is reported beside it."
-    )
-    presets = {"tiny": tiny, "quick": quick, "paper": paper}
-    runner = run
     reads = (*SUPERVISED_READS, "train.batch_sizes")
 
     def refuse(self, spec: RunSpec) -> None:

@@ -120,16 +120,12 @@ def _table(records: list[RunRecord]):
 
 
 class BenignOverfitting(Experiment):
-    name = NAME
+    """The minimum-norm interpolant of noisy labels in high-dimensional linear regression: with a few large
+    directions and a heavy tail of small ones its excess risk falls toward 0 as n grows; with an isotropic
+    covariance of the same dimension it stays near the signal's size."""
+
     title = "Benign overfitting: interpolating noisy labels is harmless when the covariance has a heavy small-eigenvalue tail"
     reference = "Bartlett, Long, Lugosi & Tsigler 2020, Benign overfitting in linear regression (PNAS)"
-    summary = (
-        "The minimum-norm interpolant of noisy labels in high-dimensional linear regression: with a few large "
-        "directions and a heavy tail of small ones its excess risk falls toward 0 as n grows; with an isotropic "
-        "covariance of the same dimension it stays near the signal's size."
-    )
-    presets = {"tiny": tiny, "quick": quick, "paper": paper}
-    runner = run
     reads = ("problem", "dtype")  # dtype: float64, the precision of its numpy closed form
 
     def refuse(self, spec: RunSpec) -> None:

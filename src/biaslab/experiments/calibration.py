@@ -145,15 +145,12 @@ def judge(table: pd.DataFrame) -> Verdict:
 
 
 class Calibration(Experiment):
-    name = NAME
+    """MLPs of growing width trained on MNIST-1D far past zero training error, with the test ECE, NLL and
+    reliability diagrams measured along training. Checks whether continued training makes them overconfident, and
+    reports how calibration depends on width."""
+
     title = "Calibration against width and training time: ECE and NLL past interpolation"
     reference = "Guo, Pleiss, Sun & Weinberger 2017, On Calibration of Modern Neural Networks (ICML)"
-    summary = (
-        "MLPs of growing width trained on MNIST-1D far past zero training error, with the test ECE, NLL and reliability "
-        "diagrams measured along training. Checks whether continued training makes them overconfident, and reports how calibration depends on width."
-    )
-    presets = {"tiny": tiny, "quick": quick, "paper": paper}
-    runner = run
     reads = SUPERVISED_READS
     trains_model = True
 

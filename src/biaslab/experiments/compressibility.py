@@ -265,19 +265,15 @@ def _rank_trend(widths: list[int], values: list[float]) -> float:
 
 
 class Compressibility(Experiment):
-    name = NAME
+    """MLPs of several widths trained on MNIST-1D are pruned by magnitude and quantized without retraining, and the
+    largest sparsity and fewest bits that keep test accuracy within a point are read off per width. Lottery tickets
+    found by iterative pruning with rewinding to init are compared with random masks of the same sparsity."""
+
     title = "Trained networks compress: pruning, quantization and lottery tickets across widths"
     reference = (
         "Frankle & Carbin 2019, The Lottery Ticket Hypothesis (ICLR); Han, Mao & Dally 2016, Deep Compression (ICLR); "
         "Arora, Ge, Neyshabur & Zhang 2018, Stronger Generalization Bounds via a Compression Approach (ICML)"
     )
-    summary = (
-        "MLPs of several widths trained on MNIST-1D are pruned by magnitude and quantized without retraining, and the largest "
-        "sparsity and fewest bits that keep test accuracy within a point are read off per width. Lottery tickets found by iterative "
-        "pruning with rewinding to init are compared with random masks of the same sparsity."
-    )
-    presets = {"tiny": tiny, "quick": quick, "paper": paper}
-    runner = run
     reads = SUPERVISED_READS
     trains_model = True
 

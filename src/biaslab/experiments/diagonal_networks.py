@@ -113,15 +113,12 @@ def run(spec: RunSpec) -> Result:
 
 
 class DiagonalNetworks(Experiment):
-    name = NAME
+    """A diagonal linear network w = u*u - v*v trained by gradient descent on sparse regression reaches a different
+    interpolant depending only on its init scale: the minimum-L1 solution from a small init, the minimum-L2 one from
+    a large init."""
+
     title = "Small init finds the sparse (min-L1) interpolant, large init the min-L2 one"
     reference = "Woodworth, Gunasekar, Lee, Moroshko, Savarese, Golan, Soudry & Srebro 2020, Kernel and Rich Regimes in Overparametrized Models (COLT)"
-    summary = (
-        "A diagonal linear network w = u*u - v*v trained by gradient descent on sparse regression reaches a different "
-        "interpolant depending only on its init scale: the minimum-L1 solution from a small init, the minimum-L2 one from a large init."
-    )
-    presets = {"tiny": tiny, "quick": quick, "paper": paper}
-    runner = run
     reads = ("problem", "dtype", "train.batch_size", "model.init_scale", "train.optimizer", "train.lr", "train.max_steps", "train.eval_every", "train.eval_spacing", "train.eval_points", "train.stop_loss")
 
     def refuse(self, spec: RunSpec) -> None:

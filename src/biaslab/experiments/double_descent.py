@@ -241,19 +241,15 @@ def paper() -> Sweep:
 
 
 class DoubleDescent(Experiment):
-    name = NAME
+    """Test risk peaks where a model can just interpolate its training data and falls again as it grows, in min-norm
+    least squares (matching the exact formula), random features, forests and networks alike. Optimally tuned ridge
+    removes the peak, so the peak is a property of the unregularized interpolant, not of size."""
+
     title = "Double descent in linear models, random features, forests and networks"
     reference = (
         "Belkin, Hsu, Ma & Mandal 2019 (PNAS); Belkin, Hsu & Xu 2019 (SIAM J. Math. Data Sci.); Hastie et al. 2019; "
         "Nakkiran et al. 2019 (ICLR 2020); Curth et al. 2023 (NeurIPS)"
     )
-    summary = (
-        "Test risk peaks where a model can just interpolate its training data and falls again as it grows, in min-norm "
-        "least squares (matching the exact formula), random features, forests and networks alike. "
-        "Optimally tuned ridge removes the peak, so the peak is a property of the unregularized interpolant, not of size."
-    )
-    presets = {"tiny": tiny, "quick": quick, "paper": paper}
-    runner = run
 
     def reads_of(self, spec: RunSpec) -> tuple[str, ...]:
         return estimator_reads(spec)

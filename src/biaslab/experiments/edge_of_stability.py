@@ -341,16 +341,12 @@ def figures(records: list[RunRecord]) -> dict[str, Figure]:
 
 
 class EdgeOfStability(Experiment):
-    name = NAME
+    """Full-batch gradient descent with step size eta is tracked with the top Hessian eigenvalue: it rises during
+    training until it reaches the stability limit 2/eta and then hovers there while the loss keeps falling, non-
+    monotonically. Shown on Cohen et al.'s Chebyshev regression and on an MLP on MNIST-1D with squared loss."""
+
     title = "Full-batch GD drives sharpness up to 2/eta and then trains at the edge of stability"
     reference = "Cohen, Kaur, Li, Kolter & Talwalkar 2021, Gradient Descent on Neural Networks Typically Occurs at the Edge of Stability (ICLR)"
-    summary = (
-        "Full-batch gradient descent with step size eta is tracked with the top Hessian eigenvalue: it rises during "
-        "training until it reaches the stability limit 2/eta and then hovers there while the loss keeps falling, "
-        "non-monotonically. Shown on Cohen et al.'s Chebyshev regression and on an MLP on MNIST-1D with squared loss."
-    )
-    presets = {"tiny": tiny, "quick": quick, "paper": paper}
-    runner = run
     reads = SUPERVISED_READS
     trains_model = True
 

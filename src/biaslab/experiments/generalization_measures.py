@@ -236,16 +236,12 @@ def figures(records: list[RunRecord]) -> dict[str, Figure]:
 
 
 class GeneralizationMeasures(Experiment):
-    name = NAME
+    """A grid of networks trained to the same loss is scored measure by measure: how well does each rank the
+    generalization gap, overall and within single-hyperparameter changes (granulated Kendall tau)? The paper found
+    sharpness and PAC-Bayes flatness the best predictors and norm products among the worst."""
+
     title = "Which complexity measure ranks the generalization gap (sharpness vs norms)"
     reference = "Jiang, Neyshabur, Mobahi, Krishnan & Bengio 2020"
-    summary = (
-        "A grid of networks trained to the same loss is scored measure by measure: how well does each rank the "
-        "generalization gap, overall and within single-hyperparameter changes (granulated Kendall tau)? The paper found "
-        "sharpness and PAC-Bayes flatness the best predictors and norm products among the worst."
-    )
-    presets = {"tiny": tiny, "quick": quick, "paper": paper}
-    runner = run
     reads = SUPERVISED_READS
     trains_model = True
 

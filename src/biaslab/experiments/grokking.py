@@ -186,18 +186,15 @@ def paper() -> Sweep:
 
 
 class Grokking(Experiment):
-    name = NAME
+    """Networks trained full-batch on part of the table a + b mod p memorize it quickly and generalize only much
+    later, and only with weight decay (or l1). The embedding's Fourier sparsity, a progress measure, rises before
+    test accuracy does, while weight decay pulls the weight norm down from its peak."""
+
     title = "Grokking: test accuracy jumps long after the training set is memorized, driven by weight decay"
     reference = (
         "Power et al. 2022, Grokking (arXiv:2201.02177); Nanda et al. 2023, Progress measures for grokking via "
         "mechanistic interpretability (ICLR); Liu, Michaud & Tegmark 2023, Omnigrok (ICLR)"
     )
-    summary = (
-        "Networks trained full-batch on part of the table a + b mod p memorize it quickly and generalize only much later, "
-        "and only with weight decay (or l1). The embedding's Fourier sparsity, a progress measure, rises before test accuracy does, "
-        "while weight decay pulls the weight norm down from its peak."
-    )
-    presets = {"tiny": tiny, "quick": quick, "paper": paper}
     runner = run_grokking
     reads = SUPERVISED_READS
     trains_model = True

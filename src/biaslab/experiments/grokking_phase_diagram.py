@@ -115,18 +115,15 @@ def paper() -> Sweep:
 
 
 class GrokkingPhaseDiagram(Experiment):
-    name = NAME
+    """A grid of small modular-addition runs over training fraction and weight decay, each classified as no
+    learning, memorization, grokking or comprehension. Below a critical training fraction nothing generalizes within
+    the budget; above it the steps to generalize fall as the fraction grows."""
+
     title = "Grokking phase diagram: training fraction x weight decay"
     reference = (
         "Power et al. 2022, Grokking (arXiv:2201.02177), Fig. 2; Liu et al. 2022, Towards Understanding Grokking: "
         "An Effective Theory of Representation Learning (NeurIPS)"
     )
-    summary = (
-        "A grid of small modular-addition runs over training fraction and weight decay, each classified as no learning, "
-        "memorization, grokking or comprehension. Below a critical training fraction nothing generalizes within the budget; "
-        "above it the steps to generalize fall as the fraction grows."
-    )
-    presets = {"tiny": tiny, "quick": quick, "paper": paper}
     runner = run_grokking
     reads = SUPERVISED_READS
     trains_model = True

@@ -199,20 +199,16 @@ def _by_model(records: list[RunRecord]):
 
 
 class ImplicitGradientRegularization(Experiment):
-    name = NAME
+    """Backward error analysis: gradient descent with step h tracks the gradient flow of a modified loss that adds
+    (h/4)||grad L||^2, an implicit penalty on the gradient norm. Measured against accurately integrated flows, GD's
+    distance to the modified flow shrinks like h^2 and to the plain flow like h; SGD's mean iterate follows a flow
+    that also penalizes the variance of the minibatch gradients."""
+
     title = "GD follows the gradient flow of L + (h/4)||grad L||^2: distance O(h^2) to it, O(h) to the plain flow"
     reference = (
         "Barrett & Dherin 2021, Implicit Gradient Regularization (ICLR); Smith, Dherin, Barrett & De 2021, "
         "On the Origin of Implicit Regularization in Stochastic Gradient Descent (ICLR)"
     )
-    summary = (
-        "Backward error analysis: gradient descent with step h tracks the gradient flow of a modified loss that adds "
-        "(h/4)||grad L||^2, an implicit penalty on the gradient norm. Measured against accurately integrated flows, GD's "
-        "distance to the modified flow shrinks like h^2 and to the plain flow like h; SGD's mean iterate follows a flow "
-        "that also penalizes the variance of the minibatch gradients."
-    )
-    presets = {"tiny": tiny, "quick": quick, "paper": paper}
-    runner = run
     reads = ("problem", "train.batch_size", "train.optimizer", "train.lr", "dtype")
 
     def refuse(self, spec: RunSpec) -> None:

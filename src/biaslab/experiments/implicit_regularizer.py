@@ -252,19 +252,16 @@ def run(spec: RunSpec) -> Result:
 
 
 class EstimateImplicitRegularizer(Experiment):
-    name = NAME
+    """An implicit procedure is expressed as an explicit penalty by finding the lambda for which its weights are
+    stationary for L + lambda R. Early-stopped GD matches ridge with lambda = 1/(eta t) while eta t s_max is small,
+    dropout matches Wager et al.'s data-weighted L2 with lambda = p/(1-p), and a small MLP is reported with its fit
+    quality."""
+
     title = "Gradient matching recovers the explicit penalty behind early stopping (ridge, 1/(eta t)) and dropout (Wager's L2)"
     reference = (
         "Wager, Wang & Liang 2013, Dropout Training as Adaptive Regularization (NeurIPS); Ali, Kolter & Tibshirani 2019, "
         "A Continuous-Time View of Early Stopping for Least Squares (AISTATS)"
     )
-    summary = (
-        "An implicit procedure is expressed as an explicit penalty by finding the lambda for which its weights are "
-        "stationary for L + lambda R. Early-stopped GD matches ridge with lambda = 1/(eta t) while eta t s_max is small, "
-        "dropout matches Wager et al.'s data-weighted L2 with lambda = p/(1-p), and a small MLP is reported with its fit quality."
-    )
-    presets = {"tiny": tiny, "quick": quick, "paper": paper}
-    runner = run
     reads = ("problem", "train.loss", "dtype", *MINIMIZE_READS)
 
     def refuse(self, spec: RunSpec) -> None:

@@ -169,16 +169,12 @@ def judge(table: pd.DataFrame) -> Verdict:
 
 
 class KernelsVsConvolutions(Experiment):
-    name = NAME
+    """An RBF-kernel interpolant, an MLP and a small CNN all reach zero training error on MNIST-1D, yet the CNN
+    generalizes far better on ordered signals. A fixed shuffle of the positions removes the CNN's edge and leaves
+    kernel and MLP unchanged: the architecture's bias, not its capacity, makes the difference."""
+
     title = "Kernels vs convolutions: three interpolating models, ordered and shuffled MNIST-1D"
     reference = "Wilson 2025 (ICML), Sec. 7; Greydanus 2020, Scaling down deep learning (MNIST-1D)"
-    summary = (
-        "An RBF-kernel interpolant, an MLP and a small CNN all reach zero training error on MNIST-1D, yet the CNN "
-        "generalizes far better on ordered signals. A fixed shuffle of the positions removes the CNN's edge and leaves "
-        "kernel and MLP unchanged: the architecture's bias, not its capacity, makes the difference."
-    )
-    presets = {"tiny": tiny, "quick": quick, "paper": paper}
-    runner = run
 
     def reads_of(self, spec: RunSpec) -> tuple[str, ...]:
         return estimator_reads(spec)

@@ -135,16 +135,12 @@ def run(spec: RunSpec) -> Result:
 
 
 class LazyVsRich(Experiment):
-    name = NAME
+    """Training alpha (f(w) - f(w0)) on the loss divided by alpha^2 moves the weights by O(1/alpha): for large alpha
+    the tangent kernel stays at its initial value and the network is its own linearization (lazy, the NTK regime);
+    for small alpha the weights travel and the kernel changes (rich, feature learning)."""
+
     title = "Large output scale makes training lazy: weights and tangent kernel freeze and the net behaves like its linearization"
     reference = "Chizat, Oyallon & Bach 2019, On Lazy Training in Differentiable Programming (NeurIPS); Woodworth et al. 2020 (COLT)"
-    summary = (
-        "Training alpha (f(w) - f(w0)) on the loss divided by alpha^2 moves the weights by O(1/alpha): for large alpha the "
-        "tangent kernel stays at its initial value and the network is its own linearization (lazy, the NTK regime); for small "
-        "alpha the weights travel and the kernel changes (rich, feature learning)."
-    )
-    presets = {"tiny": tiny, "quick": quick, "paper": paper}
-    runner = run
     reads = ("problem", "data", "model", "train.loss", "dtype", *MINIMIZE_READS)
 
     def refuse(self, spec: RunSpec) -> None:

@@ -206,19 +206,16 @@ def _grid(record: RunRecord, prefix: str) -> tuple[np.ndarray, np.ndarray, np.nd
 
 
 class LossLandscape(Experiment):
-    name = NAME
+    """Filter-normalized 1-D and 2-D slices, Hessian-eigenvector slices and the PCA plane of the training trajectory
+    show the loss around SGD's solutions for narrow and wide MLPs at small and large batch. The straight line from
+    initialization to the solution is tested for monotone loss, and the wide solution's slice curvature is compared
+    with the narrow one's."""
+
     title = "Loss landscapes of narrow vs wide, small- vs large-batch solutions; the straight path from init"
     reference = (
         "Li, Xu, Taylor, Studer & Goldstein 2018, Visualizing the Loss Landscape of Neural Nets (NeurIPS); "
         "Goodfellow, Vinyals & Saxe 2015 (ICLR); Lucas, Bae, Zhang, Fort, Zemel & Grosse 2021 (ICML)"
     )
-    summary = (
-        "Filter-normalized 1-D and 2-D slices, Hessian-eigenvector slices and the PCA plane of the training trajectory "
-        "show the loss around SGD's solutions for narrow and wide MLPs at small and large batch. The straight line from "
-        "initialization to the solution is tested for monotone loss, and the wide solution's slice curvature is compared with the narrow one's."
-    )
-    presets = {"tiny": tiny, "quick": quick, "paper": paper}
-    runner = run
     reads = SUPERVISED_READS
     trains_model = True
 

@@ -121,16 +121,12 @@ def run(spec: RunSpec) -> Result:
 
 
 class MatrixFactorization(Experiment):
-    name = NAME
+    """Gradient descent on a product of matrices fitted to a few entries of a low-rank matrix prefers low rank, more
+    so with depth and a smaller init. With scarce observations depth 3 recovers the matrix where depth 2 and the
+    minimum-nuclear-norm completion do not: the bias is toward low rank, not toward a norm."""
+
     title = "Deep factorizations complete low-rank matrices that depth 2 and the nuclear norm cannot"
     reference = "Arora, Cohen, Hu & Luo 2019, Implicit Regularization in Deep Matrix Factorization (NeurIPS); Gunasekar et al. 2017"
-    summary = (
-        "Gradient descent on a product of matrices fitted to a few entries of a low-rank matrix prefers low rank, more so "
-        "with depth and a smaller init. With scarce observations depth 3 recovers the matrix where depth 2 and the "
-        "minimum-nuclear-norm completion do not: the bias is toward low rank, not toward a norm."
-    )
-    presets = {"tiny": tiny, "quick": quick, "paper": paper}
-    runner = run
     reads = ("problem", "model.depth", "model.init_scale", "dtype", *MINIMIZE_READS)
 
     def refuse(self, spec: RunSpec) -> None:

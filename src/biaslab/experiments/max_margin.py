@@ -174,15 +174,12 @@ def gd_diagnostics(record: RunRecord) -> dict[str, float]:
 
 
 class MaxMargin(Experiment):
-    name = NAME
+    """Logistic regression on separable data has no finite minimizer, yet gradient descent singles out one
+    direction: the hard-margin SVM. The norm grows like ln t and the loss falls like 1/t, but the direction
+    converges only like 1/ln t."""
+
     title = "GD on separable data converges to the max-margin direction, at a 1/ln t rate"
     reference = "Soudry, Hoffer, Nacson, Gunasekar & Srebro 2018, The Implicit Bias of Gradient Descent on Separable Data (JMLR)"
-    summary = (
-        "Logistic regression on separable data has no finite minimizer, yet gradient descent singles out one direction: "
-        "the hard-margin SVM. The norm grows like ln t and the loss falls like 1/t, but the direction converges only like 1/ln t."
-    )
-    presets = {"tiny": tiny, "quick": quick, "paper": paper}
-    runner = run
     reads = ("problem", "dtype", "train.batch_size", "train.optimizer", "train.lr", "train.momentum", "train.betas", "train.max_steps", "train.eval_every", "train.eval_spacing", "train.eval_points")
 
     def refuse(self, spec: RunSpec) -> None:

@@ -84,15 +84,11 @@ def run(spec: RunSpec) -> Result:
 
 
 class MinNorm(Experiment):
-    name = NAME
+    """Under-determined least squares has infinitely many zero-loss solutions. Gradient descent never leaves the row
+    space through its start, so from zero it finds the minimum-norm interpolant and from w0 the one nearest w0."""
+
     title = "GD on least squares converges to the interpolant nearest its start"
     reference = "e.g. Gunasekar et al. 2018, Characterizing Implicit Bias in Terms of Optimization Geometry (ICML)"
-    summary = (
-        "Under-determined least squares has infinitely many zero-loss solutions. Gradient descent never leaves the "
-        "row space through its start, so from zero it finds the minimum-norm interpolant and from w0 the one nearest w0."
-    )
-    presets = {"tiny": tiny, "quick": quick, "paper": paper}
-    runner = run
     reads = ("problem", "dtype", *MINIMIZE_READS)
 
     def refuse(self, spec: RunSpec) -> None:

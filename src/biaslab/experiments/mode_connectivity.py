@@ -186,20 +186,16 @@ def _seed_means(done: list[RunRecord], key: str) -> dict[int, float]:
 
 
 class ModeConnectivity(Experiment):
-    name = NAME
+    """Two independently trained networks are separated by a loss barrier along the straight line between them, yet
+    a trained quadratic Bezier curve joins them at low loss, and permuting one network's hidden units by weight
+    matching removes most of the straight-line barrier, more so the wider the network. Two copies spawned from one
+    initialization with different batch orders are measured beside them."""
+
     title = "Barriers between SGD solutions: straight line, trained Bezier curve, weight matching, spawned copies"
     reference = (
         "Garipov, Izmailov, Podoprikhin, Vetrov & Wilson 2018 (NeurIPS); Ainsworth, Hayase & Srinivasa 2023, Git Re-Basin (ICLR); "
         "Frankle, Dziugaite, Roy & Carbin 2020, Linear Mode Connectivity and the Lottery Ticket Hypothesis (ICML)"
     )
-    summary = (
-        "Two independently trained networks are separated by a loss barrier along the straight line between them, "
-        "yet a trained quadratic Bezier curve joins them at low loss, and permuting one network's hidden units by weight "
-        "matching removes most of the straight-line barrier, more so the wider the network. Two copies spawned from one "
-        "initialization with different batch orders are measured beside them."
-    )
-    presets = {"tiny": tiny, "quick": quick, "paper": paper}
-    runner = run
     reads = (*SUPERVISED_READS, "problem")  # problem: which connections are measured (ConnectionPaths)
 
     def refuse(self, spec: RunSpec) -> None:

@@ -310,16 +310,14 @@ def _order(conditions: Iterable[str]) -> list[str]:
 
 
 class RandomLabels(Experiment):
-    name = NAME
+    """The same network and optimizer, with no explicit regularizer, reach 100% training accuracy on true labels,
+    partly or fully random labels, shuffled or random pixels and Gaussian noise, random labels only a few times
+    slower, while test error climbs to chance. Capacity alone cannot explain why the true-label fit generalizes;
+    weight decay, dropout and crops move test error by little, and a fixed pixel shuffle costs a CNN but not a
+    permutation-equivariant MLP."""
+
     title = "Networks fit random labels and random inputs; test error rises to chance"
     reference = "Zhang, Bengio, Hardt, Recht & Vinyals 2017, Understanding deep learning requires rethinking generalization (ICLR; arXiv:1611.03530)"
-    summary = (
-        "The same network and optimizer, with no explicit regularizer, reach 100% training accuracy on true labels, "
-        "partly or fully random labels, shuffled or random pixels and Gaussian noise, random labels only a few times slower, "
-        "while test error climbs to chance. Capacity alone cannot explain why the true-label fit generalizes; weight decay, "
-        "dropout and crops move test error by little, and a fixed pixel shuffle costs a CNN but not a permutation-equivariant MLP."
-    )
-    presets = {"tiny": tiny, "quick": quick, "paper": paper}
     runner = run_supervised
     reads = SUPERVISED_READS
     trains_model = True

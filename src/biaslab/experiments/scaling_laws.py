@@ -318,16 +318,13 @@ def judge(table: pd.DataFrame) -> Verdict:
 
 
 class ScalingLaws(Experiment):
-    name = NAME
+    """Least squares on random projections of Gaussian data with a power-law covariance spectrum and a linear
+    teacher: the test loss is a power law in the number of examples and of features, with the exponent fixed by the
+    spectrum; beside it, one-hidden-layer MLPs on MNIST-1D swept in data and width, with fitted exponents and seed
+    intervals."""
+
     title = "Scaling laws: a solvable model (test loss ~ n^-alpha, N^-alpha from a power-law spectrum) and MLPs on MNIST-1D"
     reference = "Maloney, Roberts & Sully 2022, A Solvable Model of Neural Scaling Laws (arXiv:2210.16859)"
-    summary = (
-        "Least squares on random projections of Gaussian data with a power-law covariance spectrum and a linear teacher: "
-        "the test loss is a power law in the number of examples and of features, with the exponent fixed by the spectrum; "
-        "beside it, one-hidden-layer MLPs on MNIST-1D swept in data and width, with fitted exponents and seed intervals."
-    )
-    presets = {"tiny": tiny, "quick": quick, "paper": paper}
-    runner = run
     trains_model = True  # part (b); part (a), the solvable model, refuses probes and save_weights
 
     def reads_of(self, spec: RunSpec) -> tuple[str, ...]:

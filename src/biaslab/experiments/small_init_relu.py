@@ -121,15 +121,12 @@ def run(spec: RunSpec) -> Result:
 
 
 class SmallInitRelu(Experiment):
-    name = NAME
+    """A shallow ReLU network trained from a small init first sits on a loss plateau while its neurons rotate toward
+    a few directions, then fits the data with those few: a simple, small-norm solution. From a large init the
+    neurons stay spread."""
+
     title = "From a small init, ReLU neurons align to a few directions after a plateau"
     reference = "Boursier, Pillaud-Vivien & Flammarion 2022, Gradient flow dynamics of shallow ReLU networks for square loss and orthogonal inputs (NeurIPS)"
-    summary = (
-        "A shallow ReLU network trained from a small init first sits on a loss plateau while its neurons rotate toward a "
-        "few directions, then fits the data with those few: a simple, small-norm solution. From a large init the neurons stay spread."
-    )
-    presets = {"tiny": tiny, "quick": quick, "paper": paper}
-    runner = run
     reads = ("problem", "model.width", "model.init_scale", "dtype", *MINIMIZE_READS)
 
     def refuse(self, spec: RunSpec) -> None:

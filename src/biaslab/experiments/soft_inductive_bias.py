@@ -196,16 +196,12 @@ def _notes(means: pd.DataFrame) -> tuple[str, ...]:
 
 
 class SoftInductiveBias(Experiment):
-    name = NAME
+    """Three polynomial hypothesis spaces on a simple and a complex 1-D target: a hard low-order restriction, an
+    unpenalized high-order polynomial, and the same high-order polynomial with a penalty growing with the order. The
+    soft bias is near the best on both targets at every data size while each alternative fails on one."""
+
     title = "Soft inductive bias: an order-penalized high-order polynomial fits simple and complex targets"
     reference = "Wilson 2025, Deep Learning is Not So Mysterious or Different (ICML), Sec. 2 and Fig. 1"
-    summary = (
-        "Three polynomial hypothesis spaces on a simple and a complex 1-D target: a hard low-order restriction, an "
-        "unpenalized high-order polynomial, and the same high-order polynomial with a penalty growing with the order. "
-        "The soft bias is near the best on both targets at every data size while each alternative fails on one."
-    )
-    presets = {"tiny": tiny, "quick": quick, "paper": paper}
-    runner = run
 
     def reads_of(self, spec: RunSpec) -> tuple[str, ...]:
         return estimator_reads(spec)

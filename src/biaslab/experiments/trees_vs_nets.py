@@ -221,16 +221,12 @@ def judge(table: pd.DataFrame) -> Verdict:
 
 
 class TreesVsNets(Experiment):
-    name = NAME
+    """Random forest, gradient boosting and an MLP on synthetic tabular tasks that each isolate one inductive bias:
+    an axis-aligned checkerboard, the same rotated, and a smooth target with uninformative features added. Trees win
+    on irregular axis-aligned targets and lose that edge under rotation; the MLP suffers more from noise features."""
+
     title = "Trees vs neural nets on tabular data: irregular targets, rotations, uninformative features"
     reference = "Grinsztajn, Oyallon & Varoquaux 2022, Why do tree-based models still outperform deep learning on tabular data? (NeurIPS D&B)"
-    summary = (
-        "Random forest, gradient boosting and an MLP on synthetic tabular tasks that each isolate one inductive bias: "
-        "an axis-aligned checkerboard, the same rotated, and a smooth target with uninformative features added. "
-        "Trees win on irregular axis-aligned targets and lose that edge under rotation; the MLP suffers more from noise features."
-    )
-    presets = {"tiny": tiny, "quick": quick, "paper": paper}
-    runner = run
 
     def reads_of(self, spec: RunSpec) -> tuple[str, ...]:
         return estimator_reads(spec)

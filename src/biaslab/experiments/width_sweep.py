@@ -79,15 +79,12 @@ def paper() -> Sweep:
 
 
 class WidthSweep(Experiment):
-    name = NAME
+    """One-hidden-layer ReLU networks are trained by SGD without explicit regularization until they fit the training
+    set. If parameter count controlled capacity, test error would rise once the network is wide enough to
+    interpolate; instead it keeps falling, while norms that the optimizer keeps small stay controlled."""
+
     title = "Test error keeps falling as width grows past interpolation"
     reference = "Neyshabur, Tomioka & Srebro 2014, In Search of the Real Inductive Bias (arXiv:1412.6614)"
-    summary = (
-        "One-hidden-layer ReLU networks are trained by SGD without explicit regularization until they fit the training set. "
-        "If parameter count controlled capacity, test error would rise once the network is wide enough to interpolate; "
-        "instead it keeps falling, while norms that the optimizer keeps small stay controlled."
-    )
-    presets = {"tiny": tiny, "quick": quick, "paper": paper}
     runner = run_supervised
     reads = SUPERVISED_READS
     trains_model = True
