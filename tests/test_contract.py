@@ -58,7 +58,7 @@ def test_every_experiment_declares_its_runner_as_a_plain_function():
         assert callable(runner) and not hasattr(runner, "__self__"), name  # unbound: no per-class staticmethod needed
 
 
-def test_a_class_takes_name_presets_runner_and_summary_from_its_module_unless_its_body_sets_them(monkeypatch):
+def test_a_class_takes_name_presets_runner_claim_and_summary_from_its_module_unless_its_body_sets_them(monkeypatch):
     module = types.ModuleType("an_experiment_module")
     monkeypatch.setitem(sys.modules, module.__name__, module)  # a class reads its module while it is being defined
     source = '''
@@ -66,6 +66,7 @@ NAME = "from-module"
 def paper(): return "p"
 def tiny(): return "t"
 def run(spec): return spec
+def claim(records): return len(records)
 class Declared(Experiment):
     """Line one
     and two."""
@@ -80,7 +81,7 @@ class Overridden(Experiment):
     declared, overridden = module.Declared, module.Overridden
     assert declared.name == "from-module" and declared.summary == "Line one and two."
     assert list(declared.presets) == ["tiny", "paper"] and declared.presets["paper"]() == "p"  # PRESET_NAMES order
-    assert declared().runner("s") == "s"  # the module's run, unbound
+    assert declared().runner("s") == "s" and declared().claim([1, 2]) == 2  # the module's run and claim, unbound
     assert overridden.name == "own" and overridden.summary == "own summary" and overridden().runner() == "t"
 
 

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from biaslab.spec import SpecError, parse_override
-from biaslab.store import DEFAULT_PATH, RunNotFound, Store, StoreError, StoreWarning
+from biaslab.store import DEFAULT_PATH, RunNotFound, Store, StoreError, StoreWarning, unwritable_directory
 from biaslab.trackers import TARGETS, TrackerError, TrackerWarning
 
 BAD_INPUT = 2
@@ -408,12 +408,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def _writable_directory(path: Path, what: str, hint: str = "") -> None:
     """Create `path` if missing; InputError (one line: `what`, the reason, `hint`) unless it is a writable directory."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise InputError(f"{what} ({error.strerror}: {error.filename}){hint}") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise InputError(f"{what} (not writable){hint}")
+    problem = unwritable_directory(path)
+    if problem:
+        raise InputError(f"{what} ({problem}){hint}")
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -628,6 +628,16 @@ CURVE_COLUMNS = ("run_id", "metric", "step", "value")  # the long format of curv
 KEPT_COLUMNS = ("run_id",)  # never dropped as constant: it joins the runs table to the curves
 
 
+def unwritable_directory(path: Path) -> str | None:
+    """Create the directory `path` if missing; None when it is a writable directory, else why not in a few words
+    ('Permission denied: /x', 'not writable'), for the caller's one-line error."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        return f"{error.strerror}: {error.filename}"
+    return None if os.access(path, os.W_OK | os.X_OK) else "not writable"
+
+
 def write_table(frame, destination: str | Path, format: str) -> Path:
     """Write a DataFrame (no index) to `destination` as CSV or Parquet, creating its directory; ValueError for another format."""
     if format not in EXPORT_FORMATS:

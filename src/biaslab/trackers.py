@@ -48,7 +48,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from biaslab.store import FINISHED, RunRecord, SweepEntry, flatten
+from biaslab.store import FINISHED, RunRecord, SweepEntry, flatten, unwritable_directory
 
 if TYPE_CHECKING:
     from biaslab.claims import Verdict
@@ -417,12 +417,9 @@ def _require(module: str, extra: str, tracker: str) -> Any:
 def _directory(path: str | Path, tracker: str) -> Path:
     """`path` created if missing, absolute; TrackerError (one line) unless it is a writable directory."""
     directory = Path(path).expanduser().absolute()
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise TrackerError(f"tracker {tracker}: cannot write to {directory} ({error.strerror})") from None
-    if not os.access(directory, os.W_OK | os.X_OK):
-        raise TrackerError(f"tracker {tracker}: cannot write to {directory} (not writable)")
+    problem = unwritable_directory(directory)
+    if problem:
+        raise TrackerError(f"tracker {tracker}: cannot write to {directory} ({problem})")
     return directory
 
 

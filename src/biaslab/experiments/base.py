@@ -72,6 +72,7 @@ Runner = Callable[[RunSpec], Result]
 
 
 PRESET_NAMES = ("tiny", "quick", "paper")  # the module-level preset functions an experiment module defines, in order
+MODULE_METHODS = ("figures", "claim")  # methods a module may define as plain functions of the records
 
 
 class Experiment:
@@ -79,8 +80,8 @@ class Experiment:
 
     A subclass states what is its own (`title`, `reference`, `reads`, figures, claim; its docstring is the summary
     the report shows); what its module already says it takes from there (`module_defaults`): `name` from the
-    module's `NAME`, `presets` from its functions `tiny`, `quick` and `paper`, `runner` from its function `run`.
-    An attribute set in the class body wins (`runner = run_supervised`).
+    module's `NAME`, `presets` from its functions `tiny`, `quick` and `paper`, `runner` from its function `run`,
+    `figures` and `claim` from its functions of those names. What the class body sets wins (`runner = run_supervised`).
     """
 
     name: str = ""
@@ -188,7 +189,8 @@ CATALOG: Registry[Experiment] = Registry("experiment")
 def module_defaults(cls: type[Experiment]) -> dict[str, Any]:
     """What an experiment class takes from its module and docstring, for each attribute its body does not set: `name`
     (the module's NAME), `presets` (its functions named in PRESET_NAMES, in that order), `runner` (its function
-    `run`) and `summary` (the class docstring as one paragraph). `catalog.read_entries` reads the same from source."""
+    `run`), `figures` and `claim` (its functions of those names) and `summary` (the class docstring as one
+    paragraph). `catalog.read_entries` reads the name and presets the same way from source."""
     module, own = sys.modules.get(cls.__module__), cls.__dict__
     found: dict[str, Any] = {}
     if "name" not in own and isinstance(getattr(module, "NAME", None), str):
@@ -198,6 +200,9 @@ def module_defaults(cls: type[Experiment]) -> dict[str, Any]:
         found["presets"] = presets
     if "runner" not in own and inspect.isfunction(getattr(module, "run", None)):
         found["runner"] = module.run
+    for method in MODULE_METHODS:  # a module-level figures(records) / claim(records) serves as the method
+        if method not in own and inspect.isfunction(getattr(module, method, None)):
+            found[method] = staticmethod(getattr(module, method))
     if "summary" not in own and cls.__doc__:
         found["summary"] = " ".join(inspect.cleandoc(cls.__doc__).split())
     return found

@@ -359,12 +359,6 @@ class BatchSizeSharpness(Experiment):
         """The standard run's memory and its Hessian top eigenvalue on the whole training set (`measure`: Lanczos capped at 200 steps)."""
         return default_working_memory(spec) + hessian_memory(spec, iterations=200)
 
-    def figures(self, records):
-        return figures(records)
-
-    def claim(self, records):
-        return claim(records)
-
 
 CATALOG.add(NAME, BatchSizeSharpness())
 

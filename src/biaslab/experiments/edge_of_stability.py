@@ -357,12 +357,6 @@ class EdgeOfStability(Experiment):
         """The standard run's memory and its sharpness checks: the Hessian of the loss on the whole training set, by Lanczos."""
         return default_working_memory(spec) + hessian_memory(spec, iterations=LANCZOS_MAX_ITER)
 
-    def figures(self, records):
-        return figures(records)
-
-    def claim(self, records):
-        return claim(records)
-
 
 CATALOG.add(NAME, EdgeOfStability())
 

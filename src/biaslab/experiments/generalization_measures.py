@@ -249,11 +249,5 @@ class GeneralizationMeasures(Experiment):
         """The standard run's memory and its measures: the Hessian's top eigenvalue and trace on the whole training set."""
         return default_working_memory(spec) + hessian_memory(spec, iterations=LANCZOS_MAX_ITER)
 
-    def figures(self, records):
-        return figures(records)
-
-    def claim(self, records):
-        return claim(records)
-
 
 CATALOG.add(NAME, GeneralizationMeasures())
