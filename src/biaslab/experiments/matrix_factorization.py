@@ -147,9 +147,9 @@ class MatrixFactorization(Experiment):
         ax_rank.set(xscale="log", xlabel="init scale", ylabel="effective rank", title="effective rank of the solution")
         ax_error.legend(fontsize=8)
         dynamics, axes = new_figure(ncols=2)
-        smallest = min((r.spec["model"]["init_scale"] for r in finished), default=None)
+        smallest = min((r.run_spec.model.init_scale for r in finished), default=None)
         for ax, depth in zip(axes, (2, 3)):
-            run = next((r for r in finished if r.spec["model"]["depth"] == depth and r.spec["model"]["init_scale"] == smallest), None)
+            run = next((r for r in finished if r.run_spec.model.depth == depth and r.run_spec.model.init_scale == smallest), None)
             if run is None:
                 continue
             steps = np.maximum(run.curves["step"], 1)

@@ -139,9 +139,9 @@ def run(spec: RunSpec) -> Result:
 
 
 def _label(record: RunRecord) -> str:
-    train = record.spec["train"]
-    method = "Adam" if train["optimizer"] == "adam" else ("GD + momentum" if train["momentum"] > 0 else "GD")
-    return f"{method}, {record.spec['problem']['points']}"
+    spec = record.run_spec
+    method = "Adam" if spec.train.optimizer == "adam" else ("GD + momentum" if spec.train.momentum > 0 else "GD")
+    return f"{method}, {spec.problem.points}"
 
 
 def _lr_text(record: RunRecord) -> str:
@@ -191,7 +191,7 @@ class MaxMargin(Experiment):
             steps = np.maximum(np.array(record.curves["step"]), 1)
             style = {"color": f"C{i}", "label": f"{_label(record)} ({_lr_text(record)})"}
             ax_norm.plot(steps, record.curves["norm"], **style)
-            if record.spec["train"]["optimizer"] != "adam":
+            if record.run_spec.train.optimizer != "adam":
                 t_end, n_end = steps[-1], record.curves["norm"][-1]
                 guide = n_end + record.final["svm_norm"] * (np.log(steps) - np.log(t_end))
                 ax_norm.plot(steps[steps > t_end / 1e3], guide[steps > t_end / 1e3], color=f"C{i}", linestyle=":", linewidth=1)
@@ -208,14 +208,14 @@ class MaxMargin(Experiment):
 
     def claim(self, records: list[RunRecord]) -> Verdict:
         claim = "Under GD the norm grows by ||w_svm|| ln 10 per decade, the loss falls as 1/t, and the angle to w_svm keeps shrinking."
-        gd = [r for r in records if r.status == "ok" and r.spec["train"]["optimizer"] == "gd" and r.spec["train"]["momentum"] == 0]
+        gd = [r for r in records if r.status == "ok" and r.run_spec.train.optimizer == "gd" and r.run_spec.train.momentum == 0]
         if not gd:
             return Verdict(claim, False, {}, "no finished plain-GD runs")
         numbers: dict[str, float] = {}
         passed = True
         for record in gd:
             d = gd_diagnostics(record)
-            key = record.spec["problem"]["points"]
+            key = record.run_spec.problem.points
             numbers |= {f"{key}_{k}": float(v) for k, v in d.items()}
             passed &= abs(d["growth_ratio"] - 1) <= NORM_TOLERANCE
             passed &= LOSS_SLOPE[0] <= d["loss_slope"] <= LOSS_SLOPE[1]

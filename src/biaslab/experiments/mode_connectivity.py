@@ -177,7 +177,7 @@ def _measured(done: list[RunRecord]) -> tuple[str, ...]:
 
 
 def _width(record: RunRecord) -> int:
-    return int(record.spec["model"]["width"])
+    return record.run_spec.model.width
 
 
 def _seed_means(done: list[RunRecord], key: str) -> dict[int, float]:
@@ -214,7 +214,7 @@ def _path_figure(done: list[RunRecord]) -> Figure:
     paths = _measured(done) or PATHS
     fig, axes = new_figure(ncols=len(paths), nrows=2)
     widths = sorted({_width(r) for r in done})
-    first = {w: min((r for r in done if _width(r) == w), key=lambda r: r.spec["seed"]) for w in widths}
+    first = {w: min((r for r in done if _width(r) == w), key=lambda r: r.run_spec.seed) for w in widths}
     for column, path in enumerate(paths):
         top, bottom = axes[column], axes[len(paths) + column]
         for i, width in enumerate(widths):

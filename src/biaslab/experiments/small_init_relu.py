@@ -134,8 +134,8 @@ class SmallInitRelu(Experiment):
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
         fig, (ax_loss, ax_dirs, ax_norm) = new_figure(ncols=3)
-        finished = sorted((r for r in records if r.status == "ok"), key=lambda r: r.spec["model"]["init_scale"])
-        scales = sorted({r.spec["model"]["init_scale"] for r in finished})
+        finished = sorted((r for r in records if r.status == "ok"), key=lambda r: r.run_spec.model.init_scale)
+        scales = sorted({r.run_spec.model.init_scale for r in finished})
         for record in finished:
             color = f"C{scales.index(record.spec['model']['init_scale'])}"
             steps = np.maximum(record.curves["step"], 1)
