@@ -107,3 +107,36 @@ def test_without_problem_seed_the_runs_seed_draws_the_instance_as_before():
         explicit = run(_spec(PROBLEM.model_copy(update={"seed": seed}), depth=2, init_scale=0.1, lr=0.5, steps=20, seed=seed))
         assert implicit.history == explicit.history and implicit.final == explicit.final
     assert RunSpec(problem=MatrixCompletion()).spec_id == RunSpec(problem={"kind": "matrix_completion", "seed": None}).spec_id
+
+
+def test_recovery_over_init_draws_counts_each_fixed_instance_and_depth_apart():
+    import pandas as pd
+
+    from biaslab.experiments.matrix_factorization import RECOVERED, init_draw_recovery
+
+    fixed = pd.DataFrame(  # instance 0: depth 3 recovers on 2 of 3 draws, depth 2 on none; instance 1: depth 3 on all
+        {
+            "problem.seed": [0] * 6 + [1] * 2,
+            "model.depth": [2, 2, 2, 3, 3, 3, 3, 2],
+            "error": [0.5, 0.4, 0.6, 0.01, RECOVERED * 2, 0.02, 0.03, 0.3],
+        }
+    )
+    numbers, (note,) = init_draw_recovery(fixed)
+    assert numbers == {
+        "init_draws_recovered_depth2_instance0": 0.0,
+        "init_draws_recovered_depth3_instance0": 2 / 3,
+        "init_draws_recovered_depth2_instance1": 0.0,
+        "init_draws_recovered_depth3_instance1": 1.0,
+    }
+    assert "instance 0: depth 2 0 of 3, depth 3 2 of 3; instance 1: depth 2 0 of 1, depth 3 1 of 1" in note
+    assert init_draw_recovery(fixed.iloc[:0]) == ({}, ())
+
+
+def test_the_fixed_instance_study_holds_the_matrix_and_varies_only_the_init():
+    from biaslab.experiments import CATALOG
+
+    specs = CATALOG.get("matrix-factorization").sweep("quick").expand()
+    fixed = [s for s in specs if s.problem.seed is not None]
+    assert {(s.problem.seed, s.model.depth) for s in fixed} == {(k, d) for k in range(4) for d in (2, 3)}
+    assert {s.seed for s in fixed} == {100, 101, 102} and {s.model.init_scale for s in fixed} == {1e-3}
+    assert len(specs) - len(fixed) == 36  # the main grid is unchanged: 3 depths x 3 scales x 4 seeds
