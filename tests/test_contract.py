@@ -128,3 +128,18 @@ def test_interpolation_width_is_the_narrowest_width_every_seed_fits():
     table = pd.DataFrame({"model.width": [8, 8, 16, 16, 32, 32], "train_error": [0.1, 0.0, 0.0, 0.01, 0.0, 0.0]})
     assert interpolation_width(table) == 32  # at 16 one seed still errs
     assert interpolation_width(table[table["model.width"] < 32]) is None and interpolation_width(table.iloc[0:0]) is None
+
+
+@pytest.mark.parametrize("name", CATALOG.names())
+def test_device_is_refused_where_the_runner_computes_on_the_cpu_whatever_it_says(name):
+    experiment = CATALOG.get(name)
+    for spec in experiment.sweep("tiny").expand():
+        on_gpu = spec.model_copy(update={"device": "cuda"})
+        if "device" in experiment.reads_of(spec):
+            try:
+                experiment.check(on_gpu)
+            except SpecError as error:  # a runner may still refuse it for its own reason, never as unread
+                assert "does not read" not in str(error), (name, str(error))
+        else:
+            with pytest.raises(SpecError, match=r"^device: .* does not read this field; leave it at its default \(\"cpu\"\)"):
+                experiment.check(on_gpu)

@@ -95,7 +95,8 @@ class Experiment:
     trains_model = False  # True when the runner trains one network: it measures spec.probes (supervised.with_probes)
     # at every evaluation and returns the network in its Result, for spec.save_weights; False: both fields are refused
     reads: tuple[str, ...] = ()  # the spec fields the runner reads: dotted paths, or a section ('train') for all its
-    # fields; set away from its default, any other field is refused (`refuse_unread_fields`). seed, device, probes and
+    # fields; set away from its default, any other field is refused (`refuse_unread_fields`): `device` too, where the
+    # runner computes in numpy, scikit-learn or a convex solver whatever it says. seed, probes and
     # save_weights are the contract's own (see ALWAYS_READ and trains_model).
 
     def sweep(self, preset: str | None = None) -> Sweep:
@@ -216,18 +217,18 @@ def refuse_model_fields(spec: RunSpec, why: str) -> None:
         raise SpecError(f"save_weights: {why}, so it has no weights to keep; allowed: false")
 
 
-SUPERVISED_READS = ("data", "model", "train", "dtype")  # a network trained by `train.fit` on a dataset
+SUPERVISED_READS = ("data", "model", "train", "dtype", "device")  # a network trained by `train.fit` on a dataset
 
 
 def estimator_reads(spec: RunSpec) -> tuple[str, ...]:
     """What a fit through `biaslab.estimators` reads: the estimator, where its examples come from (the problem, else the
     dataset), and for estimator.kind 'neural_net' the network's model and training."""
     source = ("problem",) if spec.problem is not None else ("data",)
-    network = ("model", "train") if spec.estimator is not None and spec.estimator.kind == "neural_net" else ()
-    return ("estimator", *source, "dtype", *network)  # dtype: fixed per estimator kind (spec.ESTIMATOR_DTYPES) but neural_net
+    network = ("model", "train", "device") if spec.estimator is not None and spec.estimator.kind == "neural_net" else ()
+    return ("estimator", *source, "dtype", *network)  # device: only a network trains on it; the others compute in numpy  # dtype: fixed per estimator kind (spec.ESTIMATOR_DTYPES) but neural_net
 
 
-ALWAYS_READ = ("experiment", "seed", "device", "probes", "save_weights")  # checked by the framework, not by `reads`
+ALWAYS_READ = ("experiment", "seed", "probes", "save_weights")  # checked by the framework, not by `reads`
 NAMED_ONLY = ("train.batch_sizes",)  # one experiment's fields: a section in `reads` does not cover them
 
 
@@ -235,13 +236,14 @@ def refuse_unread_fields(spec: RunSpec, reads: tuple[str, ...], name: str) -> No
     """SpecError for the first field set away from its default that `reads` does not cover: no field is accepted and
     then ignored. A section in `reads` covers its fields (not those in NAMED_ONLY); an unset section is at its default."""
     for path, default in set_fields(spec):
-        if not _covered(path, reads):
+        if not covers(reads, path):
             what = "section" if "." not in path and default is None else "field"
             raise SpecError(f"{path}: {name} does not read this {what}; leave it at its default ({json.dumps(default)}). It reads: {', '.join(reads)}")
 
 
-def _covered(path: str, reads: tuple[str, ...]) -> bool:
-    """Whether `reads` names the field, a section holding it, or (for a section) a field inside it."""
+def covers(reads: tuple[str, ...], path: str) -> bool:
+    """Whether a runner that reads `reads` reads the field or section `path`: `reads` names it, a section holding it
+    (except the NAMED_ONLY fields), or (for a section) a field inside it; the framework's own fields always."""
     if path in ALWAYS_READ or path in reads or any(r.startswith(f"{path}.") for r in reads):
         return True
     return path not in NAMED_ONLY and any(path.startswith(f"{r}.") for r in reads)

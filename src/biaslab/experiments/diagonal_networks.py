@@ -122,7 +122,7 @@ class DiagonalNetworks(Experiment):
     reads = ("problem", "dtype", "train.batch_size", "model.init_scale", "train.optimizer", "train.lr", "train.max_steps", "train.eval_every", "train.eval_spacing", "train.eval_points", "train.stop_loss")
 
     def refuse(self, spec: RunSpec) -> None:
-        require(spec, {"device": ("cpu",), "dtype": ("float64",), "train.optimizer": ("gd",), "train.momentum": (0.0,), "train.weight_decay": (0.0,), "train.schedule": ("constant",)})
+        require(spec, {"dtype": ("float64",), "train.optimizer": ("gd",), "train.momentum": (0.0,), "train.weight_decay": (0.0,), "train.schedule": ("constant",)})
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
         finished = [r for r in records if r.status == "ok"]

@@ -264,8 +264,6 @@ class DoubleDescent(Experiment):
                 raise SpecError(f"estimator.n_features: at most problem.d = {spec.problem.d}, got {spec.estimator.n_features}")
         elif spec.estimator.kind == "min_norm":
             raise SpecError("estimator.kind: min_norm runs on problem.kind=gaussian_features; on data use random_features")
-        if spec.estimator.kind != "neural_net":
-            require(spec, {"device": ("cpu",)})
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
         table = _table(records)

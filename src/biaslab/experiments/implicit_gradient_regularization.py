@@ -214,7 +214,7 @@ class ImplicitGradientRegularization(Experiment):
     def refuse(self, spec: RunSpec) -> None:
         require(spec, {"problem.kind": ("backward_error",)})
         require(spec, {"train.optimizer": ("gd",), "dtype": ("float64",)})  # full-batch GD in float64 only
-        require(spec, {"device": ("cpu",), "train.momentum": (0.0,), "train.weight_decay": (0.0,), "train.schedule": ("constant",)})
+        require(spec, {"train.momentum": (0.0,), "train.weight_decay": (0.0,), "train.schedule": ("constant",)})
         steps_for(spec.problem, spec.train.lr)
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:

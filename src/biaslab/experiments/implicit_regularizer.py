@@ -266,7 +266,7 @@ class EstimateImplicitRegularizer(Experiment):
 
     def refuse(self, spec: RunSpec) -> None:
         require(spec, {"problem.kind": ("implicit_regularizer",)})
-        require(spec, {"device": ("cpu",), "dtype": ("float64",), "train.optimizer": ("gd",), "train.loss": ("mse",), "train.momentum": (0.0,), "train.weight_decay": (0.0,), "train.schedule": ("constant",)})
+        require(spec, {"dtype": ("float64",), "train.optimizer": ("gd",), "train.loss": ("mse",), "train.momentum": (0.0,), "train.weight_decay": (0.0,), "train.schedule": ("constant",)})
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
         finished = [r for r in records if r.status == "ok"]

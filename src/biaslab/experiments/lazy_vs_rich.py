@@ -141,7 +141,7 @@ class LazyVsRich(Experiment):
 
     title = "Large output scale makes training lazy: weights and tangent kernel freeze and the net behaves like its linearization"
     reference = "Chizat, Oyallon & Bach 2019, On Lazy Training in Differentiable Programming (NeurIPS); Woodworth et al. 2020 (COLT)"
-    reads = ("problem", "data", "model", "train.loss", "dtype", *MINIMIZE_READS)
+    reads = ("problem", "data", "model", "train.loss", "dtype", "device", *MINIMIZE_READS)
 
     def refuse(self, spec: RunSpec) -> None:
         require(spec, {"problem.kind": ("lazy_scaling",)})

@@ -138,7 +138,7 @@ class MatrixFactorization(Experiment):
 
     title = "Deep factorizations complete low-rank matrices that depth 2 and the nuclear norm cannot"
     reference = "Arora, Cohen, Hu & Luo 2019, Implicit Regularization in Deep Matrix Factorization (NeurIPS); Gunasekar et al. 2017"
-    reads = ("problem", "model.depth", "model.init_scale", "dtype", *MINIMIZE_READS)
+    reads = ("problem", "model.depth", "model.init_scale", "dtype", "device", *MINIMIZE_READS)
 
     def refuse(self, spec: RunSpec) -> None:
         require(spec, MINIMIZE_ONLY)

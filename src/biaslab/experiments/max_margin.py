@@ -183,7 +183,7 @@ class MaxMargin(Experiment):
     reads = ("problem", "dtype", "train.batch_size", "train.optimizer", "train.lr", "train.momentum", "train.betas", "train.max_steps", "train.eval_every", "train.eval_spacing", "train.eval_points")
 
     def refuse(self, spec: RunSpec) -> None:
-        require(spec, {"device": ("cpu",), "dtype": ("float64",), "train.optimizer": ("gd", "adam"), "train.batch_size": (None,), "train.weight_decay": (0.0,), "train.nesterov": (False,), "train.schedule": ("constant",)})
+        require(spec, {"dtype": ("float64",), "train.optimizer": ("gd", "adam"), "train.batch_size": (None,), "train.weight_decay": (0.0,), "train.nesterov": (False,), "train.schedule": ("constant",)})
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
         fig, (ax_norm, ax_loss, ax_angle, ax_margin) = new_figure(ncols=4, width=3.6)

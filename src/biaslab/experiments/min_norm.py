@@ -89,7 +89,7 @@ class MinNorm(Experiment):
 
     title = "GD on least squares converges to the interpolant nearest its start"
     reference = "e.g. Gunasekar et al. 2018, Characterizing Implicit Bias in Terms of Optimization Geometry (ICML)"
-    reads = ("problem", "dtype", *MINIMIZE_READS)
+    reads = ("problem", "dtype", "device", *MINIMIZE_READS)
 
     def refuse(self, spec: RunSpec) -> None:
         require(spec, MINIMIZE_ONLY)

@@ -338,7 +338,7 @@ class ScalingLaws(Experiment):
             raise SpecError(f"problem.kind: {NAME} runs on problem.kind='power_law_features' (or no problem: the MLP runs), got {spec.problem.kind!r}")
         if spec.estimator is None:
             raise SpecError(f"estimator: {NAME} needs estimator.kind='min_norm'")
-        require(spec, {"estimator.kind": ("min_norm",), "estimator.ridge_rule": ("fixed",), "device": ("cpu",)})  # the optimal rule is gaussian_features'
+        require(spec, {"estimator.kind": ("min_norm",), "estimator.ridge_rule": ("fixed",)})  # the optimal rule is gaussian_features'
         refuse_model_fields(spec, f"the solvable model of {NAME} is computed in closed form and trains no network")
         if spec.estimator.n_features > spec.problem.latent:
             raise SpecError(f"estimator.n_features: at most problem.latent = {spec.problem.latent}, got {spec.estimator.n_features}")

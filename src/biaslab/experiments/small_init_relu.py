@@ -127,7 +127,7 @@ class SmallInitRelu(Experiment):
 
     title = "From a small init, ReLU neurons align to a few directions after a plateau"
     reference = "Boursier, Pillaud-Vivien & Flammarion 2022, Gradient flow dynamics of shallow ReLU networks for square loss and orthogonal inputs (NeurIPS)"
-    reads = ("problem", "model.width", "model.init_scale", "dtype", *MINIMIZE_READS)
+    reads = ("problem", "model.width", "model.init_scale", "dtype", "device", *MINIMIZE_READS)
 
     def refuse(self, spec: RunSpec) -> None:
         require(spec, MINIMIZE_ONLY | {"problem.kind": (None, "orthogonal_inputs")})
