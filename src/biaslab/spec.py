@@ -282,11 +282,10 @@ class MarginGeometry(_Frozen):
     labels: Literal["sparse_teacher", "dense_teacher"] = "sparse_teacher"
     n: int = Field(20, ge=2)  # points
     d: int = Field(50, ge=2)  # dimensions
-    step_rule: Literal["normalized", "constant"] = "normalized"  # gd, sign_descent, coordinate_descent: the step is
-    # train.lr / (B^2 L(w_t)) (normalized, Gunasekar et al.'s Theorem 5 step) or train.lr / B^2 (constant), B the
-    # largest dual norm of a point and L the mean exponential loss
-    adam_decay: float = Field(0.5, gt=0.0, le=1.0)  # adam: the step is train.lr (t + 2)^-adam_decay (Zhang et al. 2024)
-    adam_eps: float = Field(0.0, ge=0.0)  # adam: epsilon (0: the sign-like limit Zhang et al. analyse)
+    decay: float = Field(0.5, ge=0.0, le=1.0)  # every optimizer's step falls like (t + 2)^-decay (t = 1, 2, ...)
+    normalize: bool = True  # gd, sign_descent, coordinate_descent: the step is train.lr (t + 2)^-decay / (B^2 L(w_t)),
+    # B the largest dual norm of a point, L the mean exponential loss (False: without the 1 / L(w_t)); adam: train.lr (t + 2)^-decay
+    adam_eps: float = Field(0.0, ge=0.0)  # adam: epsilon, in gradient units (0: the sign-like limit Zhang et al. analyse)
     seed: int | None = Field(None, ge=0)  # problem draw (the points, the teacher); None: the run's seed draws them
 
 
