@@ -103,26 +103,22 @@ def test_first_steps_by_hand():
     np.testing.assert_allclose(_final("adam", 1, lr=0.5, decay=0.25), 0.5 / 3**0.25 * np.array([1.0, 1.0, -1.0]))
 
 
+def _hand_steepest(u: np.ndarray, optimizer: str) -> np.ndarray:
+    if optimizer == "gd":
+        return u
+    if optimizer == "sign_descent":
+        return np.abs(u).sum() * np.sign(u)
+    return np.where(np.arange(3) == np.argmax(np.abs(u)), u, 0.0)
+
+
 @pytest.mark.parametrize("optimizer, radius", [("gd", 6 ** 0.5), ("sign_descent", 4.0), ("coordinate_descent", 2.0)])
-def test_second_steps_by_hand_normalized_or_not(optimizer, radius):
-    w1 = _final(optimizer, 1)
+@pytest.mark.parametrize("normalize", [True, False])
+def test_second_steps_by_hand_normalized_or_not(optimizer, radius, normalize):
+    w1 = _final(optimizer, 1, normalize=normalize)  # the same first step either way: L(0) = 1
     loss, u = _hand_direction(w1)
-    if optimizer == "gd":
-        direction = u
-    elif optimizer == "sign_descent":
-        direction = np.abs(u).sum() * np.sign(u)
-    else:
-        direction = np.where(np.arange(3) == np.argmax(np.abs(u)), u, 0.0)
-    np.testing.assert_allclose(_final(optimizer, 2), w1 + direction / 2 / radius**2, rtol=1e-12)  # (2 + 2)^-1/2, over L
-    w1 = _final(optimizer, 1, normalize=False)  # the same first step: L(0) = 1
-    loss, u = _hand_direction(w1)
-    if optimizer == "gd":
-        direction = u
-    elif optimizer == "sign_descent":
-        direction = np.abs(u).sum() * np.sign(u)
-    else:
-        direction = np.where(np.arange(3) == np.argmax(np.abs(u)), u, 0.0)
-    np.testing.assert_allclose(_final(optimizer, 2, normalize=False), w1 + loss * direction / 2 / radius**2, rtol=1e-12)
+    size = 1.0 if normalize else loss  # normalized: the step is divided by L(w_1)
+    expected = w1 + size * _hand_steepest(u, optimizer) / 2 / radius**2  # (2 + 2)^-1/2 = 1/2
+    np.testing.assert_allclose(_final(optimizer, 2, normalize=normalize), expected, rtol=1e-12)
 
 
 @pytest.mark.parametrize("eps", [0.0, 1e-3])
