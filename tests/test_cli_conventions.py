@@ -39,7 +39,7 @@ def test_config_fields_lists_type_value_and_allowed_values(capsys):
     lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
     assert "float" in lines["train.lr"] and "[> 0.0]" in lines["train.lr"]
     assert "(swept)" in lines["model.width"] and "one of sgd" not in lines["model.width"]
-    assert "[one of gd, sgd, adam, adamw, sam, asam]" in lines["train.optimizer"]
+    assert "[one of gd, sgd, adam, adamw, sam, asam, sign_descent, coordinate_descent]" in lines["train.optimizer"]
 
 
 @pytest.mark.parametrize("text", ["train:\n  lr: 0.2\n  max_steps: 50\n", "train.lr: 0.2\ntrain.max_steps: 50\n"])

@@ -11,6 +11,9 @@ method) or in closed form, in float64 numpy.
 - `hard_margin_svm(X, y)`: argmin ||w||_2 subject to y_i <w, x_i> >= 1 (no bias),
   the direction gradient descent on the logistic loss converges to on separable
   data (Soudry et al. 2018).
+- `l1_max_margin(X, y)` and `linf_max_margin(X, y)`: argmin ||w||_1 (||w||_inf) subject to
+  y_i <w, x_i> >= 1, two linear programs: the directions that coordinate descent (steepest descent for L1, as
+  boosting) and sign descent (for L-infinity) converge to on separable data (Gunasekar et al. 2018).
 - `basis_pursuit(A, b)`: argmin ||w||_1 subject to A w = b, the limit of
   diagonal linear networks from a vanishing init (Woodworth et al. 2020).
 - `min_nuclear_norm_completion(shape, rows, cols, values)`: argmin ||W||_* subject
@@ -51,6 +54,27 @@ def hard_margin_svm(X: np.ndarray, y: np.ndarray) -> np.ndarray:
     problem = cp.Problem(cp.Minimize(cp.sum_squares(w)), [cp.multiply(y, X @ w) >= 1])
     _solve(problem, "hard_margin_svm (is the data linearly separable through the origin?)")
     return np.asarray(w.value)
+
+
+def _max_margin(X: np.ndarray, y: np.ndarray, norm: str) -> np.ndarray:
+    """argmin ||w|| subject to y_i <w, x_i> >= 1 in float64, for norm 'l1' or 'linf'."""
+    import cvxpy as cp
+
+    w = cp.Variable(X.shape[1])
+    size = cp.norm1(w) if norm == "l1" else cp.norm_inf(w)
+    problem = cp.Problem(cp.Minimize(size), [cp.multiply(np.asarray(y, dtype=np.float64), np.asarray(X, dtype=np.float64) @ w) >= 1])
+    _solve(problem, f"{norm}_max_margin (is the data linearly separable through the origin?)")
+    return np.asarray(w.value)
+
+
+def l1_max_margin(X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The L1 max-margin separator through the origin (sparse, as boosting's), scaled so the closest points have margin 1."""
+    return _max_margin(X, y, "l1")
+
+
+def linf_max_margin(X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The L-infinity max-margin separator through the origin, scaled so the closest points have margin 1."""
+    return _max_margin(X, y, "linf")
 
 
 def basis_pursuit(A: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -161,12 +161,18 @@ class ModelSpec(_Frozen):
 
 
 SGD_FAMILY = ("gd", "sgd", "sam", "asam")  # optimizers that step with torch SGD: momentum and nesterov apply
+# steepest descent w.r.t. a norm other than L2 on a linear model (Gunasekar et al. 2018): sign_descent for L-infinity
+# (step ||g||_1 sign(g)), coordinate_descent for L1 (the coordinate of largest |g|). Full batch, written out in numpy by
+# the margin_geometry problem (optimizer-geometry); no network trainer takes them.
+STEEPEST_DESCENT = ("sign_descent", "coordinate_descent")
+FULL_BATCH_OPTIMIZERS = ("gd", *STEEPEST_DESCENT)
 
 
 class TrainSpec(_Frozen):
     """Optimizer, schedule, loss and stopping rule."""
 
-    optimizer: Literal["gd", "sgd", "adam", "adamw", "sam", "asam"] = "sgd"  # sam/asam: sharpness-aware steps on SGD (momentum, nesterov, weight decay)
+    optimizer: Literal["gd", "sgd", "adam", "adamw", "sam", "asam", "sign_descent", "coordinate_descent"] = "sgd"  # sam/asam: sharpness-aware
+    # steps on SGD (momentum, nesterov, weight decay); sign_descent, coordinate_descent: see STEEPEST_DESCENT
     lr: float = Field(0.05, gt=0.0)
     momentum: float = Field(0.0, ge=0.0, lt=1.0)
     nesterov: bool = False
@@ -211,8 +217,8 @@ class TrainSpec(_Frozen):
 
     @model_validator(mode="after")
     def _gd_is_full_batch(self) -> "TrainSpec":
-        if self.optimizer == "gd" and self.batch_size is not None:
-            raise ValueError("optimizer 'gd' is full-batch: set batch_size to null")
+        if self.optimizer in FULL_BATCH_OPTIMIZERS and self.batch_size is not None:
+            raise ValueError(f"optimizer {self.optimizer!r} is full-batch: set batch_size to null")
         if self.nesterov and self.momentum == 0.0:
             raise ValueError("nesterov needs momentum > 0")
         return self
@@ -262,6 +268,25 @@ class Separable(_Frozen):
         if value % 2:
             raise ValueError(f"problem.n_points: half the points are each class, so it must be even, got {value}")
         return value
+
+
+class MarginGeometry(_Frozen):
+    """Separable data through the origin on which the L1, L2 and L-infinity max-margin directions lie far apart, and
+    the step rules of the optimizers run on it (optimizer-geometry; Gunasekar, Lee, Soudry & Srebro 2018).
+
+    x ~ N(0, I_d), n points; labels y = sign(x_1) (sparse_teacher: a 1-sparse teacher) or y = sign(<s, x>) with s a
+    random sign vector (dense_teacher). With n < d any labels are separable; a teacher's labels always are.
+    """
+
+    kind: Literal["margin_geometry"] = "margin_geometry"
+    labels: Literal["sparse_teacher", "dense_teacher"] = "sparse_teacher"
+    n: int = Field(20, ge=2)  # points
+    d: int = Field(50, ge=2)  # dimensions
+    decay: float = Field(0.5, ge=0.0, le=1.0)  # every optimizer's step falls like (t + 2)^-decay (t = 1, 2, ...)
+    normalize: bool = True  # gd, sign_descent, coordinate_descent: the step is train.lr (t + 2)^-decay / (B^2 L(w_t)),
+    # B the largest dual norm of a point, L the mean exponential loss (False: without the 1 / L(w_t)); adam: train.lr (t + 2)^-decay
+    adam_eps: float = Field(0.0, ge=0.0)  # adam: epsilon, in gradient units (0: the sign-like limit Zhang et al. analyse)
+    seed: int | None = Field(None, ge=0)  # problem draw (the points, the teacher); None: the run's seed draws them
 
 
 class SparseRegression(_Frozen):
@@ -496,7 +521,7 @@ class ConnectionPaths(_Frozen):
 
 Problem = Annotated[
     Union[
-        LeastSquares, Separable, SparseRegression, MatrixCompletion, GaussianFeatures, BackwardError, LazyScaling, ImplicitRegularizer,
+        LeastSquares, Separable, MarginGeometry, SparseRegression, MatrixCompletion, GaussianFeatures, BackwardError, LazyScaling, ImplicitRegularizer,
         Tabular, Polynomial, PowerLawFeatures, BenignRegression, OrthogonalInputs, ConnectionPaths,
     ], Field(discriminator="kind")
 ]
@@ -578,6 +603,15 @@ class RunSpec(_Frozen):
             )
         if "fourier" in self.probes and self.model.kind not in TOKEN_MODELS:
             raise ValueError(f"probes: 'fourier' measures a token embedding; it needs model.kind {' or '.join(TOKEN_MODELS)}, got {self.model.kind!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _steepest_descent_needs_a_linear_model(self) -> "RunSpec":
+        if self.train.optimizer in STEEPEST_DESCENT and getattr(self.problem, "kind", None) != "margin_geometry":
+            raise ValueError(
+                f"train.optimizer: {self.train.optimizer!r} steps a linear model on problem.kind 'margin_geometry' only "
+                f"(optimizer-geometry); got problem.kind {getattr(self.problem, 'kind', None)!r}"
+            )
         return self
 
     @model_validator(mode="after")

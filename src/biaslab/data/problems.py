@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from biaslab.runtime import numpy_generator
-from biaslab.spec import LeastSquares, MatrixCompletion, OrthogonalInputs, Polynomial, Separable, SparseRegression, Tabular
+from biaslab.spec import LeastSquares, MarginGeometry, MatrixCompletion, OrthogonalInputs, Polynomial, Separable, SparseRegression, Tabular
 
 
 def problem_seed(problem, seed: int) -> int:
@@ -93,6 +93,15 @@ def separable(problem: Separable, seed: int) -> Labelled:
         return Labelled(X, np.concatenate([np.ones(half), -np.ones(half)]))
     X = np.vstack([positives, -positives])
     return Labelled(X, np.concatenate([np.ones(len(positives)), -np.ones(len(positives))]))
+
+
+def margin_geometry(problem: MarginGeometry, seed: int) -> Labelled:
+    """x ~ N(0, I_d), labelled by the sign of x_1 (sparse_teacher) or of <s, x> with s a random sign vector
+    (dense_teacher). -> X (n, d), y (n,) in {-1, +1}; separable through the origin (by the teacher itself)."""
+    rng = np.random.default_rng(problem_seed(problem, seed))
+    X = rng.standard_normal((problem.n, problem.d))
+    teacher = np.eye(problem.d)[0] if problem.labels == "sparse_teacher" else rng.choice([-1.0, 1.0], size=problem.d)
+    return Labelled(X, np.where(X @ teacher >= 0.0, 1.0, -1.0))
 
 
 def orthogonal_inputs(problem: OrthogonalInputs, seed: int) -> Labelled:
