@@ -232,16 +232,13 @@ def _key(record: RunRecord, several_seeds: bool) -> str:
 
 
 class OptimizerGeometry(Experiment):
-    name = NAME
+    """On separable data steepest descent w.r.t. a norm converges in direction to that norm's max-margin separator:
+    GD to the hard-margin SVM, sign descent to the L-infinity, coordinate descent (boosting) to the sparse L1 one,
+    and full-batch Adam, sign-like, to the L-infinity one. Angles to all three references on data where they lie
+    37-73 degrees apart."""
+
     title = "Each optimizer converges to the max-margin direction of its own norm: GD L2, sign descent and Adam L-inf, coordinate descent L1"
     reference = "Gunasekar, Lee, Soudry & Srebro 2018, Characterizing Implicit Bias in Terms of Optimization Geometry (ICML); Zhang, Zou & Cao 2024 (NeurIPS)"
-    summary = (
-        "On separable data steepest descent w.r.t. a norm converges in direction to that norm's max-margin separator: "
-        "GD to the hard-margin SVM, sign descent to the L-infinity, coordinate descent (boosting) to the sparse L1 one, "
-        "and full-batch Adam, sign-like, to the L-infinity one. Angles to all three references on data where they lie 37-73 degrees apart."
-    )
-    presets = {"tiny": tiny, "quick": quick, "paper": paper}
-    runner = run
     reads = COMMON_READS + STEEPEST_READS
 
     def reads_of(self, spec: RunSpec) -> tuple[str, ...]:
