@@ -157,6 +157,7 @@ def test_gp_settings_are_refused_for_other_estimator_kinds():
     ("estimator", {"kind": "kernel_ridge"}, "estimator.kind"),
     ("data.inputs", "shuffled_pixels", "data.inputs"),
     ("data.name", "teacher", "data.name"),
+    ("device", "cuda", "device"),
 ])  # fmt: skip
 def test_specs_outside_the_experiment_are_refused(path, value, named):
     with pytest.raises(SpecError, match=named):
