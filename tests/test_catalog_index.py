@@ -64,11 +64,11 @@ def test_listing_the_catalog_imports_neither_torch_nor_any_experiment():
 
 def test_a_new_module_in_the_package_is_listed_in_name_order_with_no_other_edit(tmp_path: Path):
     package = _copy_of_experiments(tmp_path)
-    (package / "m_new_experiment.py").write_text(NEW_MODULE, encoding="utf-8")  # sorts between loss_ and matrix_
+    (package / "m_new_experiment.py").write_text(NEW_MODULE, encoding="utf-8")  # sorts between loss_ and marginal_
     derived = index(package)
     assert derived["new-experiment"] == ("A title over two lines", "Someone 2031, Sec. 2", ("tiny", "paper", "quick"))
     names = list(derived)
-    assert names[names.index("new-experiment") - 1 :][:3] == ["loss-landscape", "new-experiment", "matrix-factorization"]
+    assert names[names.index("new-experiment") - 1 :][:3] == ["loss-landscape", "new-experiment", "marginal-likelihood"]
     assert {n: e for n, e in derived.items() if n != "new-experiment"} == INDEX
 
 

@@ -16,6 +16,9 @@ scikit-learn estimator (parameters only in `__init__`, `fit(X, y)` returns
   fits); its `decision_function` is the regression output.
 - `NeuralNetClassifier(model, train, random_state)`: biaslab's MLP or CNN
   (`models.build`) trained by `train.fit`; `history_` keeps the training curves.
+- `GPRegressionClassifier(length_scale, signal, noise, learn_noise, restarts, random_state)`: exact
+  Gaussian-process regression on centred one-hot targets (one-vs-rest) with an RBF kernel whose hyperparameters
+  maximize the log marginal likelihood (Wilson & Izmailov 2020's Occam's razor); predicts the largest posterior mean.
 - `PolynomialRegressor(degree, ridge, order_penalty)`: 1-D regression on the
   Legendre basis P_0..P_K with a ridge penalty whose weight grows with the order
   (Wilson 2025's soft inductive bias: a flexible space, a preference for low order).
@@ -29,11 +32,15 @@ fit every time); nothing seeds a global generator.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, clone
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.gaussian_process import GaussianProcessRegressor
+from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
 from sklearn.kernel_ridge import KernelRidge
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
@@ -45,6 +52,7 @@ from biaslab.runtime import generator, resolve_device, resolve_dtype
 from biaslab.spec import EstimatorSpec, ModelSpec, RunSpec, TrainSpec
 from biaslab.train import Fit, fit
 
+GP_BOUNDS = (1e-5, 1e5)  # the range of every GP hyperparameter in its marginal-likelihood fit (scikit-learn's default)
 KERNEL_RIDGE_FLOOR = 1e-10  # KernelRidge solves (K + alpha I); alpha 0 on a singular K is a pseudo-inverse we do not get
 
 
@@ -202,6 +210,68 @@ class SquaredLossClassifier(ClassifierMixin, BaseEstimator):
         return self.classes_[scores.argmax(axis=1)]
 
 
+class GPRegressionClassifier(SquaredLossClassifier):
+    """Exact Gaussian-process regression on one-vs-rest targets; predicts the class of the largest posterior mean.
+
+    Each class k has a latent f_k ~ GP(0, signal * exp(-||x - x'||^2 / (2 length_scale^2))) and targets
+    y_k = [y = k] - 1/K + eps, eps ~ N(0, noise): the one-hot code centred by its mean 1/K (so the zero prior mean
+    fits it), with the hyperparameters shared by the K outputs. (length_scale, signal, noise), or (length_scale,
+    signal) with learn_noise False, maximize the log marginal likelihood summed over the K outputs, each output's
+
+        log p(y_k | X) = -1/2 y_k^T (K_theta + noise I)^-1 y_k - 1/2 log |K_theta + noise I| - n/2 log 2 pi
+
+    (scikit-learn's GaussianProcessRegressor: L-BFGS-B on the log-hyperparameters within GP_BOUNDS, no jitter added).
+    The first fit starts at the given values; each of `restarts` more starts at them times 10^z, z ~ N(0, 1) drawn per
+    hyperparameter from `random_state`; the fit of highest marginal likelihood is kept (the noise stays at `noise`
+    in every start when it is not learned).
+
+    Fitted: `regressor_` (the kept GaussianProcessRegressor), `log_marginal_likelihood_` (nats, summed over the K
+    outputs), `length_scale_`, `signal_`, `noise_`, `start_lml_` (each start's optimum, in order) and
+    `optimizer_warnings_` (scikit-learn's ConvergenceWarnings: a hyperparameter at its bound, a line search that
+    stopped; the fitted values are kept, the messages say which).
+    """
+
+    def __init__(self, length_scale: float = 1.0, signal: float = 1.0, noise: float = 1e-3, learn_noise: bool = True, restarts: int = 0, random_state=None) -> None:
+        self.length_scale = length_scale
+        self.signal = signal
+        self.noise = noise
+        self.learn_noise = learn_noise
+        self.restarts = restarts
+        self.random_state = random_state
+
+    def kernel(self, length_scale: float, signal: float, noise: float):
+        """signal * RBF(length_scale) + noise * [x = x'], each learned within GP_BOUNDS (the noise fixed unless learned)."""
+        white = WhiteKernel(noise, GP_BOUNDS if self.learn_noise else "fixed")
+        return ConstantKernel(signal, GP_BOUNDS) * RBF(length_scale, GP_BOUNDS) + white
+
+    def fit(self, X, y) -> "GPRegressionClassifier":
+        X, y = validate_data(self, X, y, dtype=np.float64)
+        check_classification_targets(y)
+        self.classes_ = np.unique(y)
+        targets = (y[:, None] == self.classes_[None, :]) - 1.0 / len(self.classes_)  # (n, K) centred one-hot
+        rng = check_random_state(self.random_state)
+        start = np.array([self.length_scale, self.signal, self.noise], dtype=np.float64)
+        starts = [start] + [np.clip(start * 10.0 ** rng.standard_normal(3), *GP_BOUNDS) for _ in range(self.restarts)]
+        fits = []
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            for length_scale, signal, noise in starts:
+                kernel = self.kernel(length_scale, signal, noise if self.learn_noise else self.noise)
+                fits.append(GaussianProcessRegressor(kernel, alpha=0.0).fit(X, targets))
+        self.optimizer_warnings_ = [str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)]
+        for w in caught:  # only the optimizer's reports are kept here; any other warning goes on to the caller
+            if not issubclass(w.category, ConvergenceWarning):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        self.start_lml_ = [float(f.log_marginal_likelihood_value_) for f in fits]
+        self.regressor_ = fits[int(np.argmax(self.start_lml_))]
+        self.log_marginal_likelihood_ = max(self.start_lml_)
+        learned = self.regressor_.kernel_
+        self.signal_ = float(learned.k1.k1.constant_value)
+        self.length_scale_ = float(learned.k1.k2.length_scale)
+        self.noise_ = float(learned.k2.noise_level)
+        return self
+
+
 class NeuralNetClassifier(ClassifierMixin, BaseEstimator):
     """biaslab's network (`model`, a ModelSpec) trained by `biaslab.train.fit` as `train` (a TrainSpec) says.
 
@@ -306,6 +376,8 @@ def make_estimator(spec: EstimatorSpec, model: ModelSpec, train: TrainSpec, seed
         return HistGradientBoostingClassifier(max_iter=spec.n_trees, max_leaf_nodes=leaves, early_stopping=False, random_state=seed)
     if spec.kind == "neural_net":
         return NeuralNetClassifier(model, train, seed, device, dtype)
+    if spec.kind == "gp":
+        return GPRegressionClassifier(spec.bandwidth, spec.signal, spec.noise, spec.learn_noise, spec.restarts, seed)
     raise ValueError(f"estimator.kind: unknown {spec.kind!r}")
 
 
