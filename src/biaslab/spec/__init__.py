@@ -37,7 +37,6 @@ from biaslab.spec.model import TOKEN_MODELS, ModelSpec
 from biaslab.spec.overrides import (
     NAMES_ITS_FIELD,
     NOT_SETTABLE,
-    _models_in,
     check_path,
     describe_error,
     parse_override,
@@ -45,6 +44,7 @@ from biaslab.spec.overrides import (
     settable_fields,
     with_values,
 )
+from biaslab.spec.overrides import _models_in  # noqa: F401  private, but tests/test_fuzz.py imports it from here
 from biaslab.spec.problems import (
     CONNECTION_PATHS,
     BackwardError,
