@@ -192,7 +192,7 @@ def test_the_index_cuts_a_long_reason_to_one_line(tmp_path: Path, monkeypatch: p
     page = read(write_report(store, tmp_path / "site"))
     cell = re.search(r"<td title=\"([^\"]*)\">([^<]*)</td>", page)
     assert cell is not None
-    assert "\n" not in cell.group(2) and len(cell.group(2)) <= 185 and cell.group(2).endswith("…")
+    assert "\n" not in cell.group(2) and len(cell.group(2)) <= 145 and cell.group(2).endswith("…")
     assert html.unescape(cell.group(1)) == long  # the whole reason in the tooltip
 
 
@@ -211,7 +211,7 @@ def test_the_experiment_page_names_title_reference_verdict_and_runs(report: Path
     assert f'<div class="verdict {verdict.label}"><b>{verdict.label}</b>' in page
     assert escape(verdict.claim) in page
     for name, value in verdict.numbers.items():  # every number, written for people, its exact value in a tooltip
-        assert f'<th>{escape(name)}</th><td class="num" title="{value}">{escape(human(name, value))}</td>' in page
+        assert f'<dt>{escape(name)}</dt><dd class="num" title="{value}">{escape(human(name, value))}</dd>' in page
     assert "biaslab run width-sweep --preset tiny" in text
     assert "6 of 6 runs stored" in text
     for record in records:

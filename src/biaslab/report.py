@@ -37,7 +37,7 @@ SPEC_SECTIONS = ("data", "model", "train", "problem", "estimator")  # dotted spe
 METRICS_FIRST = ("steps", "train_error", "test_error", "train_loss", "test_loss")  # final metrics, in this order first
 MAX_METRIC_COLUMNS = 6  # final metrics shown in the run table; every one is on the run's own page
 MAX_CURVE_POINTS = 400  # points per curve on a run page (evenly thinned, the last kept)
-REASON_CHARACTERS = 180  # the index's one-line reason is cut here, the whole reason in its tooltip
+REASON_CHARACTERS = 140  # the index's one-line reason is cut here, the whole reason in its tooltip
 # matplotlib fills a `fill_between` band with a PolyCollection; every band in biaslab's figures comes from
 # plot.mean_band, which shades the min-max range over the runs (seeds) sharing an x value
 BAND_CAPTION = ("Shaded band: the minimum to the maximum over the runs (seeds) that share an x value; the line is their "
