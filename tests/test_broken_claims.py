@@ -7,7 +7,7 @@ import pytest
 
 from biaslab.cli import main
 from biaslab.experiments import CATALOG
-from biaslab.report import write_report
+from biaslab.report import pages_of, write_report
 from biaslab.spec import RunSpec
 from biaslab.store import Store
 from biaslab.sweep import run_sweep
@@ -20,7 +20,7 @@ def test_grokking_without_its_probes_prints_fail_naming_the_missing_probes(tmp_p
     out = capsys.readouterr().out
     assert code == 0
     assert "FAIL: grokking reads the probes fourier, norms, which these runs did not measure" in out
-    page = (tmp_path / "report" / "index.html").read_text()
+    (page,) = [p.read_text() for p in pages_of(tmp_path / "report")]  # the experiment's page
     assert page.count("grokking reads the probes fourier, norms") == 2  # the verdict and, in place of the figures, the reason
 
 
@@ -35,7 +35,8 @@ def test_the_report_renders_other_experiments_beside_a_broken_one(tmp_path, monk
 
     monkeypatch.setattr(broken, "claim", raises)
     monkeypatch.setattr(broken, "figures", raises)
-    page = write_report(store, tmp_path / "out").read_text()
+    index = write_report(store, tmp_path / "out")
+    page = "".join(p.read_text() for p in [index, *pages_of(index.parent)])  # the index and every experiment's page
     assert "the claim check raised ValueError: a bug in the check" in page
     assert "drawing the figures raised ValueError: a bug in the check" in page
     assert CATALOG.get("max-margin").title in page and "max-margin" in page and "figures/" in page  # the other one is drawn

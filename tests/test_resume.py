@@ -30,6 +30,7 @@ import pandas as pd
 import pytest
 
 from biaslab.experiments import CATALOG
+from biaslab.report import pages_of
 from biaslab.spec import parse_override
 from biaslab.store import Store
 
@@ -258,7 +259,7 @@ def test_a_sweep_where_every_run_diverges_completes(tmp_path: Path) -> None:
     assert "Traceback" not in finished.stderr
     report = store / "report" / "index.html"
     assert f"report: {store / 'report' / 'index.html'}" in finished.stdout
-    page = report.read_text(encoding="utf-8")
+    page = "".join(p.read_text(encoding="utf-8") for p in [report, *pages_of(report.parent)])  # index and sweep page
     assert "no verdict" in page and "<img" not in page
     for record in Store(store).records():  # the diverged run's curves are kept, NaN loss included
         assert record.curves["train_loss"] and record.final["steps"] > 0
@@ -278,6 +279,6 @@ def test_a_sweep_with_some_diverged_runs_still_gets_a_verdict(tmp_path: Path) ->
     assert "failed" not in statuses
     assert f"{statuses.count('diverged')} diverged, 0 failed" in finished.stdout
     assert re.search(r"^(PASS|FAIL): ", finished.stdout, re.MULTILINE), finished.stdout  # the verdict was computed
-    page = (store / "report" / "index.html").read_text(encoding="utf-8")
+    (page,) = [p.read_text(encoding="utf-8") for p in pages_of(store / "report")]  # the sweep's page
     assert re.search(r"<b>(PASS|FAIL)</b>", page)
     assert "<img" in page

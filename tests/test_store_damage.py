@@ -185,7 +185,7 @@ def test_lost_sweeps_are_rebuilt_from_the_runs(tmp_path: Path, capsys, damage: s
     }
     rc, out, err = cli(capsys, "report", "--store", store.path, "--out", tmp_path / "r")
     assert rc == 0, err
-    page = (tmp_path / "r" / "index.html").read_text(encoding="utf-8")
+    page = "".join(p.read_text(encoding="utf-8") for p in (tmp_path / "r").glob("*.html"))  # the index and the sweeps' pages
     assert "no sweeps yet" not in page and record(3).spec_id in page
     Store(store.path)  # writable: the rebuilt sweeps are written back
     connection = sqlite3.connect(store.db)
