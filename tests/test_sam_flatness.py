@@ -58,11 +58,15 @@ def test_without_paired_runs_the_verdict_says_so():
     assert not verdict.passed and "no seed has finished SGD and SAM runs" in verdict.reason
 
 
-def test_other_optimizers_are_refused():
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [({"optimizer": "adam"}, "train.optimizer"), ({"stop_loss": None}, "train.stop_loss"), ({"stop_zero_error_evals": 1}, "train.stop_zero_error_evals")],
+)
+def test_what_would_break_the_equal_loss_comparison_is_refused(change, field):
     from biaslab.spec import SpecError
 
-    with pytest.raises(SpecError, match="train.optimizer"):
-        EXPERIMENT.check(SPECS[0].model_copy(update={"train": SPECS[0].train.model_copy(update={"optimizer": "adam"})}))
+    with pytest.raises(SpecError, match=f"^{field}"):
+        EXPERIMENT.check(SPECS[0].model_copy(update={"train": SPECS[0].train.model_copy(update=change)}))
 
 
 def test_tiny_fails_because_sam_is_not_flatter_in_adaptive_sharpness_on_every_seed():

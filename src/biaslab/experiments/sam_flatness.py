@@ -55,7 +55,7 @@ from biaslab.experiments.memory import default_working_memory, hessian_memory
 from biaslab.experiments.supervised import setup, with_probes
 from biaslab.plot import new_figure
 from biaslab.runtime import generator
-from biaslab.spec import DataSpec, ModelSpec, RunSpec, Sweep, TrainSpec
+from biaslab.spec import DataSpec, ModelSpec, RunSpec, SpecError, Sweep, TrainSpec
 from biaslab.store import RunRecord
 from biaslab.train import LOSSES, fit
 
@@ -189,7 +189,10 @@ class SamFlatness(Experiment):
     trains_model = True
 
     def refuse(self, spec: RunSpec) -> None:
-        require(spec, {"train.optimizer": ARMS, "train.loss": ("cross_entropy",)})
+        """The comparison is at equal training loss: each run stops at train.stop_loss and at nothing else."""
+        require(spec, {"train.optimizer": ARMS, "train.loss": ("cross_entropy",), "train.stop_zero_error_evals": (None,)})
+        if spec.train.stop_loss is None:
+            raise SpecError(f"train.stop_loss: {NAME} compares the optimizers at equal training loss; set the loss to stop at, e.g. 0.05")
 
     def working_memory(self, spec: RunSpec) -> int:
         """The standard run's memory and its Hessian top eigenvalue on the whole training set (Lanczos capped at 200 steps)."""
