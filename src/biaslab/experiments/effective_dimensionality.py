@@ -80,7 +80,7 @@ def _sweep(data: DataSpec, model: ModelSpec, train: TrainSpec, widths, seeds, op
 def tiny() -> Sweep:
     """Seconds: 200 MNIST-1D examples, three widths, one seed; the probe at its default settings."""
     data = DataSpec(name="mnist1d", n_train=200, n_test=200, standardize=False, label_noise=0.15)
-    train = TrainSpec(optimizer="sgd", lr=0.05, momentum=0.9, batch_size=50, max_steps=200, eval_every=200)
+    train = TrainSpec(optimizer="sgd", lr=0.05, momentum=0.9, batch_size=50, max_steps=200, eval_every=100)  # a mid-run evaluation: a stopping rule can act
     return _sweep(data, ModelSpec(kind="mlp", depth=1), train, (4, 16, 64), (0,))
 
 

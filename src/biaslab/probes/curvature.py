@@ -308,8 +308,7 @@ class Density:
         """
         if z <= 0:
             raise ValueError(f"z: must be positive, got {z}")
-        positive = self.nodes.clamp_min(0.0)
-        per_probe = self.dim * (self.weights * positive / (positive + z)).sum(dim=1)
+        per_probe = self.dim * (self.weights * _saturation(self.nodes, z)).sum(dim=1)
         return _mean_estimate(per_probe, "slq")
 
 
