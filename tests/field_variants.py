@@ -37,6 +37,7 @@ FOR_NULL = {
     "train.stop_loss": 0.5,
     "estimator.max_leaf_nodes": 4,
     "problem.seed": 12345,
+    "probe_options.n_eff_examples": 64,  # fewer than any tiny training set: a subset
     "problem.lr_unit": "absolute",  # not a seed the presets use: a draw of its own
 }
 

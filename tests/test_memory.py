@@ -193,7 +193,7 @@ def test_an_in_process_sweep_warns_once_about_a_run_larger_than_the_budget(tmp_p
     from biaslab.store import Store
     from biaslab.sweep import run_sweep
 
-    sweep = mf_tiny().override({"model.depth": 2, "model.init_scale": 0.1})
+    sweep = mf_tiny().model_copy(update={"also": ()}).override({"model.depth": 2, "model.init_scale": 0.1})  # one run: the main grid only
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         outcome = run_sweep(sweep, Store(tmp_path / "s"), executor="inprocess", budget=1)

@@ -12,7 +12,7 @@ handful of numbers a reader wants first.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -72,9 +72,13 @@ EXACT: dict[str, Info] = {
     "hessian_converged": _flag("Lanczos converged", "whether every eigenvalue met the tolerance"),
     "hessian_trace": Info("Hessian trace", "sum of all Hessian eigenvalues (Hutch++ estimate; ± its standard error)", "nats / weight²", LOWER_FLAT),
     "hessian_trace_samples": _count("trace products", "Hessian-vector products the trace estimate used"),
-    "effective_dim": Info("effective dimensionality", "N_eff = sum of lambda / (lambda + z) over Hessian eigenvalues (Maddox et al. 2020; SLQ estimate ± s.e.): directions the data pin down", "parameters", "lower = simpler (fewer determined directions)"),
-    "effective_dim_samples": _count("N_eff probes", "random probe vectors of the SLQ estimate"),
-    "effective_dim_z": Info("N_eff's z", "the prior precision z in lambda / (lambda + z)", "nats / weight²"),
+    "n_eff": Info("effective dimensionality N_eff", "sum of lambda / (lambda + z) over the training-loss Hessian's eigenvalues (Maddox et al. 2020): about how many weight directions the data pin down more tightly than a prior of precision z (z below); top-k eigenvalues by Lanczos plus Lanczos quadrature for the rest, an estimate ± its s.e.", "directions", "lower = simpler (fewer determined directions)"),
+    "n_eff_top": Info("N_eff of the top-k eigenvalues", "the same sum over the k largest eigenvalues only: the truncation Maddox et al. compute, a lower bound of N_eff", "directions"),
+    "n_eff_z": Info("N_eff's z", "the prior precision an eigenvalue is compared with in lambda / (lambda + z)", "nats / weight²"),
+    "n_eff_k": _count("N_eff's top eigenvalues", "largest eigenvalues found by Lanczos (the rest estimated by quadrature)"),
+    "n_eff_converged": _flag("N_eff's Lanczos converged", "whether every top eigenvalue met the tolerance"),
+    "n_eff_samples": _count("N_eff probes", "random probe vectors of the quadrature for the eigenvalues past the top k"),
+    "n_eff_products": _count("N_eff products", "Hessian-vector products the N_eff estimate used"),
     "examples": _count("examples used", "training examples (a random subset) this section measured on"),
     # sharpness
     "sharpness_keskar": Info("ε-sharpness (Keskar)", "largest loss rise within a box of half-width ε(|w| + 1) around the weights", "nats", LOWER_FLAT),
@@ -231,8 +235,11 @@ def headline(sections: dict) -> list[Headline]:
     if "curvature" in sections:
         rows.append(_line(sections, "curvature", "hessian_top"))
         rows.append(_line(sections, "curvature", "hessian_trace"))
-        if "effective_dim" in sections["curvature"]:
-            rows.append(_line(sections, "curvature", "effective_dim"))
+        if "n_eff" in sections["curvature"]:
+            line = _line(sections, "curvature", "n_eff")
+            z, k = _get(sections, "curvature", "n_eff_z"), _get(sections, "curvature", "n_eff_k")
+            said = f" at z = {z:g}, top {k:.0f} eigenvalues exact, the rest estimated" if z is not None and k is not None else ""
+            rows.append(replace(line, value=line.value + said))
     if "sharpness" in sections:
         rows.append(_line(sections, "sharpness", "sharpness_adaptive"))
     if "margins" in sections and "margin_raw_median" in sections["margins"]:

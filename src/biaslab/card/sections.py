@@ -50,7 +50,7 @@ class CardOptions:
     keskar_epsilon: float = 1e-3
     adaptive_rho: float = 0.05
     average_sigma: float = 0.01
-    effective_dim_z: float = 1.0  # z of the effective dimensionality sum lambda / (lambda + z) (Maddox et al. 2020 use 1)
+    effective_dim_z: float = 1.0  # z of the effective dimensionality sum lambda / (lambda + z) over the mean loss's Hessian
     calibration_bins: int = 15
     pacbayes_steps: int = 2000  # posterior optimization steps (Dziugaite & Roy used 1000 epochs of a far larger set)
     pacbayes_samples: int = 1000  # Monte-Carlo draws of the posterior's training error
@@ -170,8 +170,11 @@ def curvature_section(subject: Subject, options: CardOptions, card: Card) -> dic
     density = curvature.spectral_density(
         model, loss_fn, batches, options.density_probes, options.density_steps, generator(options.seed, "card-slq")
     )
-    row |= density.effective_dimensionality(options.effective_dim_z).metrics("effective_dim")
-    row["effective_dim_z"] = options.effective_dim_z
+    with curvature.curvature_operator(model, loss_fn, batches) as (matvec, dim):  # N_eff: the top-k found above, SLQ on the rest
+        like = curvature.trainable(model)[0]
+        row |= curvature.effective_dimensionality_of(
+            matvec, dim, like, eigen, options.effective_dim_z, options.density_probes, options.density_steps, generator(options.seed, "card-neff")
+        )  # fmt: skip
     card.arrays["density_nodes"] = density.nodes.reshape(-1).tolist()
     card.arrays["density_weights"] = density.weights.reshape(-1).tolist()
     card.figures["hessian_density"] = _density_figure(density, eigen.values[0])
@@ -417,7 +420,7 @@ def estimate(subject: Subject, options: CardOptions, sections: Sequence[str] | N
         "fit": train_pass + test_pass,
         "norms": costs.spectra,
         "margins": 3 * train_pass + costs.spectra,
-        "curvature": 3 * grad + hvp * (lanczos + options.trace_probes + options.density_probes * options.density_steps),
+        "curvature": 4 * grad + hvp * (lanczos + options.trace_probes + 2 * options.density_probes * options.density_steps),  # density and N_eff's tail
         "sharpness": grad * 2 * options.sharpness_steps + fwd * (2 * options.sharpness_samples + 2)
         + fwd * 2 * options.sharpness_samples * FLATNESS_EVALUATIONS,
         "spectra": costs.spectra,

@@ -111,7 +111,8 @@ class Experiment:
         no field may be accepted and then ignored. The contract's fields first, then the experiment's own `refuse`."""
         if not self.trains_model:
             refuse_model_fields(spec, f"{self.name} trains no single network")
-        refuse_unread_fields(spec, self.reads_of(spec), self.name)
+        probe_settings = ("probe_options",) if self.trains_model else ()  # read with the probes they set (spec.PROBE_OPTIONS)
+        refuse_unread_fields(spec, self.reads_of(spec) + probe_settings, self.name)
         self.refuse(spec)
 
     def reads_of(self, spec: RunSpec) -> tuple[str, ...]:

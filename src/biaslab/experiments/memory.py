@@ -145,7 +145,7 @@ def default_working_memory(spec: RunSpec, in_population: bool = False) -> int:
     weights = parameters * dtype_bytes * (PARAMETER_COPIES + optimizer_states(spec))
     training = batch * activations * dtype_bytes * ACTIVATION_COPIES
     evaluation = evaluated * activations * dtype_bytes
-    return data_bytes(spec) + weights + max(training, evaluation)
+    return data_bytes(spec) + weights + max(training, evaluation) + probe_memory(spec)
 
 
 HESSIAN_GRAPH_COPIES = 7  # a double-backward graph: forward outputs, their gradients kept by create_graph, temporaries
@@ -166,6 +166,15 @@ def hessian_memory(spec: RunSpec, iterations: int, examples: int | None = None) 
     dtype_bytes = DTYPE_BYTES[spec.dtype]
     graph = (examples or size.n_train) * activations * dtype_bytes * HESSIAN_GRAPH_COPIES
     return graph + iterations * parameters * dtype_bytes * LANCZOS_COPIES
+
+
+def probe_memory(spec: RunSpec) -> int:
+    """Bytes the spec's Hessian probes hold while they measure (effective_dim: a double-backward graph over its
+    examples, Lanczos's basis of at most LANCZOS_MAX_ITER vectors and one quadrature basis of n_eff_steps); 0 without."""
+    if "effective_dim" not in spec.probes:
+        return 0
+    options = spec.probe_options
+    return hessian_memory(spec, iterations=LANCZOS_MAX_ITER + options.n_eff_steps, examples=options.n_eff_examples)
 
 
 def job_peak_memory(job: Sequence[RunSpec]) -> int:

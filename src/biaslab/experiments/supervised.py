@@ -18,25 +18,42 @@ from torch import nn
 
 from biaslab import data as datasets
 from biaslab import models, probes
+from biaslab.probes import curvature
 from biaslab.registry import Registry
 from biaslab.runtime import generator, resolve_device, resolve_dtype
 from biaslab.spec import RunSpec
 from biaslab.experiments.base import Result, execute, record_of, run_env
 from biaslab.store import RunRecord
-from biaslab.train import OnEval, fit
+from biaslab.train import LOSSES, OnEval, fit
 from biaslab.train.population import fit_population
 
 
 FOURIER_TOP_K = 5  # frequencies counted by the Fourier probe: Nanda et al. 2023 found 5 key frequencies at p = 113
 
 
-Probe = Callable[[nn.Module, datasets.Dataset, dict[str, torch.Tensor]], dict[str, float]]  # (model, data, init) -> scalars
+Probe = Callable[[nn.Module, datasets.Dataset, dict[str, torch.Tensor], RunSpec], dict[str, float]]  # (model, data, init, spec) -> scalars
+
+
+def effective_dim(model: nn.Module, data: datasets.Dataset, init: dict[str, torch.Tensor], spec: RunSpec) -> dict[str, float]:
+    """N_eff of the training loss's Hessian (probes.curvature.effective_dimensionality) with the spec's probe_options,
+    on the training set the run fits (its noisy labels included), or a random subset of it drawn from the seed."""
+    options = spec.probe_options
+    x, y = data.x_train, data.y_train
+    if options.n_eff_examples is not None and options.n_eff_examples < x.shape[0]:
+        index = torch.randperm(x.shape[0], generator=generator(spec.seed, "effective-dim-examples"))[: options.n_eff_examples].to(x.device)
+        x, y = x[index], y[index]
+    return curvature.effective_dimensionality(
+        model, LOSSES[spec.train.loss], [(x, y)], z=options.n_eff_z, k=options.n_eff_k, probes=options.n_eff_probes,
+        steps=options.n_eff_steps, generator=generator(spec.seed, "effective-dim"),
+    )  # fmt: skip
+
 
 PROBES: Registry[Probe] = Registry("probe")  # the names `spec.probes` may hold, in the order they are measured
-PROBES.add("norms", lambda model, data, init: probes.norms(model) | probes.distance_from(model, init))
-PROBES.add("path_norm", lambda model, data, init: probes.path_norm(model))
-PROBES.add("margin", lambda model, data, init: probes.normalized_margin(model, data.x_train, data.y_train))
-PROBES.add("fourier", lambda model, data, init: probes.fourier_concentration(models.token_embedding(model), FOURIER_TOP_K))
+PROBES.add("norms", lambda model, data, init, spec: probes.norms(model) | probes.distance_from(model, init))
+PROBES.add("path_norm", lambda model, data, init, spec: probes.path_norm(model))
+PROBES.add("margin", lambda model, data, init, spec: probes.normalized_margin(model, data.x_train, data.y_train))
+PROBES.add("fourier", lambda model, data, init, spec: probes.fourier_concentration(models.token_embedding(model), FOURIER_TOP_K))
+PROBES.add("effective_dim", effective_dim)  # a Hessian probe: tens of Hessian-vector products per evaluation
 
 
 def probe_hook(spec: RunSpec, model: nn.Module, data: datasets.Dataset) -> OnEval:
@@ -47,7 +64,7 @@ def probe_hook(spec: RunSpec, model: nn.Module, data: datasets.Dataset) -> OnEva
     def on_eval(model: nn.Module, step: int) -> dict[str, float]:
         row: dict[str, float] = {}
         for probe in chosen:
-            row |= probe(model, data, init)
+            row |= probe(model, data, init, spec)
         return row
 
     return on_eval

@@ -66,7 +66,7 @@ from biaslab.spec.problems import (
     Tabular,
 )
 from biaslab.spec.rules import ReadRule, SpecError
-from biaslab.spec.run import UNHASHED_FIELDS, ProbeName, RunSpec, canonical_json
+from biaslab.spec.run import PROBE_OPTIONS, UNHASHED_FIELDS, ProbeName, ProbeOptions, RunSpec, canonical_json
 from biaslab.spec.train import FULL_BATCH_OPTIMIZERS, SGD_FAMILY, STEEPEST_DESCENT, TrainSpec
 
 __all__ = [
@@ -74,7 +74,7 @@ __all__ = [
     "DataSpec", "DatasetName", "ESTIMATOR_DTYPES", "EstimatorKind", "EstimatorSpec", "GaussianFeatures",
     "ImplicitRegularizer", "InputCorruption", "LazyScaling", "LeastSquares", "MarginGeometry", "MatrixCompletion", "ModelSpec",
     "ModularOperation", "NAMES_ITS_FIELD", "NOT_SETTABLE", "OrthogonalInputs", "Polynomial", "PowerLawFeatures",
-    "ProbeName", "Problem", "REGRESSION_DATASETS", "ReadRule", "RunSpec", "SGD_FAMILY", "SPATIAL_DATASETS", "STEEPEST_DESCENT", "FULL_BATCH_OPTIMIZERS",
+    "PROBE_OPTIONS", "ProbeName", "ProbeOptions", "Problem", "REGRESSION_DATASETS", "ReadRule", "RunSpec", "SGD_FAMILY", "SPATIAL_DATASETS", "STEEPEST_DESCENT", "FULL_BATCH_OPTIMIZERS",
     "Separable", "SparseRegression", "SpecError", "Sweep", "TOKEN_MODELS", "Tabular", "TrainSpec", "UNHASHED_FIELDS",
     "canonical_json", "check_path", "describe_error", "is_prime", "parse_override", "parse_value", "settable_fields",
     "with_values",

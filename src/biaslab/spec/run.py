@@ -22,7 +22,25 @@ from biaslab.spec.problems import Problem
 from biaslab.spec.rules import _Frozen
 from biaslab.spec.train import STEEPEST_DESCENT, TrainSpec
 
-ProbeName = Literal["norms", "margin", "path_norm", "fourier"]  # fourier: token models only (the embedding's spectrum over Z_p)
+ProbeName = Literal["norms", "margin", "path_norm", "fourier", "effective_dim"]  # fourier: token models only (the embedding's spectrum over Z_p)
+
+
+class ProbeOptions(_Frozen):
+    """Settings of the probes that have any; each is read only when `probes` names its probe.
+
+    effective_dim: N_eff(H, z) = sum_i lambda_i / (lambda_i + z) over the eigenvalues of the Hessian of the mean
+    training loss (Maddox, Benton & Wilson 2020), the top n_eff_k by Lanczos plus stochastic Lanczos quadrature
+    (n_eff_probes vectors x n_eff_steps steps) for the rest, on n_eff_examples training examples.
+    """
+
+    n_eff_z: float = Field(1.0, gt=0.0)  # z, the prior precision an eigenvalue is compared with (nats / weight^2)
+    n_eff_k: int = Field(10, ge=1)  # top Hessian eigenvalues found exactly by Lanczos
+    n_eff_probes: int = Field(3, ge=2)  # Rademacher vectors of the tail's quadrature (>= 2 for a standard error)
+    n_eff_steps: int = Field(20, ge=1)  # Lanczos steps per quadrature vector
+    n_eff_examples: int | None = Field(None, gt=0)  # a random subset of the training set (drawn from seed); None: all
+
+
+PROBE_OPTIONS = {"effective_dim": ("n_eff_z", "n_eff_k", "n_eff_probes", "n_eff_steps", "n_eff_examples")}  # probe -> its settings
 
 
 class RunSpec(_Frozen):
@@ -35,6 +53,7 @@ class RunSpec(_Frozen):
     problem: Problem | None = None  # a solvable problem (experiments with exact references); None: data + model
     estimator: EstimatorSpec | None = None  # a model class fitted through biaslab.estimators; None: model + train
     probes: tuple[ProbeName, ...] = ()  # measured at every evaluation, beside errors and losses
+    probe_options: ProbeOptions = ProbeOptions()  # settings of the probes named in `probes` (effective_dim)
     seed: int = Field(0, ge=0)  # model init and batch order
     save_weights: bool = False  # keep the trained weights in the store (safetensors), for `biaslab probe`
     device: str = "cpu"  # where the run trains: cpu, cuda, cuda:1, mps
@@ -49,6 +68,15 @@ class RunSpec(_Frozen):
             )
         if "fourier" in self.probes and self.model.kind not in TOKEN_MODELS:
             raise ValueError(f"probes: 'fourier' measures a token embedding; it needs model.kind {' or '.join(TOKEN_MODELS)}, got {self.model.kind!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _probe_options_need_their_probe(self) -> "RunSpec":
+        for probe, names in PROBE_OPTIONS.items():
+            for name in names:
+                field = ProbeOptions.model_fields[name]
+                if getattr(self.probe_options, name) != field.default and probe not in self.probes:
+                    raise ValueError(f"probe_options.{name}: read only when probes holds {probe!r}, got probes {list(self.probes)}; leave it at its default {field.default!r}")
         return self
 
     @model_validator(mode="after")
