@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from biaslab.spec.rules import ReadRule, _Frozen, check_read_only_when
+from biaslab.spec.rules import ReadRule, _Frozen, read_only_when_validator
 
 DatasetName = Literal["mnist1d", "digits", "teacher", "mnist", "cifar10", "modular", "chebyshev"]
 REGRESSION_DATASETS = ("chebyshev",)  # real-valued targets: squared loss only, no 0-1 error
@@ -81,10 +81,7 @@ class DataSpec(_Frozen):
 
     READ_ONLY_WHEN = DATASET_FIELDS
 
-    @model_validator(mode="after")
-    def _dataset_fields_match_the_dataset(self) -> "DataSpec":
-        check_read_only_when(self, "data")
-        return self
+    _dataset_fields_match_the_dataset = read_only_when_validator("data")
 
     @model_validator(mode="after")
     def _regression_has_no_labels(self) -> "DataSpec":

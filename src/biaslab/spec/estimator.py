@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from biaslab.spec.rules import _Frozen, check_read_only_when
+from biaslab.spec.rules import _Frozen, read_only_when_validator
 
 EstimatorKind = Literal["min_norm", "random_features", "random_forest", "boosting", "kernel_ridge", "neural_net", "polynomial", "gp"]
 
@@ -61,10 +61,7 @@ class EstimatorSpec(_Frozen):
         *((name, "kind", ("gp",)) for name in ("signal", "noise", "learn_noise", "restarts")),
     )  # fmt: skip
 
-    @model_validator(mode="after")
-    def _settings_match_the_kind(self) -> "EstimatorSpec":
-        check_read_only_when(self, "estimator")
-        return self
+    _settings_match_the_kind = read_only_when_validator("estimator")
 
     @model_validator(mode="after")
     def _order_penalty_needs_polynomial(self) -> "EstimatorSpec":

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from biaslab.spec.rules import _Frozen, check_read_only_when
+from biaslab.spec.rules import _Frozen, read_only_when_validator
 
 TOKEN_MODELS = ("token_mlp", "transformer")  # models whose inputs are token ids (the modular dataset)
 
@@ -46,10 +46,7 @@ class ModelSpec(_Frozen):
         ("dropout", "kind", ("mlp", "cnn")), ("readout_bias", "kind", ("mlp", "cnn")),
     )  # fmt: skip
 
-    @model_validator(mode="after")
-    def _architecture_fields_match_the_kind(self) -> "ModelSpec":
-        check_read_only_when(self, "model")
-        return self
+    _architecture_fields_match_the_kind = read_only_when_validator("model")
 
     @model_validator(mode="after")
     def _gains_need_a_scaled_init(self) -> "ModelSpec":

@@ -12,7 +12,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
-from biaslab.spec.rules import _Frozen, check_read_only_when
+from biaslab.spec.rules import _Frozen, read_only_when_validator
 
 # One seed, one job. A problem drawn at random has a `seed` field, the problem draw: None (the default, which keeps
 # every older spec and its spec_id) lets the run's `seed` draw the instance as well as the init, as before the field
@@ -150,10 +150,7 @@ class BackwardError(_Frozen):
 
     READ_ONLY_WHEN = tuple((name, "model", ("mlp",)) for name in ("n_points", "dim", "width", "batches"))
 
-    @model_validator(mode="after")
-    def _mlp_fields_need_the_mlp(self) -> "BackwardError":
-        check_read_only_when(self, "problem")
-        return self
+    _mlp_fields_need_the_mlp = read_only_when_validator("problem")
 
     @model_validator(mode="after")
     def _fields_of_the_other_model(self) -> "BackwardError":
@@ -190,10 +187,7 @@ class ImplicitRegularizer(_Frozen):
 
     READ_ONLY_WHEN = (("dropout", "procedure", ("dropout",)), ("width", "procedure", ("mlp_early_stopping",)))
 
-    @model_validator(mode="after")
-    def _settings_of_the_procedure(self) -> "ImplicitRegularizer":
-        check_read_only_when(self, "problem")
-        return self
+    _settings_of_the_procedure = read_only_when_validator("problem")
 
 
 class Tabular(_Frozen):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 ReadRule = tuple[str, str, tuple[Any, ...]]  # (field, the deciding field, values of the deciding field under which it is read)
 
@@ -38,6 +38,18 @@ def check_read_only_when(section: _Frozen, prefix: str) -> None:
                 f"{prefix}.{name}: read only when {prefix}.{decider} is {allowed}, got {decider} {getattr(section, decider)!r}; "
                 f"leave it at its default {field.default!r}"
             )
+
+
+def read_only_when_validator(prefix: str) -> Any:
+    """The model validator that applies a section's READ_ONLY_WHEN (`check_read_only_when` with `prefix`, its path in a
+    RunSpec), for its class body: `_settings_match = read_only_when_validator("train")`; it runs where it stands among
+    the section's validators, so the order in which a spec's errors are found is the class's."""
+
+    def check(section: _Frozen) -> _Frozen:
+        check_read_only_when(section, prefix)
+        return section
+
+    return model_validator(mode="after")(check)
 
 
 def is_read(section: BaseModel, name: str) -> bool:

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from biaslab.spec.rules import _Frozen, check_read_only_when
+from biaslab.spec.rules import _Frozen, read_only_when_validator
 
 SGD_FAMILY = ("gd", "sgd", "sam", "asam")  # optimizers that step with torch SGD: momentum and nesterov apply
 # steepest descent w.r.t. a norm other than L2 on a linear model (Gunasekar et al. 2018): sign_descent for L-infinity
@@ -57,10 +57,7 @@ class TrainSpec(_Frozen):
         ("crop_padding", "augment", ("random_crop",)),
     )  # fmt: skip
 
-    @model_validator(mode="after")
-    def _settings_match_their_method(self) -> "TrainSpec":
-        check_read_only_when(self, "train")
-        return self
+    _settings_match_their_method = read_only_when_validator("train")
 
     @model_validator(mode="after")
     def _rho_needs_sam(self) -> "TrainSpec":
