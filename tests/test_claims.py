@@ -25,3 +25,11 @@ def test_checks_that_all_pass_give_every_part_as_the_reason():
     checks.check(True, "(2) holds too")
     verdict = checks.verdict("a claim", {})
     assert verdict.passed and verdict.reason == "(1) holds; (2) holds too" and verdict.notes == ()
+
+
+def test_last_decade_reads_the_end_and_the_evaluation_nearest_a_tenth_of_it():
+    from biaslab.claims import last_decade
+
+    steps = [0, 1, 10, 30, 100, 300, 1000]
+    assert last_decade(steps, [9, 8, 7, 6, 5, 4, 3]) == (1000.0, 3.0, 100.0, 5.0)
+    assert last_decade([1, 2, 20], [1.0, 2.0, 3.0]) == (20.0, 3.0, 2.0, 2.0)  # log10 2 is the nearest to log10 20 - 1

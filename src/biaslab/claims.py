@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import numpy as np
 from scipy import stats
 
 if TYPE_CHECKING:
@@ -84,6 +85,14 @@ def interpolation_width(table: pd.DataFrame) -> int | None:
     worst = table.groupby("model.width")["train_error"].max()  # over seeds
     zero = worst[worst == 0.0]
     return int(zero.index.min()) if len(zero) else None
+
+
+def last_decade(steps: Sequence[float], values: Sequence[float]) -> tuple[float, float, float, float]:
+    """(t_end, value at t_end, the evaluation step nearest t_end / 10, value there) of a log-spaced curve: how a
+    quantity moved over the last decade of steps."""
+    t, v = np.asarray(steps, dtype=float), np.asarray(values, dtype=float)
+    earlier = int(np.argmin(np.abs(np.log10(np.maximum(t, 1.0)) - (np.log10(t[-1]) - 1.0))))
+    return float(t[-1]), float(v[-1]), float(t[earlier]), float(v[earlier])
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:

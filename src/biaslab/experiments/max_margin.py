@@ -38,7 +38,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from scipy.special import expit
 
-from biaslab.claims import Verdict
+from biaslab.claims import Verdict, last_decade
 from biaslab.convex import hard_margin_svm
 from biaslab.data.problems import separable
 from biaslab.experiments.base import CATALOG, Experiment, Result, require
@@ -151,19 +151,11 @@ def _lr_text(record: RunRecord) -> str:
     return f"lr {spec.train.lr:g}" + (" / sigma_max^2" if unit == "inverse_sigma_max_squared" else "")
 
 
-def _last_decade(record: RunRecord, column: str) -> tuple[float, float, float, float]:
-    """(t_end, value at t_end, t about a decade earlier, value there) from the log-spaced curve."""
-    steps, values = np.array(record.curves["step"]), np.array(record.curves[column], dtype=float)
-    end = len(steps) - 1
-    earlier = int(np.argmin(np.abs(np.log10(np.maximum(steps, 1)) - (np.log10(steps[end]) - 1))))
-    return steps[end], values[end], steps[earlier], values[earlier]
-
-
 def gd_diagnostics(record: RunRecord) -> dict[str, float]:
     """Norm growth per decade relative to ||w_svm|| ln 10, loss slope and angle change over the last decade."""
-    t1, n1, t0, n0 = _last_decade(record, "norm")
-    _, l1, _, l0 = _last_decade(record, "loss")
-    _, a1, _, a0 = _last_decade(record, "angle_deg")
+    t1, n1, t0, n0 = last_decade(record.curves["step"], record.curves["norm"])
+    _, l1, _, l0 = last_decade(record.curves["step"], record.curves["loss"])
+    _, a1, _, a0 = last_decade(record.curves["step"], record.curves["angle_deg"])
     decades = math.log10(t1 / t0)
     return {
         "growth_ratio": ((n1 - n0) / decades) / (record.final["svm_norm"] * math.log(10)),

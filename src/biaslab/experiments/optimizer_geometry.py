@@ -64,7 +64,7 @@ import math
 import numpy as np
 from matplotlib.figure import Figure
 
-from biaslab.claims import Checks, Verdict
+from biaslab.claims import Checks, Verdict, last_decade
 from biaslab.convex import hard_margin_svm, l1_max_margin, linf_max_margin
 from biaslab.data.problems import margin_geometry
 from biaslab.experiments.base import CATALOG, Experiment, Result, require
@@ -218,14 +218,6 @@ def run(spec: RunSpec) -> Result:
     return Result.of(fit, separation | {"l1_ref_nonzeros": float((np.abs(refs["l1"]) > 1e-6 * np.abs(refs["l1"]).max()).sum())})
 
 
-def decade_change(record: RunRecord, column: str) -> tuple[float, float, float, float]:
-    """(t_end, value at t_end, the evaluation step nearest t_end / 10, value there) from the log-spaced curve."""
-    steps, values = np.array(record.curves["step"], dtype=float), np.array(record.curves[column], dtype=float)
-    end = len(steps) - 1
-    earlier = int(np.argmin(np.abs(np.log10(np.maximum(steps, 1.0)) - (np.log10(steps[end]) - 1.0))))
-    return steps[end], values[end], steps[earlier], values[earlier]
-
-
 def _key(record: RunRecord, several_seeds: bool) -> str:
     spec = record.run_spec
     return f"{spec.problem.labels}_{spec.train.optimizer}" + (f"_seed{spec.seed}" if several_seeds else "")
@@ -285,7 +277,7 @@ class OptimizerGeometry(Experiment):
         several_seeds = len({r.run_spec.seed for r in done}) > 1
         for record in done:
             key, own = _key(record, several_seeds), OWN_NORM[record.run_spec.train.optimizer]
-            t_end, end, t_before, before = decade_change(record, f"angle_{own}")
+            t_end, end, t_before, before = last_decade(record.curves["step"], record.curves[f"angle_{own}"])
             others = {norm: float(record.curves[f"angle_{norm}"][-1]) for norm in NORMS if norm != own}
             numbers |= {f"{key}_angle_own_end": end, f"{key}_angle_own_decade_before": before}
             numbers |= {f"{key}_angle_{norm}_end": value for norm, value in others.items()}
