@@ -55,13 +55,13 @@ def legend_once(ax, **options) -> None:
 
 
 class _PlainLogFormatter(LogFormatter):
-    """Log-axis tick labels as plain numbers (30, 0.2, 2.05). Decades only where the axis spans more than 1.5 decades,
-    also 2x and 5x where it spans more than 0.8, also 3x where it spans more than 0.4, every tick on a shorter axis."""
+    """Log-axis tick labels as plain numbers (30, 0.2, 2.05). Decades only where the axis spans more than 2 decades,
+    also 2x and 5x where it spans more than 1, also 3x where it spans more than 0.4, every tick on a shorter axis."""
 
     def set_locs(self, locs=None):
         low, high = sorted(self.axis.get_view_interval())
         decades = math.log10(high / low) if low > 0 else math.inf
-        self._sublabels = {1} if decades > 1.5 else {1, 2, 5} if decades > 0.8 else {1, 2, 3, 5} if decades > 0.4 else set(range(1, 11))
+        self._sublabels = {1} if decades > 2 else {1, 2, 5} if decades > 1 else {1, 2, 3, 5} if decades > 0.4 else set(range(1, 11))
 
     def _num_to_string(self, x, vmin, vmax):
         return f"{x:.6g}" if 1 <= abs(x) < 1e6 else f"{x:.3g}"
@@ -76,6 +76,19 @@ def plain_log_ticks(ax, axis: str = "both") -> None:
             target = getattr(ax, f"{name}axis")
             target.set_major_formatter(_PlainLogFormatter(labelOnlyBase=False))
             target.set_minor_formatter(_PlainLogFormatter(labelOnlyBase=False))
+
+
+def figure_legend(fig, axes=None, ncols: int | None = None, **options) -> None:
+    """One legend for the whole figure, below its panels, with one entry per label over all `axes` (default: all of
+    the figure's): for panels whose lines all mean the same thing, where a legend inside one panel would cover data.
+    Needs a constrained-layout figure (`new_figure`), which makes room for it."""
+    unique = {}
+    for ax in fig.get_axes() if axes is None else axes:
+        handles, labels = ax.get_legend_handles_labels()
+        for handle, label in zip(handles, labels):
+            unique.setdefault(label, handle)
+    if unique:
+        fig.legend(unique.values(), unique.keys(), loc="outside lower center", ncols=ncols or min(len(unique), 4), **({"fontsize": 8} | options))
 
 
 def reliability_diagram(table, title: str | None = None) -> Figure:
