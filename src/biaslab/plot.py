@@ -56,12 +56,24 @@ def legend_once(ax, **options) -> None:
 
 class _PlainLogFormatter(LogFormatter):
     """Log-axis tick labels as plain numbers (30, 0.2, 2.05). Decades only where the axis spans more than 2 decades,
-    also 2x and 5x where it spans more than 1, also 3x where it spans more than 0.4, every tick on a shorter axis."""
+    also 2x and 5x where it spans more than 1, also 3x where it spans more than 0.4; on a shorter axis (whose ticks
+    matplotlib places linearly) every tick, or every second or third one where there are more than `MOST`."""
+
+    MOST = 5
+    _shown = None
 
     def set_locs(self, locs=None):
         low, high = sorted(self.axis.get_view_interval())
         decades = math.log10(high / low) if low > 0 else math.inf
         self._sublabels = {1} if decades > 2 else {1, 2, 5} if decades > 1 else {1, 2, 3, 5} if decades > 0.4 else set(range(1, 11))
+        shown = sorted(x for x in (locs if locs is not None else ()) if low <= x <= high)
+        step = math.ceil(len(shown) / self.MOST) if decades <= 0.4 and shown else 1
+        self._shown = set(shown[::step]) if step > 1 else None
+
+    def __call__(self, x, pos=None):
+        if self._shown is not None and not any(math.isclose(x, y) for y in self._shown):
+            return ""
+        return super().__call__(x, pos)
 
     def _num_to_string(self, x, vmin, vmax):
         return f"{x:.6g}" if 1 <= abs(x) < 1e6 else f"{x:.3g}"
