@@ -235,7 +235,7 @@ class SoftInductiveBias(Experiment):
                 for i, model in enumerate((*MODELS, *VARIANTS)):
                     for r in (r for r in chosen if model_name(r.run_spec.estimator) == model):
                         ax.plot(plot, r.arrays["fit"], color=f"C{i}", label=model, linestyle=":" if model in VARIANTS else "-")
-                ax.set(ylim=(-1.5, 2.0), xlabel="x", title=f"{target} target, n = {n}")
+                ax.set(ylim=(-1.5, 2.0), xlabel="x", ylabel="y", title=f"{target} target, n = {n}")
                 legend_once(ax)
         return fig
 
