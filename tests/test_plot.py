@@ -1,4 +1,4 @@
-"""plot.mean_band: the drawn mean and band against pandas' own group statistics."""
+"""plot.mean_band: the drawn mean and band against pandas' own group statistics; plot.seed_bars; plot.plain_log_ticks."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.colors import to_rgb
 
-from biaslab.plot import mean_band, new_figure, seed_bars
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+from biaslab.plot import mean_band, new_figure, plain_log_ticks, seed_bars
 
 
 def test_mean_band_draws_the_group_mean_and_shades_min_to_max_in_the_line_colour():
@@ -42,3 +44,20 @@ def test_seed_bars_put_one_bar_per_hue_at_each_category_at_the_seed_mean_with_ev
     dots = [(list(line.get_xdata()), list(line.get_ydata())) for line in ax.get_lines()]
     assert dots[0] == ([-0.2, -0.2], [0.6, 0.8]) and dots[3] == ([1.2], [0.4])
     assert [t.get_text() for t in ax.legend().get_texts()] == ["model M", "n"]
+
+
+def _tick_texts(fig, axis) -> list[str]:
+    FigureCanvasAgg(fig).draw()
+    low, high = sorted(axis.get_view_interval())
+    ticks = axis.get_major_ticks() + axis.get_minor_ticks()
+    return sorted((t.get_loc(), t.label1.get_text()) for t in ticks if low <= t.get_loc() <= high and t.label1.get_text())
+
+
+def test_plain_log_ticks_write_plain_numbers_and_label_between_decades_only_on_a_short_axis():
+    fig, (ax,) = new_figure()
+    ax.set(xscale="log", xlim=(30, 80), yscale="log", ylim=(1e-3, 10))  # x: 0.43 decades; y: 4 decades
+    plain_log_ticks(ax)
+    assert [text for _, text in _tick_texts(fig, ax.xaxis)] == ["30", "50"]
+    assert [text for _, text in _tick_texts(fig, ax.yaxis)] == ["0.001", "0.01", "0.1", "1", "10"]
+    ax.set(xlim=(1.95, 2.2))  # a short axis: matplotlib places six linear ticks, every second one is labelled
+    assert [text for _, text in _tick_texts(fig, ax.xaxis)] == ["1.95", "2.05", "2.15"]

@@ -68,7 +68,7 @@ from biaslab.claims import Verdict
 from biaslab.experiments.supervised import fresh_model
 from biaslab.experiments.base import CATALOG, Experiment, Result, SUPERVISED_READS
 from biaslab.experiments.memory import default_working_memory, hessian_memory
-from biaslab.plot import new_figure
+from biaslab.plot import figure_legend, new_figure, plain_log_ticks
 from biaslab.probes import curvature, landscape, sharpness
 from biaslab.probes.core import snapshot
 from biaslab.runtime import generator, resolve_device, resolve_dtype
@@ -301,6 +301,14 @@ def _rescaling_notes(records: list[RunRecord]) -> list[str]:
 # ---------------------------------------------------------------- figures
 
 
+READABLE = {  # column: (panel title, y-axis label with its unit)
+    "hessian_top": ("Hessian top eigenvalue", "top eigenvalue of the train-loss Hessian"),
+    "sharpness_keskar": (f"epsilon-sharpness (eps {KESKAR_EPSILON:g})", "% rise of 1 + train loss in the box"),
+    "sharpness_adaptive": (f"adaptive sharpness (rho {ADAPTIVE_RHO:g})", "rise of the train loss"),
+    "test_error": ("test error", "test 0/1 error"),
+}
+
+
 def figures(records: list[RunRecord]) -> dict[str, Figure]:
     done = [r for r in records if r.status == "ok"]
     if not done:
@@ -308,19 +316,25 @@ def figures(records: list[RunRecord]) -> dict[str, Figure]:
     sizes = _sizes(done[0])
     others = sizes[1:]
     lines, axes = new_figure(ncols=len(others), width=4.6)
+    seeds = sorted({r.run_spec.seed for r in done})
+    styles = dict(zip(seeds, ["-", "--", "-.", (0, (1, 1)), (0, (5, 1, 1, 1, 1, 1))] * len(seeds)))  # colour: quantity, style: seed
     for ax, other in zip(axes, others):
         error_ax = ax.twinx()
         for record in done:
             alphas = record.arrays.get("interp_alpha", [])
             if f"interp.{other}.train_loss" not in record.arrays:
                 continue
-            ax.plot(alphas, record.arrays[f"interp.{other}.train_loss"], color="C0", linewidth=1, label="train loss")
-            ax.plot(alphas, record.arrays[f"interp.{other}.test_loss"], color="C1", linewidth=1, label="test loss")
-            error_ax.plot(alphas, record.arrays[f"interp.{other}.test_error"], color="C2", linewidth=0.8, linestyle=":", label="test error")
+            style = {"linestyle": styles[record.run_spec.seed]}
+            ax.plot(alphas, record.arrays[f"interp.{other}.train_loss"], color="C0", linewidth=1, label="train loss", **style)
+            ax.plot(alphas, record.arrays[f"interp.{other}.test_loss"], color="C1", linewidth=1, label="test loss", **style)
+            error_ax.plot(alphas, record.arrays[f"interp.{other}.test_error"], color="C2", linewidth=0.8, label="test error (right axis)", **style)
         ax.set(yscale="log", xlabel=f"alpha (0: {sizes[0]}, 1: {other})", ylabel="loss", title=f"line from {sizes[0]} to {other}")
+        plain_log_ticks(ax, "y")
         error_ax.set(ylabel="test error")
-        handles = {h.get_label(): h for a in (ax, error_ax) for h in a.get_lines()}
-        ax.legend(handles.values(), handles.keys(), fontsize=7)
+    if len(seeds) > 1:
+        for seed in seeds:
+            axes[0].plot([], [], color="k", linewidth=1, linestyle=styles[seed], label=f"seed {seed}")
+    figure_legend(lines, ncols=3 + min(len(seeds), 3))  # over the twin (error) axes too
     measures, axes = new_figure(ncols=len(MEASURES) + 1, width=3.3)
     for ax, column in zip(axes, (*MEASURES, "test_error")):
         for i, size in enumerate(sizes):
@@ -328,9 +342,11 @@ def figures(records: list[RunRecord]) -> dict[str, Figure]:
             ax.scatter([i] * len(values), values, s=14, color=f"C{i}")
             ax.plot([i - 0.2, i + 0.2], [np.nanmean(values)] * 2, color="k", linewidth=1)
         ax.set_xticks(range(len(sizes)), sizes)
-        ax.set(xlabel="batch size", title=column)
+        title, unit = READABLE[column]
+        ax.set(xlabel="batch size (dots: seeds, bar: mean)", ylabel=unit, title=title)
         if column != "test_error":
             ax.set_yscale("log")
+            plain_log_ticks(ax, "y")
     return {"interpolation": lines, "sharpness_by_batch": measures}
 
 

@@ -37,7 +37,7 @@ from matplotlib.figure import Figure
 
 from biaslab.claims import Verdict, spearman
 from biaslab.experiments.base import Experiment, Result, CATALOG, require
-from biaslab.plot import new_figure
+from biaslab.plot import new_figure, plain_log_ticks
 from biaslab.runtime import numpy_generator
 from biaslab.spec import BenignRegression, RunSpec, SpecError, Sweep
 from biaslab.store import RunRecord, records_table
@@ -135,7 +135,7 @@ class BenignOverfitting(Experiment):
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
         table = _table(records)
-        fig, (risk, bound) = new_figure(ncols=2, width=5.0)
+        fig, (risk, bound) = new_figure(ncols=2, width=6.4)
         for i, name in enumerate(("spiked", "isotropic")):
             rows = table[table["problem.spectrum"] == name] if len(table) else table
             if not len(rows):
@@ -151,8 +151,9 @@ class BenignOverfitting(Experiment):
                  title="min-norm interpolation of noisy labels")  # fmt: skip
         bound.set(xscale="log", yscale="log", xlabel="training examples n", ylabel="term of the bound (constants left out)",
                   title="Bartlett et al.'s effective-rank terms: -> 0 iff benign")  # fmt: skip
-        risk.legend(fontsize=7)
-        bound.legend(fontsize=7)
+        for ax in (risk, bound):  # beside the panel: inside, the legend covers lines
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+            plain_log_ticks(ax, "x")
         return {"risk": fig}
 
     def claim(self, records: list[RunRecord]) -> Verdict:

@@ -171,8 +171,11 @@ class Calibration(Experiment):
                 at = [interpolation_row(r) for r in runs]
                 if all(a is not None for a in at):
                     ax.axvline(max(runs[0].curves["step"][a] for a in at), color=f"C{i}", linestyle=":", linewidth=1)
-                ax.set(xscale="log", xlabel="step", ylabel=f"test {key.upper()}", title=f"test {key.upper()} over training (dotted: zero train error)")
-                legend_once(ax)
+                ax.set(xscale="log", xlabel="step", ylabel=f"test {key.upper()}", title=f"test {key.upper()} over training")
+        for ax in axes[:2]:
+            if any(line.get_linestyle() == ":" for line in ax.lines):
+                ax.plot([], [], color="grey", linestyle=":", linewidth=1, label="zero train error")
+            legend_once(ax)
         table = summary_table(records)
         for ax, key in zip(axes[2:], ("ece", "nll")):
             if len(table):

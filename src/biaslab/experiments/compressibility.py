@@ -63,7 +63,7 @@ from biaslab import data as datasets
 from biaslab.claims import Verdict, spearman
 from biaslab.experiments.supervised import fresh_model, setup, with_probes
 from biaslab.experiments.base import CATALOG, Experiment, Result, SUPERVISED_READS
-from biaslab.plot import legend_once, mean_band, new_figure
+from biaslab.plot import legend_once, mean_band, new_figure, plain_log_ticks
 from biaslab.probes import compression, landscape
 from biaslab.probes.bounds import compression_bound
 from biaslab.runtime import generator
@@ -299,15 +299,20 @@ class Compressibility(Experiment):
             ax.set(xlabel="sparsity", ylabel="test accuracy", title=f"H={w}")
             legend_once(ax)
         removable, axes = new_figure(ncols=3)
-        for ax, key, label in ((axes[0], "max_sparsity_global", "largest sparsity within 1 pt"), (axes[1], "min_bits", "fewest bits within 1 pt")):
+        panels = ((axes[0], "max_sparsity_global", "largest sparsity within 1 pt", "fraction of weights pruned (global)"),
+                  (axes[1], "min_bits", "fewest bits within 1 pt", "bits per weight"))  # fmt: skip
+        for ax, key, label, unit in panels:
             for r in done:
-                ax.scatter(_width(r), r.final.get(key, math.nan), color="C0", s=12)
-            ax.plot(widths, [_nanmean([r.final.get(key, math.nan) for r in by_width[w]]) for w in widths], color="C0")
-            ax.set(xscale="log", xlabel="hidden units H", title=label)
+                ax.scatter(_width(r), r.final.get(key, math.nan), color="C0", s=12, label="seeds")
+            ax.plot(widths, [_nanmean([r.final.get(key, math.nan) for r in by_width[w]]) for w in widths], color="C0", label="seed mean")
+            ax.set(xscale="log", xlabel="hidden units H", ylabel=unit, title=label)
+            plain_log_ticks(ax, "x")
+            legend_once(ax)
         for key, label, color in (("dense_bits", "dense (32 bit)", "C7"), ("pruned_bits", "pruned, measured", "C0"),
                                   ("quantized_bits", "quantized, measured", "C1"), ("compression_bound_bits", "compression-bound code", "C2")):  # fmt: skip
             axes[2].plot(widths, [_nanmean([r.final.get(key, math.nan) for r in by_width[w]]) for w in widths], marker="o", color=color, label=label)
         axes[2].set(xscale="log", yscale="log", xlabel="hidden units H", ylabel="bits", title="compressed sizes")
+        plain_log_ticks(axes[2], "x")
         legend_once(axes[2])
         return {"pruning": pruning, "quantization": quantization, "tickets": tickets, "removable": removable}
 

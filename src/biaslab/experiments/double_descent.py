@@ -67,7 +67,7 @@ from biaslab.claims import Checks, Verdict, interpolation_width
 from biaslab.estimators import MinNormRegressor
 from biaslab.experiments.base import CATALOG, Experiment, Result, estimator_reads, require
 from biaslab.experiments.estimator_runs import DIGITS_BANDWIDTH, MNIST1D_BANDWIDTH, run_classifier
-from biaslab.plot import legend_once, mean_band, new_figure
+from biaslab.plot import legend_once, mean_band, new_figure, plain_log_ticks
 from biaslab.runtime import blas_threads_as_torch, numpy_generator
 from biaslab.spec import DataSpec, EstimatorSpec, GaussianFeatures, ModelSpec, RunSpec, SpecError, Sweep, TrainSpec
 from biaslab.store import RunRecord, records_table
@@ -367,6 +367,7 @@ def _linear_figure(table: pd.DataFrame) -> Figure:
         threshold = float(part["threshold"].iloc[0])
         ax.axvline(threshold, color="grey", linestyle="--", linewidth=1, label="interpolation threshold")
         ax.set(xscale="log", yscale="log", xlabel=label, ylabel="test risk E(y - x.w)^2", title=f"(a) Gaussian model, {axis.replace('_', ' ')}")
+        plain_log_ticks(ax, "x")  # 2x10^0-style minor labels of a short log axis collide
         legend_once(ax)
     return fig
 
@@ -463,16 +464,17 @@ def _random_features_figure(table: pd.DataFrame) -> Figure:
         frame = part[part["data.name"] == name]
         unridged = frame[frame["estimator.ridge"] == 0.0]
         envelope = ridge_envelope(frame)
-        for col, (value, label) in enumerate((("test_risk", "test squared loss"), ("test_error", "test zero-one error"), ("coef_norm", "coefficient norm"))):
+        for col, (value, label) in enumerate((("test_risk", "test squared loss"), ("test_error", "test zero-one error"), ("coef_norm", "coefficient norm ||W||_F"))):
             ax = axes[3 * row + col]
             if len(unridged):
                 mean_band(ax, unridged, "complexity", value, label="min-norm", color="C0")
             if value == "test_risk" and len(envelope):
                 ax.plot(envelope.index, envelope["mean"], marker="s", markersize=3, color="C2", label="best ridge (oracle)")
             ax.axvline(float(frame["threshold"].iloc[0]), color="grey", linestyle="--", linewidth=1, label="N = n")
-            ax.set(xscale="log", xlabel="random features N", title=f"(b) {name}: {label}")
+            ax.set(xscale="log", xlabel="random features N", ylabel=label, title=f"(b) {name}: {label.split(' ||')[0]}")
             if value != "test_error" and ax.has_data() and (frame[value] > 0).all():
                 ax.set_yscale("log")
+            plain_log_ticks(ax, "x")
             legend_once(ax)
     return fig
 
@@ -575,6 +577,7 @@ def _networks_figure(records: list[RunRecord], table: pd.DataFrame) -> Figure:
     if width is not None:
         ax_width.axvline(width, color="grey", linestyle="--", linewidth=1, label=f"zero train error (H={width:g})")
     ax_width.set(xscale="log", xlabel="hidden units H", ylabel="zero-one error", title="(d) MLP width, 15% label noise")
+    plain_log_ticks(ax_width, "x")
     legend_once(ax_width)
     nets = _network_runs(records)
     first_seed = min((r.run_spec.seed for r in nets), default=0)

@@ -60,7 +60,7 @@ from biaslab.claims import Verdict
 from biaslab.experiments.supervised import setup, with_probes
 from biaslab.experiments.base import CATALOG, Experiment, Result, SUPERVISED_READS, require
 from biaslab.experiments.memory import LANCZOS_MAX_ITER, default_working_memory, hessian_memory
-from biaslab.plot import new_figure
+from biaslab.plot import new_figure, plain_log_ticks
 from biaslab.probes import curvature
 from biaslab.runtime import generator
 from biaslab.spec import DataSpec, ModelSpec, RunSpec, Sweep, TrainSpec, with_values
@@ -332,11 +332,13 @@ def figures(records: list[RunRecord]) -> dict[str, Figure]:
             lr, color = record.run_spec.train.lr, f"C{i}"
             steps = record.curves["step"]
             loss_ax.plot(steps, record.curves["train_loss"], color=color, linewidth=1, label=f"eta={lr:g}")
-            sharp_ax.plot(steps, record.curves["hessian_top"], color=color, linewidth=1)
-            sharp_ax.axhline(2.0 / lr, color=color, linestyle="--", linewidth=0.8)
+            sharp_ax.plot(steps, record.curves["hessian_top"], color=color, linewidth=1, label=f"eta={lr:g}")
+            sharp_ax.axhline(2.0 / lr, color=color, linestyle="--", linewidth=0.8, label=f"2/eta = {2.0 / lr:g}")
         loss_ax.set(yscale="log", xlabel="step", ylabel="training loss", title=f"{name}: training loss")
-        sharp_ax.set(xlabel="step", ylabel="top Hessian eigenvalue", title=f"{name}: sharpness (dashed: 2/eta)")
+        plain_log_ticks(loss_ax, "y")
+        sharp_ax.set(xlabel="step", ylabel="top Hessian eigenvalue", title=f"{name}: sharpness")
         loss_ax.legend(fontsize=7)
+        sharp_ax.legend(fontsize=7, ncols=2)
     return {"edge_of_stability": figure}
 
 

@@ -38,7 +38,6 @@ import math
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullFormatter
 
 from biaslab import data as datasets
 from biaslab import probes
@@ -46,7 +45,7 @@ from biaslab.claims import Verdict, granulated_kendall, kendall
 from biaslab.experiments.supervised import setup, with_probes
 from biaslab.experiments.base import CATALOG, Experiment, Result, SUPERVISED_READS
 from biaslab.experiments.memory import LANCZOS_MAX_ITER, default_working_memory, hessian_memory
-from biaslab.plot import new_figure
+from biaslab.plot import new_figure, plain_log_ticks
 from biaslab.probes import curvature, sharpness
 from biaslab.runtime import generator
 from biaslab.spec import DataSpec, ModelSpec, RunSpec, Sweep, TrainSpec
@@ -215,14 +214,17 @@ def figures(records: list[RunRecord]) -> dict[str, Figure]:
         values = sorted({r[axis] for r in rows if measure in r})
         for i, value in enumerate(values):
             chosen = [r for r in rows if measure in r and r[axis] == value]
-            ax.scatter([r[measure] for r in chosen], [r["gap"] for r in chosen], s=12, color=f"C{i}", label=f"{axis.split('.')[1]}={value}")
+            ax.scatter([r[measure] for r in chosen], [r["gap"] for r in chosen], s=12, color=f"C{i}", label=f"{axis.split('.')[1]} {value}")
         if all(r[measure] > 0 for r in rows if measure in r):
             ax.set_xscale("log")
-            ax.xaxis.set_minor_formatter(NullFormatter())  # decade labels only: minor labels overlap on narrow ranges
-        ax.set(xlabel=measure, ylabel="gap (test - train error)", title=f"tau {table[measure]['tau']:.2f}  Psi {table[measure]['psi.all']:.2f}")
+            plain_log_ticks(ax, "x")
+        # colour: the hyperparameter along which this measure's granulated Psi is largest, which differs between panels
+        title = f"tau {table[measure]['tau']:.2f}  Psi {table[measure]['psi.all']:.2f}; colour: {axis.split('.')[1]}"
+        ax.set(xlabel=measure, ylabel="gap (test - train error)", title=title)
+        ax.title.set_fontsize(9)
         ax.legend(fontsize=6)
     for ax in axes[len(measures) :]:
-        ax.set_visible(False)
+        ax.remove()
     bars, (ax,) = new_figure(width=7.5, height=3.6)
     order = sorted(measures, key=lambda m: table[m]["psi.all"] if not math.isnan(table[m]["psi.all"]) else -9)
     positions = np.arange(len(order))
@@ -230,7 +232,7 @@ def figures(records: list[RunRecord]) -> dict[str, Figure]:
     ax.barh(positions + 0.2, [table[m]["psi.all"] for m in order], height=0.4, label="granulated Psi")
     ax.set_yticks(positions, order, fontsize=7)
     ax.axvline(0, color="k", lw=0.8)
-    ax.set(xlabel="rank correlation with the generalization gap", title=f"{len(rows)} models at cross-entropy {STOP_LOSS}")
+    ax.set(xlabel="rank correlation with the generalization gap", ylabel="complexity measure", title=f"{len(rows)} models at cross-entropy {STOP_LOSS}")
     ax.legend(fontsize=7)
     return {"measures_vs_gap": figure, "rank_correlations": bars}
 

@@ -56,7 +56,7 @@ from matplotlib.figure import Figure
 from biaslab.claims import Verdict
 from biaslab.experiments.base import CATALOG, Experiment, Result, SUPERVISED_READS
 from biaslab.experiments.supervised import FOURIER_TOP_K, run_supervised
-from biaslab.plot import legend_once, new_figure
+from biaslab.plot import figure_legend, legend_once, new_figure
 from biaslab.spec import DataSpec, ModelSpec, RunSpec, Sweep, TrainSpec
 from biaslab.store import RunRecord, curves_from_rows
 
@@ -211,7 +211,7 @@ class Grokking(Experiment):
             ax.set(xscale="log", ylim=(-0.02, 1.02), xlabel="step", ylabel="accuracy", title=label)
             legend_once(ax, loc="center left")
         for ax in axes[len(labels) :]:
-            ax.set_visible(False)
+            ax.remove()
         progress, (norm_ax, fourier_ax) = new_figure(ncols=2, width=4.8)
         objectives = list(dict.fromkeys(label.split(",")[0] for label in labels))  # one colour per objective, dashed at large init
         for label in labels:
@@ -222,7 +222,7 @@ class Grokking(Experiment):
                 fourier_ax.plot(r.curves["step"], r.curves[FOURIER], **style)
         norm_ax.set(xscale="log", xlabel="step", ylabel="||theta||_F", title="weight norm")
         fourier_ax.set(xscale="log", xlabel="step", ylabel=f"energy share, top {FOURIER_TOP_K} frequencies", title="Fourier concentration of the embedding")
-        legend_once(norm_ax, fontsize=7)
+        figure_legend(progress)  # the same runs in both panels; inside one, it covers the curves
         return {"accuracy": accuracy, "progress": progress}
 
     def claim(self, records: list[RunRecord]) -> Verdict:

@@ -295,9 +295,9 @@ class EstimateImplicitRegularizer(Experiment):
             ax_mlp.plot(steps, r.curves["ratio"][1:], label="lambda * eta t, R = |w - w0|^2/2")
             ax_mlp.plot(steps, r.curves["r_squared"][1:], linestyle="--", label="R^2, around init")
             ax_mlp.plot(steps, r.curves["r_squared_l2_zero"][1:], linestyle=":", label="R^2, around zero")
-        ax_mlp.axhline(1.0, color="grey", linewidth=0.8)
-        ax_mlp.set(xscale="log", xlabel="step t", title="(c) MLP early stopping")
-        ax_mlp.legend(fontsize=7)
+        ax_mlp.axhline(1.0, color="grey", linewidth=0.8, label="1: lambda = 1/(eta t), or a perfect fit")
+        ax_mlp.set(xscale="log", xlabel="step t", ylabel="lambda * eta t, or R^2", title="(c) MLP early stopping")
+        ax_mlp.legend(fontsize=7, loc="center right")
         return {"recovered-lambda": fig}
 
     def claim(self, records: list[RunRecord]) -> Verdict:

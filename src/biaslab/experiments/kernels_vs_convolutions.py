@@ -47,7 +47,7 @@ from matplotlib.figure import Figure
 from biaslab.claims import Checks, Verdict
 from biaslab.experiments.base import CATALOG, Experiment, Result, estimator_reads, require
 from biaslab.experiments.estimator_runs import MNIST1D_BANDWIDTH, run_classifier
-from biaslab.plot import legend_once, new_figure, seed_bars
+from biaslab.plot import figure_legend, new_figure, seed_bars
 from biaslab.spec import DataSpec, EstimatorSpec, RunSpec, SpecError, Sweep, TrainSpec
 from biaslab.store import RunRecord
 
@@ -196,8 +196,8 @@ class KernelsVsConvolutions(Experiment):
             if len(part):
                 ax.annotate(f"train {part['train_error'].max():.2f}", (x, mean), ha="center", va="bottom", fontsize=6)
         ax.set_xticks(range(len(orders)), [f"{o} inputs" for o in orders])
-        ax.set(ylabel="test error", ylim=(0.0, 1.0), title="MNIST-1D, all models at zero training error")
-        legend_once(ax)
+        ax.set(xlabel="input order", ylabel="test error (dots: seeds)", ylim=(0.0, 1.0), title="MNIST-1D, all models at zero training error")
+        figure_legend(fig)  # below: inside, it covers the bars
         return {"test-error": fig}
 
     def claim(self, records: list[RunRecord]) -> Verdict:

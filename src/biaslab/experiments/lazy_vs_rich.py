@@ -154,7 +154,7 @@ class LazyVsRich(Experiment):
         for column, label in labels.items():
             if column in table:
                 mean_band(ax_measures, table, "problem.alpha", column, label=label)
-        ax_measures.set(xscale="log", yscale="log", xlabel="output scale alpha", title="lazy as alpha grows")
+        ax_measures.set(xscale="log", yscale="log", xlabel="output scale alpha", ylabel="relative change (unitless)", title="lazy as alpha grows")
         ax_measures.legend(fontsize=7)
         if "test_error" in table:
             mean_band(ax_error, table, "problem.alpha", "test_error", label="network")

@@ -50,13 +50,14 @@ import math
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 from biaslab import data as datasets
 from biaslab.claims import Verdict
 from biaslab.experiments.supervised import setup, with_probes
 from biaslab.experiments.base import CATALOG, Experiment, Result, SUPERVISED_READS
 from biaslab.experiments.memory import LANCZOS_MAX_ITER, default_working_memory, hessian_memory
-from biaslab.plot import landscape_contour, legend_once, new_figure
+from biaslab.plot import figure_legend, landscape_contour, legend_once, new_figure, plain_log_ticks
 from biaslab.probes import landscape
 from biaslab.runtime import generator
 from biaslab.spec import DataSpec, ModelSpec, RunSpec, Sweep, TrainSpec
@@ -247,10 +248,11 @@ def _slice_figure(done, settings, widths) -> Figure:
                 label = f"H={width}"
                 top.plot(record.arrays["slice_alphas"], record.arrays["slice_loss_mean"], color=f"C{i}", label=label, linewidth=1)
                 bottom.plot(record.arrays["hessian_alphas"], record.arrays["hessian_loss"], color=f"C{i}", label=label, linewidth=1)
-        top.set(yscale="log", xlabel="a (filter-normalized)", ylabel="train loss", title=f"batch {setting}: random directions (mean of {RANDOM_DIRECTIONS})")
+        top.set(yscale="log", xlabel="a (filter-normalized)", ylabel=f"train loss, mean of {RANDOM_DIRECTIONS} directions", title=f"batch {setting}: random directions")
         bottom.set(yscale="log", xlabel="a (unit top Hessian eigenvector)", ylabel="train loss", title=f"batch {setting}: top Hessian eigenvector")
-        legend_once(top)
-        legend_once(bottom)
+        for ax in (top, bottom):
+            plain_log_ticks(ax, "y")
+            legend_once(ax)
     return fig
 
 
@@ -281,9 +283,10 @@ def _line_figure(done) -> Figure:
             loss_ax.plot(record.arrays["line_t"], record.arrays["line_loss"], color=f"C{i}", label=label, linewidth=1)
             error_ax.plot(record.arrays["line_t"], record.arrays["line_error"], color=f"C{i}", label=label, linewidth=1)
     monotone = sum(r.final["line_monotone"] for r in done)
-    loss_ax.set(yscale="log", xlabel="t: (1-t) init + t solution", ylabel="train loss", title=f"monotone in {monotone:.0f} of {len(done)} runs")
-    error_ax.set(xlabel="t", ylabel="train error")
-    legend_once(loss_ax)
+    loss_ax.set(yscale="log", xlabel="t: (1-t) init + t solution", ylabel="train loss", title=f"loss along the line: monotone in {monotone:.0f} of {len(done)} runs")
+    plain_log_ticks(loss_ax, "y")
+    error_ax.set(xlabel="t: (1-t) init + t solution", ylabel="train error", title="error along the line")
+    figure_legend(fig)  # one line per run (seed)
     return fig
 
 
@@ -291,10 +294,13 @@ def _curvature_figure(done, settings, widths) -> Figure:
     fig, (ax,) = new_figure()
     for i, setting in enumerate(settings):
         for record in (r for r in done if _setting(r) == setting):
-            ax.scatter(_width(record), record.final["slice_curvature"], color=f"C{i}", s=12, label=f"batch {setting}")
+            ax.scatter(_width(record), record.final["slice_curvature"], color=f"C{i}", s=12, label=f"batch {setting}: seeds")
         means = [np.mean([r.final["slice_curvature"] for r in done if _setting(r) == setting and _width(r) == w] or [np.nan]) for w in widths]
-        ax.plot(widths, means, color=f"C{i}")
+        ax.plot(widths, means, color=f"C{i}", label=f"batch {setting}: seed mean")
     ax.set(xscale="log", yscale="log", xlabel="hidden units H", ylabel="second difference at 0 (filter-normalized)", title="1-D slice curvature")
+    ax.set_xticks(widths, [str(w) for w in widths], minor=False)
+    ax.xaxis.set_minor_formatter(NullFormatter())  # the widths run are the x ticks
+    plain_log_ticks(ax, "y")
     legend_once(ax)
     return fig
 

@@ -75,7 +75,7 @@ from biaslab.estimators import fit_estimator
 from biaslab.experiments.base import CATALOG, Experiment, Result, require
 from biaslab.experiments.estimator_runs import DIGITS_BANDWIDTH, MNIST1D_BANDWIDTH, numpy_arrays
 from biaslab.experiments.memory import default_working_memory
-from biaslab.plot import legend_once, mean_band, new_figure
+from biaslab.plot import figure_legend, mean_band, new_figure
 from biaslab.runtime import blas_threads_as_torch
 from biaslab.spec import DataSpec, EstimatorSpec, RunSpec, Sweep
 from biaslab.store import RunRecord
@@ -228,7 +228,7 @@ def judge(table: pd.DataFrame) -> Verdict:
 
 def draw(table: pd.DataFrame) -> dict[str, Figure]:
     panels = (("train_error", "training error (corrupted labels)"), ("test_error", "test error"), ("lml_per_example", "log marginal likelihood / n (nats)"))
-    occam, axes = new_figure(ncols=3, width=4.0)
+    occam, axes = new_figure(ncols=4, width=4.0)
     hyper, hyper_axes = new_figure(ncols=3, width=4.0)
     for dataset in sorted(table["dataset"].unique()):
         for i, arm in enumerate(ARMS):
@@ -238,6 +238,9 @@ def draw(table: pd.DataFrame) -> dict[str, Figure]:
             label = ARM_LABELS[arm] + (f" ({dataset})" if table["dataset"].nunique() > 1 else "")
             for ax, (column, _) in zip(axes, panels):
                 mean_band(ax, part, "fraction", column, label=label, color=f"C{i}")
+            # the first step dominates panel 3's scale: each step's fall on its own (symlog) axis shows the later ones
+            lml = part.groupby("fraction")["lml_per_example"].mean()
+            axes[3].plot(lml.index[1:], -np.diff(lml.values), color=f"C{i}", marker="o", markersize=3, label=label)
             for ax, column in zip(hyper_axes, ("length_scale", "signal_variance", "noise_variance")):
                 mean_band(ax, part, "fraction", column, label=label, color=f"C{i}")
     for ax, (_, ylabel) in zip(axes, panels):
@@ -245,10 +248,13 @@ def draw(table: pd.DataFrame) -> dict[str, Figure]:
     axes[1].axhline(CHANCE_ERROR, color="gray", linestyle="--", linewidth=1, label="chance")
     axes[0].set_title("the GP's fit to the training labels")
     axes[2].set_title("marginal likelihood (Occam's razor)")
+    axes[3].axhline(0.0, color="k", linewidth=0.8)
+    axes[3].set_yscale("symlog", linthresh=1e-2)
+    axes[3].set(xlabel="fraction of random training labels", ylabel="fall of log ML / n (nats, symlog)", title="fall from the previous fraction (0: a tie)")
     for ax, title in zip(hyper_axes, ("length scale l", "signal variance s^2", "noise variance sigma^2")):
         ax.set(xlabel="fraction of random training labels", ylabel=title, yscale="log", title=f"learned {title}")
-    legend_once(axes[1])
-    legend_once(hyper_axes[0])
+    figure_legend(occam)  # the same arms in every panel
+    figure_legend(hyper)
     return {"occam": occam, "hyperparameters": hyper}
 
 

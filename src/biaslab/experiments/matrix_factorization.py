@@ -146,8 +146,9 @@ class MatrixFactorization(Experiment):
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
         finished = [r for r in records if r.status == "ok" and r.run_spec.problem.seed is None]  # the main grid
         table, fixed = _studies(records)
-        summary, (ax_error, ax_rank, ax_draws) = new_figure(ncols=3)
-        _draw_recovery(ax_draws, fixed)
+        summary, (ax_error, ax_rank, *ax_draws) = new_figure(ncols=3 if len(fixed) else 2)  # no empty panel without the fixed-instance study
+        for ax in ax_draws:
+            _draw_recovery(ax, fixed)
         for depth in sorted(table["model.depth"].unique()) if len(table) else []:
             part = table[table["model.depth"] == depth]
             mean_band(ax_error, part, "model.init_scale", "error", label=f"depth {depth}")
@@ -158,6 +159,7 @@ class MatrixFactorization(Experiment):
         ax_error.set(xscale="log", yscale="log", xlabel="init scale", ylabel="||W - W*||_F / ||W*||_F", title="reconstruction error (all entries)")
         ax_rank.set(xscale="log", xlabel="init scale", ylabel="effective rank", title="effective rank of the solution")
         ax_error.legend(fontsize=8)
+        ax_rank.legend(fontsize=8)
         dynamics, axes = new_figure(ncols=2)
         smallest = min((r.run_spec.model.init_scale for r in finished), default=None)
         for ax, depth in zip(axes, (2, 3)):
@@ -167,7 +169,7 @@ class MatrixFactorization(Experiment):
             steps = np.maximum(run.curves["step"], 1)
             for i in range(TOP_SINGULAR_VALUES):
                 ax.plot(steps, run.curves.get(f"sv_{i + 1}", []), label=f"sigma_{i + 1}")
-            ax.set(xscale="log", yscale="log", xlabel="step", title=f"singular values, depth {depth}, init {smallest:g}")
+            ax.set(xscale="log", yscale="log", xlabel="step", ylabel="singular value of the product W", title=f"singular values, depth {depth}, init {smallest:g}")
             ax.legend(fontsize=7)
         return {"solutions": summary, "singular-values": dynamics}
 

@@ -42,7 +42,7 @@ from biaslab.claims import Verdict, last_decade
 from biaslab.convex import hard_margin_svm
 from biaslab.data.problems import separable
 from biaslab.experiments.base import CATALOG, Experiment, Result, require
-from biaslab.plot import legend_once, new_figure
+from biaslab.plot import figure_legend, new_figure
 from biaslab.spec import RunSpec, Separable, Sweep, TrainSpec
 from biaslab.store import RunRecord
 from biaslab.train import Fit, evaluation_steps
@@ -191,11 +191,13 @@ class MaxMargin(Experiment):
             ax_angle.plot(steps, record.curves.get("angle_deg", [math.nan] * len(steps)), **style)
             gap = (record.final["svm_margin"] - np.array(record.curves.get("margin", [math.nan] * len(steps)), dtype=float)) / record.final["svm_margin"]
             ax_margin.plot(steps, gap, **style)
-        ax_norm.set(xscale="log", xlabel="t", title="||w(t)||  (dotted: slope ||w_svm|| ln t)")
-        ax_loss.set(xscale="log", yscale="log", xlabel="t", title="loss (1/t expected)")
-        ax_angle.set(xscale="log", yscale="log", xlabel="t", title="angle to w_svm (degrees)")
-        ax_margin.set(xscale="log", xlabel="t", title="relative margin gap to the SVM", ylim=(-0.05, 1.0))
-        legend_once(ax_loss)
+        if any(line.get_linestyle() == ":" for line in ax_norm.lines):
+            ax_norm.plot([], [], color="grey", linestyle=":", linewidth=1, label="slope ||w_svm|| ln t (GD, momentum)")
+        ax_norm.set(xscale="log", xlabel="step t", ylabel="||w(t)||_2", title="weight norm")
+        ax_loss.set(xscale="log", yscale="log", xlabel="step t", ylabel="summed logistic loss", title="loss (1/t expected)")
+        ax_angle.set(xscale="log", yscale="log", xlabel="step t", ylabel="angle to w_svm (degrees)", title="direction")
+        ax_margin.set(xscale="log", xlabel="step t", ylabel="(svm margin - margin) / svm margin", title="relative margin gap to the SVM", ylim=(-0.05, 1.0))
+        figure_legend(fig, ncols=4)
         return {"trajectories": fig}
 
     def claim(self, records: list[RunRecord]) -> Verdict:

@@ -112,7 +112,7 @@ class MinNorm(Experiment):
                     ax_final.scatter([i + 0.2 * offset - 0.1] * len(values), values, color=f"C{offset + 2}", label=label if i == 0 else None)
             ax_final.set_xticks(range(table["problem.init_norm"].nunique()), [f"w0 norm {s:g}" for s in sorted(table["problem.init_norm"].unique())])
             ax_final.axhline(PRECISION, color="grey", linestyle="--", linewidth=1, label="precision threshold")
-        ax_final.set(yscale="log", ylabel="final relative distance", title="final distance to each reference")
+        ax_final.set(yscale="log", xlabel="initialization", ylabel="final relative distance", title="final distance to each reference")
         ax_final.legend(fontsize=8)
         return {"convergence": fig}
 

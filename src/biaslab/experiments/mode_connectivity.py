@@ -50,7 +50,7 @@ from biaslab import data as datasets
 from biaslab import models
 from biaslab.claims import Verdict, spearman
 from biaslab.experiments.base import CATALOG, Experiment, Result, SUPERVISED_READS, require
-from biaslab.plot import legend_once, new_figure
+from biaslab.plot import figure_legend, legend_once, new_figure, plain_log_ticks
 from biaslab.probes import connectivity, landscape
 from biaslab.runtime import generator, resolve_device, resolve_dtype
 from biaslab.spec import CONNECTION_PATHS, ConnectionPaths, DataSpec, ModelSpec, RunSpec, Sweep, TrainSpec
@@ -222,8 +222,9 @@ def _path_figure(done: list[RunRecord]) -> Figure:
             top.plot(record.arrays["t"], record.arrays[f"loss.{path}"], color=f"C{i}", label=f"H={width}", linewidth=1)
             bottom.plot(record.arrays["t"], record.arrays[f"test_error.{path}"], color=f"C{i}", label=f"H={width}", linewidth=1)
         top.set(yscale="log", xlabel="t", ylabel="train loss", title=f"{path} path")
+        plain_log_ticks(top, "y")
         bottom.set(xlabel="t", ylabel="test error")
-        legend_once(top)
+    figure_legend(fig)  # the same widths in every panel
     return fig
 
 
@@ -235,7 +236,7 @@ def _barrier_figure(done: list[RunRecord]) -> Figure:
         means = _seed_means(done, f"barrier_loss.{path}")
         ax.plot(list(means), list(means.values()), color=f"C{i}", marker="o", markersize=3, label=path)
         ax.scatter([_width(r) for r in done], [r.final[f"barrier_loss.{path}"] for r in done], color=f"C{i}", s=8, alpha=0.5)
-    ax.axhline(NAIVE_MIN_BARRIER, color="gray", linestyle=":", linewidth=1)
+    ax.axhline(NAIVE_MIN_BARRIER, color="gray", linestyle=":", linewidth=1, label=f"{NAIVE_MIN_BARRIER:g}: a clear barrier")
     ax.set(xscale="log", xlabel="hidden units H", ylabel="train-loss barrier (max - mean of ends)", title="barrier against width")
     widths = sorted({_width(r) for r in done})
     ax.set_xticks(widths, [str(w) for w in widths])

@@ -68,7 +68,7 @@ from biaslab.claims import Checks, Verdict, last_decade
 from biaslab.convex import hard_margin_svm, l1_max_margin, linf_max_margin
 from biaslab.data.problems import margin_geometry
 from biaslab.experiments.base import CATALOG, Experiment, Result, require
-from biaslab.plot import legend_once, new_figure
+from biaslab.plot import figure_legend, new_figure, plain_log_ticks
 from biaslab.spec import MarginGeometry, RunSpec, Sweep, TrainSpec
 from biaslab.store import RunRecord
 from biaslab.train import Fit, evaluation_steps
@@ -262,7 +262,8 @@ class OptimizerGeometry(Experiment):
                         label=f"to the {NORM_LABELS[norm]} max-margin, {spec.problem.labels.replace('_', ' ')}")  # fmt: skip
         for optimizer, ax in panels.items():
             ax.set(xscale="log", yscale="log", xlabel="steps", ylabel="angle (degrees)", title=TITLES[optimizer])
-        legend_once(axes[0], fontsize=7)
+            plain_log_ticks(ax, "y")
+        figure_legend(fig, ncols=3)  # the same lines in every panel; inside the first, the legend covered them
         return {"angles": fig}
 
     def claim(self, records: list[RunRecord]) -> Verdict:

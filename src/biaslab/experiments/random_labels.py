@@ -99,7 +99,7 @@ from matplotlib.figure import Figure
 from biaslab.claims import Verdict, spearman
 from biaslab.experiments.base import CATALOG, Experiment, SUPERVISED_READS
 from biaslab.experiments.supervised import run_supervised
-from biaslab.plot import legend_once, mean_band, new_figure
+from biaslab.plot import figure_legend, legend_once, mean_band, new_figure
 from biaslab.spec import DataSpec, ModelSpec, RunSpec, Sweep, TrainSpec
 from biaslab.store import RunRecord
 
@@ -467,8 +467,8 @@ def _steps_figure(rows: list[dict], datasets: list[str]) -> Figure:
         x = np.arange(len(names)) + k * width
         bars.bar(x, [_mean(_select(main, condition=c), "steps") for c in names], width=width, label=dataset)
         bars.set_xticks(np.arange(len(names)) + width * (len(datasets) - 1) / 2, names, rotation=30, ha="right", fontsize=8)
-    line.set(xlabel="label corruption fraction", ylabel="steps to zero training error", title="time to fit (seed mean, min-max shaded)")
-    bars.set(ylabel="steps to zero training error", title="time to fit per condition")
+    line.set(xlabel="label corruption fraction", ylabel="steps to zero training error", title="time to fit (seed mean)")
+    bars.set(xlabel="condition", ylabel="steps to zero training error", title="time to fit per condition")
     for ax in (line, bars):
         legend_once(ax)
     return fig
@@ -509,8 +509,8 @@ def _regularizer_figure(rows: list[dict]) -> Figure:
         ax.bar(x - 0.2, train, width=0.4, label="train error")
         ax.bar(x + 0.2, test, width=0.4, label="test error")
         ax.set_xticks(x, [f"{'true' if c == 'true labels' else 'random'}\n{r}" for c, r in labels], fontsize=7)
-        ax.axhline(CHANCE_ERROR, color="grey", linestyle="--", linewidth=1)
-        ax.set(ylabel="0/1 error", ylim=(0, 1), title=f"Table 1: {dataset} {model}")
+        ax.axhline(CHANCE_ERROR, color="grey", linestyle="--", linewidth=1, label="chance (1 - 1/K)")
+        ax.set(xlabel="labels, regularizers", ylabel="0/1 error", ylim=(0, 1), title=f"Table 1: {dataset} {model}")
         ax.legend(fontsize=7)
     if not groups:
         axes[0].text(0.5, 0.5, "no regularized runs", ha="center", transform=axes[0].transAxes)
@@ -527,10 +527,10 @@ def _shuffle_figure(rows: list[dict]) -> Figure:
                 runs = _select(plain, dataset=dataset, model=model, condition=name)
                 x = k + (j - 0.5) * 0.4
                 ax.bar(x, _mean(runs, "test_error"), width=0.38, color=f"C{j}", label="original pixels" if j == 0 else "shuffled pixels")
-                ax.scatter([x] * len(runs), [row["test_error"] for row in runs], color="black", s=10, zorder=3)
+                ax.scatter([x] * len(runs), [row["test_error"] for row in runs], color="black", s=10, zorder=3, label="seeds")
         ax.set_xticks([0, 1], ["MLP 1x512", "CNN"])
-        ax.set(ylabel="test error", title=f"{dataset}: a fixed pixel shuffle", ylim=(0, 1))
-        legend_once(ax)
+        ax.set(xlabel="model", ylabel="test error", title=f"{dataset}: a fixed pixel shuffle", ylim=(0, 1))
+    figure_legend(fig)  # below: the bars fill the panels' height
     if not datasets:
         axes[0].text(0.5, 0.5, "no CNN runs on shuffled pixels", ha="center", transform=axes[0].transAxes)
     return fig

@@ -53,7 +53,7 @@ from biaslab.experiments.base import CATALOG, SUPERVISED_READS, Experiment, Resu
 from biaslab.experiments.batch_size_sharpness import MEASURES, measure
 from biaslab.experiments.memory import default_working_memory, hessian_memory
 from biaslab.experiments.supervised import setup, with_probes
-from biaslab.plot import new_figure
+from biaslab.plot import figure_legend, new_figure, plain_log_ticks
 from biaslab.runtime import generator
 from biaslab.spec import DataSpec, ModelSpec, RunSpec, SpecError, Sweep, TrainSpec
 from biaslab.store import RunRecord
@@ -173,8 +173,9 @@ def figures(records: list[RunRecord]) -> dict[str, Figure]:
         ax.set(xlim=(-0.5, len(ARMS) - 0.5), xlabel="optimizer", ylabel=LABELS[name], title=LABELS[name])
         if name != "test_error":
             ax.set_yscale("log")
+            plain_log_ticks(ax, "y")
     if runs:
-        axes[0].legend(fontsize=7, title="one init each", title_fontsize=7)
+        figure_legend(fig, title="one init each", title_fontsize=7)  # the same seeds in every panel
     return {"sharpness": fig}
 
 

@@ -63,14 +63,13 @@ import warnings
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullFormatter
 from scipy import optimize, stats
 
 from biaslab.claims import Checks, Verdict
 from biaslab.estimators import least_squares
 from biaslab.experiments.base import Experiment, Result, CATALOG, SUPERVISED_READS, estimator_reads, refuse_model_fields, require
 from biaslab.experiments.supervised import run_supervised
-from biaslab.plot import legend_once, mean_band, new_figure
+from biaslab.plot import legend_once, mean_band, new_figure, plain_log_ticks
 from biaslab.runtime import blas_threads_as_torch, numpy_generator
 from biaslab.spec import DataSpec, EstimatorSpec, ModelSpec, PowerLawFeatures, RunSpec, SpecError, Sweep, TrainSpec
 from biaslab.store import RunRecord, records_table
@@ -356,7 +355,8 @@ class ScalingLaws(Experiment):
             ax.plot(sizes, np.exp(intercept) * sizes**slope, color="C1", label=f"fit: slope {slope:.2f}")
             alpha = float(frame["problem.alpha"].iloc[0])
             ax.plot(sizes, mean.values[0] * (sizes / sizes[0]) ** -alpha, "k--", linewidth=1, label=f"predicted slope {-alpha:g}")
-            ax.set(xscale="log", yscale="log", xlabel=label, ylabel="excess test loss", title=f"loss vs {label}")
+            ax.set(xscale="log", yscale="log", xlabel=label, ylabel="excess test loss", title="solvable model")
+            plain_log_ticks(ax)
             legend_once(ax)
         for ax, (axis, frame) in zip(axes[2:], mlp_curves(mlp_table(records)).items()):
             _mlp_panel(ax, frame, MLP_AXES[axis])
@@ -380,8 +380,8 @@ def _mlp_panel(ax, frame: pd.DataFrame, label: str) -> None:
         if math.isfinite(b):
             grid = np.geomspace(sizes.min(), sizes.max(), 50)
             ax.plot(grid, a * (grid / sizes.min()) ** -b + c, "k--", linewidth=1, label=f"a x^-b + c: b = {b:.2f}, c = {c:.2f}")
-    ax.set(xscale="log", yscale="log", xlabel=label, ylabel="test cross-entropy", title=f"MLP on MNIST-1D: loss vs {label}")
-    ax.xaxis.set_minor_formatter(NullFormatter())  # the minor labels of a short log axis overlap; the y range needs its own
+    ax.set(xscale="log", yscale="log", xlabel=label, ylabel="test cross-entropy", title="MLP on MNIST-1D")
+    plain_log_ticks(ax)  # plain numbers: the 2x10^0-style labels of a short log axis overlap
     legend_once(ax)
 
 

@@ -39,7 +39,7 @@ from matplotlib.figure import Figure
 from biaslab.claims import Verdict, spearman
 from biaslab.data.problems import orthogonal_inputs
 from biaslab.experiments.base import CATALOG, Experiment, Result, require
-from biaslab.plot import legend_once, new_figure
+from biaslab.plot import figure_legend, new_figure
 from biaslab.runtime import generator, resolve_device, resolve_dtype
 from biaslab.spec import ModelSpec, OrthogonalInputs, RunSpec, Sweep, TrainSpec
 from biaslab.store import RunRecord, records_table
@@ -143,11 +143,11 @@ class SmallInitRelu(Experiment):
             ax_loss.plot(steps, record.curves["loss"], color=color, label=label, alpha=0.8)
             ax_dirs.plot(steps, record.curves["directions"], color=color, label=label, alpha=0.8)
             ax_norm.plot(steps, np.array(record.curves["variation_norm"]) / record.final["min_variation_norm"], color=color, label=label, alpha=0.8)
-        ax_loss.set(xscale="log", yscale="log", xlabel="step", title="training loss")
+        ax_loss.set(xscale="log", yscale="log", xlabel="step", ylabel="0.5 mean squared error", title="training loss")
         ax_dirs.set(xscale="log", xlabel="step", ylabel="distinct directions", title="directions of significant neurons")
-        ax_norm.axhline(1.0, color="k", linestyle="--", linewidth=1)
-        ax_norm.set(xscale="log", yscale="log", xlabel="step", title="variation norm / minimum over interpolators")
-        legend_once(ax_loss)
+        ax_norm.axhline(1.0, color="k", linestyle="--", linewidth=1, label="ratio 1: the minimum over interpolators")
+        ax_norm.set(xscale="log", yscale="log", xlabel="step", ylabel="variation norm / minimum", title="variation norm")
+        figure_legend(fig)
         return {"dynamics": fig}
 
     def claim(self, records: list[RunRecord]) -> Verdict:

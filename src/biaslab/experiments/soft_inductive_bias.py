@@ -52,7 +52,7 @@ from biaslab.claims import Checks, Verdict
 from biaslab.data.problems import polynomial_data, polynomial_target
 from biaslab.estimators import fit_estimator
 from biaslab.experiments.base import CATALOG, Experiment, Result, estimator_reads, require
-from biaslab.plot import legend_once, mean_band, new_figure
+from biaslab.plot import figure_legend, legend_once, mean_band, new_figure
 from biaslab.spec import EstimatorSpec, Polynomial, RunSpec, SpecError, Sweep
 from biaslab.store import RunRecord
 
@@ -235,8 +235,8 @@ class SoftInductiveBias(Experiment):
                 for i, model in enumerate((*MODELS, *VARIANTS)):
                     for r in (r for r in chosen if model_name(r.run_spec.estimator) == model):
                         ax.plot(plot, r.arrays["fit"], color=f"C{i}", label=model, linestyle=":" if model in VARIANTS else "-")
-                ax.set(ylim=(-1.5, 2.0), xlabel="x", title=f"{target} target, n = {n}")
-                legend_once(ax)
+                ax.set(ylim=(-1.5, 2.0), xlabel="x", ylabel="y", title=f"{target} target, n = {n}", xticks=[-1.0, -0.5, 0.0, 0.5, 1.0])
+        figure_legend(fig, ncols=5)  # the same models in every panel; inside, the legend covered the fits
         return fig
 
     @staticmethod

@@ -56,7 +56,7 @@ from biaslab.claims import Checks, Verdict
 from biaslab.data.problems import tabular
 from biaslab.estimators import fit_estimator
 from biaslab.experiments.base import CATALOG, Experiment, Result, estimator_reads, require
-from biaslab.plot import legend_once, new_figure, seed_bars
+from biaslab.plot import figure_legend, new_figure, seed_bars
 from biaslab.runtime import blas_threads_as_torch
 from biaslab.spec import EstimatorSpec, ModelSpec, RunSpec, SpecError, Sweep, Tabular, TrainSpec
 from biaslab.store import RunRecord
@@ -242,10 +242,9 @@ class TreesVsNets(Experiment):
         fig, (ax, ax_drop) = new_figure(ncols=2, width=5.0)
         tasks = [t for t in TASKS if t in set(table["task"])]
         seed_bars(ax, table, "task", "model", "test_accuracy", tasks, MODELS, LABELS)
-        ax.axhline(0.5, color="grey", linestyle=":", linewidth=1)
+        ax.axhline(0.5, color="grey", linestyle=":", linewidth=1, label="chance")
         ax.set_xticks(range(len(tasks)), [t.replace(" + ", "\n+ ").replace(" rotated", "\nrotated") for t in tasks], fontsize=8)
-        ax.set(ylabel="test accuracy", ylim=(0.4, 1.0), title="accuracy per task (dots: seeds)")
-        legend_once(ax)
+        ax.set(xlabel="task", ylabel="test accuracy", ylim=(0.4, 1.0), title="accuracy per task (dots: seeds)")
         pairs = (("checkerboard", "checkerboard rotated", "rotation"), ("smooth", "smooth + uninformative", "uninformative features"))
         step = 0.8 / len(MODELS)
         for i, model in enumerate(MODELS):
@@ -253,8 +252,8 @@ class TreesVsNets(Experiment):
             ax_drop.bar(np.arange(2) + (i - 1) * step, drops, width=step, color=f"C{i}", alpha=0.7, label=LABELS[model])
         ax_drop.axhline(0.0, color="k", linewidth=0.8)
         ax_drop.set_xticks(range(2), [p[2] for p in pairs])
-        ax_drop.set(ylabel="accuracy lost (seed mean)", title="what each change costs")
-        legend_once(ax_drop)
+        ax_drop.set(xlabel="change to the task", ylabel="accuracy lost (seed mean)", title="what each change costs")
+        figure_legend(fig)  # the same models in both panels
         return {"accuracy": fig}
 
     def claim(self, records: list[RunRecord]) -> Verdict:

@@ -101,7 +101,7 @@ class WidthSweep(Experiment):
             width = interpolation_width(part)
             if width is not None:
                 ax.axvline(width, color="grey", linestyle="--", linewidth=1, label=f"zero train error (H={width})")
-            ax.set(xscale="log", xlabel="hidden units H", ylabel="0/1 error", title=f"label noise {noise:.0%} (band: min to max over seeds)")
+            ax.set(xscale="log", xlabel="hidden units H", ylabel="0/1 error", title=f"label noise {noise:.0%}")
             ax.set_xscale("log", base=2)
             ax.legend(fontsize=8)
         norms, axes = new_figure(ncols=5, width=3.3)
@@ -119,7 +119,7 @@ class WidthSweep(Experiment):
             ax.set_xscale("log", base=2)
             ax.set(xlabel="hidden units H", ylabel=unit, title=label)
             ax.legend(fontsize=7)
-        norms.suptitle("Norms at the end of training (line: mean over seeds; band: min to max over seeds)", fontsize=9)
+        norms.suptitle("Norms at the end of training (mean over seeds)", fontsize=9)
         return {"errors": errors, "norms": norms}
 
     def claim(self, records: list[RunRecord]) -> Verdict:
