@@ -238,6 +238,20 @@ def test_the_run_table_says_shared_settings_once_and_formats_numbers(report: Pat
     assert not any("e+" in cell for cell in re.findall(r">([^<]*)</td>", table))  # no 1.2e+04 for people
 
 
+def test_shared_settings_leave_out_the_fields_no_run_reads(report: Path) -> None:
+    def shared_line(name: str) -> str:
+        page = read(sweep_page(report, name))
+        shared = page[page.index('<p class="shared">') :]
+        return shared[: shared.index("</p>")]
+
+    width = shared_line("width-sweep")  # momentum SGD on a dataset: its data and train fields, not Adam's betas
+    assert "<code>train.momentum</code>" in width and "<code>data.n_train</code>" in width
+    assert "<code>train.betas</code>" not in width and "<code>data.modulus</code>" not in width
+    assert "<code>problem." not in width
+    solved = shared_line("min-norm")  # a least-squares problem: no dataset field is read
+    assert "<code>problem.kind</code>" in solved and "<code>data." not in solved and "<code>model." not in solved
+
+
 def test_population_seconds_are_said_to_be_shares(report: Path, finished_store: Store) -> None:
     page = read(sweep_page(report, "width-sweep"))
     text = parse(page).words

@@ -20,16 +20,20 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import jinja2
+from pydantic import BaseModel
 
 from biaslab.claims import Verdict
 from biaslab.experiments import CATALOG
+from biaslab.experiments.base import ALWAYS_READ, covers
+from biaslab.spec import RunSpec, SpecError
+from biaslab.spec.rules import is_read
 from biaslab.store import RunRecord, Store, SweepEntry, flatten
 
 TEMPLATES = Path(__file__).with_name("templates") / "report"
@@ -249,8 +253,30 @@ def _sweep_page(entry: SweepEntry, records: list[RunRecord], directory: Path) ->
             figures, page.figure_error = experiment.drawn_figures(records)
             for name, figure in figures.items():
                 page.figures.append(_save_figure(figure, f"{entry.sweep_id}-{_slug(name)}", directory, entry.experiment, name))
-    page.table = run_table(records) if records else None
+    page.table = run_table(records, _read_fields(experiment, records)) if records else None
     return page
+
+
+def _read_fields(experiment, records: list[RunRecord]) -> Callable[[str], bool] | None:
+    """Whether a spec field is one any of these runs reads (the experiment's `reads_of`), so the shared settings leave
+    out the fields nothing read; None (show all) when the experiment is unknown or a stored spec no longer validates."""
+    if experiment is None:
+        return None
+    try:
+        specs = [r.run_spec for r in records]
+    except SpecError:
+        return None
+    reads = tuple({field for spec in specs for field in experiment.reads_of(spec)} | set(ALWAYS_READ))
+    return lambda path: covers(reads, path) and _section_reads(specs[0], path)
+
+
+def _section_reads(spec: RunSpec, path: str) -> bool:
+    """Whether the spec's own rules read the field at `path` (train.betas only for Adam, say: spec.rules.is_read)."""
+    *sections, name = path.split(".")
+    section: Any = spec
+    for part in sections:
+        section = getattr(section, part, None)
+    return not isinstance(section, BaseModel) or name not in type(section).model_fields or is_read(section, name)
 
 
 def _save_figure(figure, stem: str, directory: Path, experiment: str, name: str) -> FigureView:
@@ -276,15 +302,16 @@ def figure_caption(figure) -> list[str]:
 # ----------------------------------------------------------------------------- the run table
 
 
-def run_table(records: Sequence[RunRecord]) -> RunTable:
+def run_table(records: Sequence[RunRecord], read: Callable[[str], bool] | None = None) -> RunTable:
     """Every run of a sweep, one row each: run id (linking to its page), status, the spec fields that differ
-    between runs, the final metrics and seconds. Fields with one value in every run are said once, in `shared`."""
+    between runs, the final metrics and seconds. Fields with one value in every run are said once, in `shared`:
+    those the runs read (`read`; None: every field), so a sweep of a matrix problem does not list dataset defaults."""
     specs = [{k: v for k, v in flatten(r.spec).items() if k != "experiment"} for r in records]
     finals = [r.final for r in records]
     populations = [int(r.env.get("population", 1) or 1) for r in records]
     spec_fields = list(dict.fromkeys(k for s in specs for k in s))
     varied = [k for k in spec_fields if len({_hashable(s.get(k)) for s in specs}) > 1]
-    shared = [(k, human(k, specs[0][k])) for k in spec_fields if k not in varied and specs[0].get(k) is not None]
+    shared = [(k, human(k, specs[0][k])) for k in spec_fields if k not in varied and specs[0].get(k) is not None and (read is None or read(k))]
     metric_names = list(dict.fromkeys([m for m in METRICS_FIRST if any(m in f for f in finals)] + [m for f in finals for m in f]))
     # a metric with the same value in every run that measured it says nothing per row: it goes to the shared line
     constant = [m for m in metric_names if len(records) > 1 and all(m in f for f in finals) and len({_hashable(f[m]) for f in finals}) == 1]
