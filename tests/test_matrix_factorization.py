@@ -140,3 +140,18 @@ def test_the_fixed_instance_study_holds_the_matrix_and_varies_only_the_init():
     assert {(s.problem.seed, s.model.depth) for s in fixed} == {(k, d) for k in range(4) for d in (2, 3)}
     assert {s.seed for s in fixed} == {100, 101, 102} and {s.model.init_scale for s in fixed} == {1e-3}
     assert len(specs) - len(fixed) == 36  # the main grid is unchanged: 3 depths x 3 scales x 4 seeds
+
+
+def test_with_the_instance_fixed_for_the_whole_sweep_every_run_is_the_main_grid():
+    from biaslab.experiments import CATALOG
+    from biaslab.experiments.matrix_factorization import _studies
+    from biaslab.store import RunRecord
+
+    specs = CATALOG.get("matrix-factorization").sweep("tiny").override({"problem.seed": 0}).expand()
+    assert {s.problem.seed for s in specs} == {0}
+    records = [RunRecord(spec=s.model_dump(mode="json"), spec_id=s.spec_id, status="ok", final={"error": 0.5}) for s in specs]
+    main, fixed = _studies(records)
+    assert len(main) == len(specs) and len(fixed) == len(specs)  # the seeds are init draws on instance 0 in both
+    default = [RunRecord(spec=s.model_dump(mode="json"), spec_id=s.spec_id, status="ok", final={"error": 0.5}) for s in CATALOG.get("matrix-factorization").sweep("tiny").expand()]
+    main, fixed = _studies(default)
+    assert main["problem.seed"].isna().all() and fixed["problem.seed"].notna().all() and len(main) + len(fixed) == len(default)

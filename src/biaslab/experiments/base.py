@@ -223,10 +223,11 @@ SUPERVISED_READS = ("data", "model", "train", "dtype", "device")  # a network tr
 
 def estimator_reads(spec: RunSpec) -> tuple[str, ...]:
     """What a fit through `biaslab.estimators` reads: the estimator, where its examples come from (the problem, else the
-    dataset), and for estimator.kind 'neural_net' the network's model and training."""
+    dataset), its dtype (fixed per kind by spec.ESTIMATOR_DTYPES but for neural_net), and for estimator.kind
+    'neural_net' the network's model, training and device (the other kinds compute in numpy or scikit-learn)."""
     source = ("problem",) if spec.problem is not None else ("data",)
     network = ("model", "train", "device") if spec.estimator is not None and spec.estimator.kind == "neural_net" else ()
-    return ("estimator", *source, "dtype", *network)  # device: only a network trains on it; the others compute in numpy  # dtype: fixed per estimator kind (spec.ESTIMATOR_DTYPES) but neural_net
+    return ("estimator", *source, "dtype", *network)
 
 
 ALWAYS_READ = ("experiment", "seed", "probes", "save_weights")  # checked by the framework, not by `reads`

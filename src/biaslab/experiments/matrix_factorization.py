@@ -144,7 +144,8 @@ class MatrixFactorization(Experiment):
         require(spec, MINIMIZE_ONLY)
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
-        finished = [r for r in records if r.status == "ok" and r.run_spec.problem.seed is None]  # the main grid
+        finished = [r for r in records if r.status == "ok"]
+        finished = [r for r in finished if r.run_spec.problem.seed is None] or finished  # the main grid (see _studies)
         table, fixed = _studies(records)
         summary, (ax_error, ax_rank, *ax_draws) = new_figure(ncols=3 if len(fixed) else 2)  # no empty panel without the fixed-instance study
         for ax in ax_draws:
@@ -239,12 +240,14 @@ def _draw_recovery(ax, fixed: pd.DataFrame) -> None:
 
 def _studies(records: list[RunRecord]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The finished runs as two tables: the main grid (each seed a new instance and init: problem.seed unset) and the
-    fixed-instance runs (problem.seed set, the seed drawing only the init)."""
+    fixed-instance runs (problem.seed set, the seed drawing only the init). When every run has problem.seed set (a
+    user fixed the instance for the whole sweep, `--set problem.seed=0`), the main grid is every run: its seeds are
+    then init draws on that instance."""
     table = records_table(r for r in records if r.status == "ok")
     if table.empty:
         return table, table
     fixed = table["problem.seed"].notna() if "problem.seed" in table else pd.Series(False, index=table.index)
-    return table[~fixed], table[fixed]
+    return (table[~fixed] if (~fixed).any() else table), table[fixed]
 
 
 def init_draw_recovery(fixed: pd.DataFrame) -> tuple[dict[str, float], tuple[str, ...]]:
