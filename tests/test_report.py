@@ -598,3 +598,12 @@ def test_chromium_screenshot_shows_the_figures(report: Path, tmp_path: Path) -> 
     for name in FIGURE_COLORS:
         assert with_figures[name] > 500, (with_figures, without_figures)
         assert without_figures[name] < 50, (with_figures, without_figures)
+
+
+def test_a_probe_setting_shared_by_every_run_is_listed() -> None:
+    from biaslab.experiments.base import covers
+
+    spec = EXPERIMENT.sweep("tiny").expand()[0]
+    spec = spec.model_copy(update={"probes": ("effective_dim",), "probe_options": spec.probe_options.model_copy(update={"n_eff_z": 0.5})})
+    EXPERIMENT.check(spec)  # accepted: the run reads it...
+    assert covers(EXPERIMENT.all_reads(spec), "probe_options.n_eff_z")  # ...so the shared settings line shows it

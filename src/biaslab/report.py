@@ -31,7 +31,7 @@ from pydantic import BaseModel
 
 from biaslab.claims import Verdict
 from biaslab.experiments import CATALOG
-from biaslab.experiments.base import ALWAYS_READ, covers
+from biaslab.experiments.base import covers
 from biaslab.spec import RunSpec, SpecError
 from biaslab.spec.rules import is_read
 from biaslab.store import RunRecord, Store, SweepEntry, flatten
@@ -258,7 +258,7 @@ def _sweep_page(entry: SweepEntry, records: list[RunRecord], directory: Path) ->
 
 
 def _read_fields(experiment, records: list[RunRecord]) -> Callable[[str], bool] | None:
-    """Whether a spec field is one any of these runs reads (the experiment's `reads_of`), so the shared settings leave
+    """Whether a spec field is one any of these runs reads (the experiment's `all_reads`), so the shared settings leave
     out the fields nothing read; None (show all) when the experiment is unknown or a stored spec no longer validates."""
     if experiment is None:
         return None
@@ -266,7 +266,7 @@ def _read_fields(experiment, records: list[RunRecord]) -> Callable[[str], bool] 
         specs = [r.run_spec for r in records]
     except SpecError:
         return None
-    reads = tuple({field for spec in specs for field in experiment.reads_of(spec)} | set(ALWAYS_READ))
+    reads = tuple({field for spec in specs for field in experiment.all_reads(spec)})
     return lambda path: covers(reads, path) and _section_reads(specs[0], path)
 
 

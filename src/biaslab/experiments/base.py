@@ -111,9 +111,15 @@ class Experiment:
         no field may be accepted and then ignored. The contract's fields first, then the experiment's own `refuse`."""
         if not self.trains_model:
             refuse_model_fields(spec, f"{self.name} trains no single network")
-        probe_settings = ("probe_options",) if self.trains_model else ()  # read with the probes they set (spec.PROBE_OPTIONS)
-        refuse_unread_fields(spec, self.reads_of(spec) + probe_settings, self.name)
+        refuse_unread_fields(spec, self.all_reads(spec), self.name)
         self.refuse(spec)
+
+    def all_reads(self, spec: RunSpec) -> tuple[str, ...]:
+        """Every field a run of `spec` reads beside the contract's own (ALWAYS_READ, which `covers` always counts):
+        `reads_of`, and the probes' settings where the runner trains a network (read with the probes they set,
+        spec.PROBE_OPTIONS). `check` refuses any other field set away from its default; the report lists only these."""
+        probe_settings = ("probe_options",) if self.trains_model else ()
+        return (*self.reads_of(spec), *probe_settings)
 
     def reads_of(self, spec: RunSpec) -> tuple[str, ...]:
         """The fields the runner reads for this spec: `reads`, unless a study of the experiment reads others."""
