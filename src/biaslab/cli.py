@@ -42,6 +42,16 @@ def _sweep_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="e.g. train.lr=0.05")
 
 
+def _execution_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where the runs go and how they are spread, for `run` and `atlas` alike."""
+    parser.add_argument("--store", type=Path, default=DEFAULT_PATH)
+    parser.add_argument("--executor", default="auto", help="auto (default), inprocess, processes or population")
+    parser.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core)")
+    parser.add_argument("--backend", default="local", help="local (default) or ray")
+    parser.add_argument("--address", default=None, help="with --backend ray: HOST:PORT of a running Ray cluster (default: start one here)")
+    parser.add_argument("--no-report", action="store_true", help="skip writing the HTML report")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="biaslab", description="Measure the implicit regularization of deep learning.")
     parser.add_argument("--version", action="version", version=_version_text())
@@ -55,14 +65,16 @@ def _parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run an experiment's sweep, print its verdict, write the report")
     _sweep_arguments(run)
-    run.add_argument("--store", type=Path, default=DEFAULT_PATH)
-    run.add_argument("--executor", default="auto", help="auto (default), inprocess, processes or population")
-    run.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core)")
-    run.add_argument("--backend", default="local", help="local (default) or ray")
-    run.add_argument("--address", default=None, help="with --backend ray: HOST:PORT of a running Ray cluster (default: start one here)")
-    run.add_argument("--no-report", action="store_true", help="skip writing the HTML report")
+    _execution_arguments(run)
     run.add_argument("--track", action="append", default=[], metavar="NAME[:DIR]",
                      help=f"also send the runs to a tracker (repeatable): {TARGETS}; default DIR: a folder of the store")  # fmt: skip
+
+    atlas = commands.add_parser("atlas", help="run experiments under every optimizer and architecture they admit; write the verdict matrix")
+    atlas.add_argument("--preset", default="quick", help="tiny (tests), quick (default: about 45 min on 2 cores) or paper (a GPU or Ray)")
+    atlas.add_argument("--experiments", default=None, metavar="A,B", help="only these experiments (default: the preset's)")
+    atlas.add_argument("--optimizers", default=None, metavar="A,B", help="only these: sgd, sgd+momentum, adam, adamw, sam")
+    atlas.add_argument("--architectures", default=None, metavar="A,B", help="only these model kinds: mlp, cnn, token_mlp, transformer")
+    _execution_arguments(atlas)
 
     track = commands.add_parser("track", help="send a store's runs (and each sweep's verdict) to TensorBoard, W&B offline or MLflow")
     track.add_argument("targets", nargs="+", metavar="NAME[:DIR]", help=f"{TARGETS}; default DIR: a folder of the store")
@@ -120,8 +132,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    commands = {"list": cmd_list, "config": cmd_config, "run": cmd_run, "report": cmd_report, "export": cmd_export, "show": cmd_show,
-                "probe": cmd_probe, "store": cmd_store, "track": cmd_track}  # fmt: skip
+    commands = {"list": cmd_list, "config": cmd_config, "run": cmd_run, "atlas": cmd_atlas, "report": cmd_report, "export": cmd_export,
+                "show": cmd_show, "probe": cmd_probe, "store": cmd_store, "track": cmd_track}  # fmt: skip
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", StoreWarning)
         warnings.simplefilter("always", TrackerWarning)
@@ -263,10 +275,10 @@ def _store(path: Path, must_exist: bool = True, readonly: bool = True) -> Store:
     return Store(path, readonly=readonly)  # a StoreError (not a store, damaged) is one line and exit 2 in `main`
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from biaslab.sweep import BACKENDS, EXECUTORS, preflight
+def _check_execution(args: argparse.Namespace) -> None:
+    """InputError for an executor, backend, address or worker count that `run_sweep` would refuse."""
+    from biaslab.sweep import BACKENDS, EXECUTORS
 
-    experiment = _experiment(args.experiment)
     if args.executor not in EXECUTORS:
         raise InputError(f"--executor: {args.executor!r} is not one of {', '.join(EXECUTORS)}")
     if args.backend not in BACKENDS:
@@ -275,6 +287,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise InputError("--address: only with --backend ray")
     if args.workers is not None and args.workers < 1:
         raise InputError(f"--workers: must be at least 1, got {args.workers}")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from biaslab.sweep import preflight
+
+    experiment = _experiment(args.experiment)
+    _check_execution(args)
     if args.preset is not None and not args.preset.strip():
         raise InputError(f"--preset: an empty name is not a preset; allowed: {', '.join(experiment.presets)}")
     overrides = _overrides(args)
@@ -309,6 +328,48 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         print(f"report: {write_report(store)}")
     return 1 if failed else 0
+
+
+def cmd_atlas(args: argparse.Namespace) -> int:
+    """Run the atlas's cells into the store, one line per cell; print the matrix; write its figure, table and report."""
+    from biaslab import atlas
+    from biaslab.sweep import BackendUnavailable
+
+    _check_execution(args)
+    chosen = {flag: _names(getattr(args, flag)) if getattr(args, flag) is not None else None for flag in ("experiments", "optimizers", "architectures")}
+    cells = atlas.plan_cells(args.preset, **chosen)  # a SpecError names the bad preset, experiment, optimizer or architecture
+    if not cells:
+        raise InputError("--experiments/--optimizers/--architectures: no experiment admits any of the chosen cells; see `biaslab atlas --help`")
+    print(f"atlas ({args.preset}): {len(cells)} cells of {len({c.experiment for c in cells})} experiments into {args.store}; "
+          f"{atlas.PRESETS[args.preset].note}", file=sys.stderr)  # fmt: skip
+    busy = _busy_note()
+    if busy:
+        print(busy, file=sys.stderr)
+
+    def progress(plan, index: int, total: int) -> None:
+        rate = f"lr {plan.lr:g} (pilot: {_pilot_text(plan.pilot)})" if plan.lr is not None else plan.status
+        print(f"[{index}/{total}] {plan.cell.label}: {rate}; {plan.seconds:.0f} s", file=sys.stderr, flush=True)
+
+    store = Store(args.store)
+    options = {"executor": args.executor, "workers": args.workers, "backend": args.backend, "address": args.address}
+    try:
+        cells = atlas.run_atlas(args.preset, store, on_cell=progress, **chosen, **options)
+    except BackendUnavailable as error:
+        raise InputError(str(error)) from None
+    judged = atlas.judge_all(cells, store)
+    print(atlas.text_matrix(judged))
+    figure, table = atlas.write_outputs(judged, args.preset, store)
+    print(f"matrix: {figure}\ntable: {table}")
+    if not args.no_report:
+        from biaslab.report import write_report
+
+        print(f"report: {write_report(store)}")
+    return 0
+
+
+def _pilot_text(pilot: dict[str, float]) -> str:
+    """'0.01 -> 0.41, 0.03 -> 0.22, 0.1 -> diverged': each pilot rate and its final training loss."""
+    return ", ".join(f"{rate} -> {'diverged' if math.isnan(loss) else f'{loss:.3g}'}" for rate, loss in pilot.items())
 
 
 def _trackers(targets: list[str], root: Path, flag: str) -> list:

@@ -29,6 +29,7 @@ from typing import Any
 import jinja2
 from pydantic import BaseModel
 
+from biaslab import atlas
 from biaslab.claims import Verdict
 from biaslab.experiments import CATALOG
 from biaslab.experiments.base import covers
@@ -219,9 +220,37 @@ def write_report(store: Store, directory: str | Path | None = None) -> Path:
     for spec_id, record in runs.items():
         html = environment.get_template("run.html").render(run=_run_view(record), sweeps=sweeps_of[spec_id], root="../", **common)
         _write(directory / "runs" / f"{spec_id}.html", html)
+    atlases = [_atlas_view(preset, cells, store, pages, directory) for preset, cells in atlas.load_manifests(store).items()]
+    for view in atlases:
+        _write(directory / view["file"], environment.get_template("atlas.html").render(view=view, root="", **common))
     index = directory / "index.html"
-    _write(index, environment.get_template("index.html").render(pages=pages, root="", **common))
+    _write(index, environment.get_template("index.html").render(pages=pages, atlases=atlases, root="", **common))
     return index
+
+
+def _atlas_view(preset: str, cells: list, store: Store, pages: list[SweepPage], directory: Path) -> dict[str, Any]:
+    """What the atlas page of one preset shows: the matrix figure and a row per cell linking to its sweep's page."""
+    judged = atlas.judge_all(cells, store)
+    figure = atlas.matrix_figure(judged, preset)
+    png = f"figures/atlas-{preset}.png"
+    figure.savefig(directory / png, dpi=110)
+    page_of = {page.entry.sweep_id: page.file for page in pages}
+    names = list(dict.fromkeys(e.number for j in judged for e in CATALOG.get(j.plan.experiment).axes.effect_sizes))
+    rows = []
+    for j in judged:
+        rows.append({
+            "experiment": j.plan.experiment, "architecture": atlas.ARCHITECTURES[j.plan.architecture],
+            "optimizer": atlas.OPTIMIZERS[j.plan.optimizer].label, "verdict": j.label, "page": page_of.get(j.plan.sweep_id or ""),
+            "effects": {n: atlas.effect_text(v, j.ranges.get(n)) for n, v in j.effects.items()},
+            "numbers": {n: v for n, v in j.effects.items() if math.isfinite(v)},
+            "lr": f"{j.plan.lr:g}" if j.plan.lr is not None else "", "lr_value": j.plan.lr if j.plan.lr is not None else "",
+            "pilot": ", ".join(f"{rate} → {'diverged' if math.isnan(loss) else f'{loss:.3g}'}" for rate, loss in j.plan.pilot.items()),
+            "seeds": j.seeds, "reason": j.reason, "short_reason": _one_line(j.reason),
+        })  # fmt: skip
+    meanings = [(name, CATALOG.get(name).axes.effect_sizes) for name in dict.fromkeys(j.plan.experiment for j in judged)]
+    note = atlas.PRESETS[preset].note
+    return {"preset": preset, "file": f"atlas-{preset}.html", "png": png, "rows": rows, "effect_names": names, "meanings": meanings,
+            "note": note, "pilot_steps": atlas.PILOT_MAX_STEPS, "cells": len(judged), "passed": sum(j.label == "PASS" for j in judged)}  # fmt: skip
 
 
 def _environment() -> jinja2.Environment:

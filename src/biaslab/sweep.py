@@ -361,19 +361,21 @@ def run_sweep(
     trackers: Sequence[Tracker] = (),
     budget: int | None = None,
     estimate: Estimate = job_peak_memory,
+    listed: bool = True,
 ) -> Outcome:
     """Run every spec of `sweep` that the store lacks and return all of the sweep's records.
 
     `trackers` (see `biaslab.trackers`) get each run as its record is stored, then the sweep's other finished
     runs they lack and its verdict. `budget`: bytes the jobs running at once may use by their estimates (None:
-    `memory_budget()`); `estimate`: a job's estimated peak in bytes.
+    `memory_budget()`); `estimate`: a job's estimated peak in bytes. `listed` False stores the runs without a sweep
+    entry: no report page and no verdict (the atlas's learning-rate pilots, which no claim judges).
     """
     if trackers:
         specs = sweep.expand()
         entry = SweepEntry(sweep.base.experiment, preset, dict(overrides or {}), tuple(s.spec_id for s in specs))
         with Tracking(trackers, SweepInfo.of(entry, (s.model_dump(mode="json") for s in specs))) as tracking:
             outcome = run_sweep(sweep, store, preset, overrides, executor, workers, tracking.chain(on_record), backend, address,
-                                budget=budget, estimate=estimate)  # fmt: skip
+                                budget=budget, estimate=estimate, listed=listed)  # fmt: skip
             tracking.end(outcome.records, sweep_verdict(sweep.base.experiment, outcome.records))
         return outcome
     if executor not in EXECUTORS:
@@ -381,7 +383,8 @@ def run_sweep(
     if backend not in BACKENDS:
         raise ValueError(f"backend: {backend!r} is not one of {', '.join(BACKENDS)}")
     specs = sweep.expand()
-    store.put_sweep(SweepEntry(sweep.base.experiment, preset, dict(overrides or {}), tuple(s.spec_id for s in specs)))
+    if listed:
+        store.put_sweep(SweepEntry(sweep.base.experiment, preset, dict(overrides or {}), tuple(s.spec_id for s in specs)))
     done = store.finished_ids()
     todo = list({s.spec_id: s for s in specs if s.spec_id not in done}.values())  # identical specs run once
     workers = workers or default_workers()

@@ -71,6 +71,29 @@ class Result:
 Runner = Callable[[RunSpec], Result]
 
 
+@dataclass(frozen=True)
+class EffectSize:
+    """One number of an experiment's verdict that says how strongly its phenomenon shows, and which way is stronger."""
+
+    number: str  # a key of the claim's Verdict.numbers
+    meaning: str  # what the number is and its sign convention, in one line (shown under the atlas matrix)
+
+
+@dataclass(frozen=True)
+class Axes:
+    """What an experiment admits in the atlas (`biaslab atlas`): the optimizers and architectures its runs may be
+    trained with (atlas labels: see `biaslab.atlas.OPTIMIZERS`; `model.kind` values), its effect sizes, and for
+    each atlas preset the `--set` overrides that cut its preset of the same name to what the atlas runs (so every
+    atlas cell is a sweep a user can run again: `biaslab run NAME --preset P --set ...`). `pilot` fixes swept
+    fields to pick the run whose learning-rate pilot chooses the cell's rate (default: the sweep's first run)."""
+
+    optimizers: tuple[str, ...]
+    architectures: tuple[str, ...]
+    effect_sizes: tuple[EffectSize, ...]
+    reduce: dict[str, dict[str, Any]] = field(default_factory=dict)
+    pilot: dict[str, Any] = field(default_factory=dict)
+
+
 PRESET_NAMES = ("tiny", "quick", "paper")  # the module-level preset functions an experiment module defines, in order
 MODULE_METHODS = ("figures", "claim")  # methods a module may define as plain functions of the records
 
@@ -127,6 +150,9 @@ class Experiment:
 
     def refuse(self, spec: RunSpec) -> None:
         """Raise SpecError for a spec outside what this experiment's runner computes (its own rules; none here)."""
+
+    axes: Axes | None = None  # what the atlas may vary; None: the entry is not in the atlas, and `axes_note` says why
+    axes_note: str = ""  # why the entry admits no atlas axis (or only some), in one line
 
     runner: Runner | None = None  # computes one spec: the module's `run`, or a function assigned in the class body
 

@@ -357,6 +357,7 @@ class BatchSizeSharpness(Experiment):
     not invariant to reparametrization, so an invariant (adaptive) measure is reported beside it."""
 
     title = "Large-batch training reaches sharper minima (and Dinh et al.'s caveat)"
+    axes_note = "its subject is SGD's batch size (one init trained at several batch sizes): the optimizer is the variable it studies, not an axis to add"
     reference = "Keskar et al. 2017, On Large-Batch Training for Deep Learning (ICLR); Dinh et al. 2017, Sharp Minima Can Generalize for Deep Nets (ICML)"
     reads = (*SUPERVISED_READS, "train.batch_sizes")
 

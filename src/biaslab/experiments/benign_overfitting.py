@@ -125,6 +125,7 @@ class BenignOverfitting(Experiment):
     covariance of the same dimension it stays near the signal's size."""
 
     title = "Benign overfitting: interpolating noisy labels is harmless when the covariance has a heavy small-eigenvalue tail"
+    axes_note = 'a closed-form min-norm interpolant in numpy: no optimizer and no network'
     reference = "Bartlett, Long, Lugosi & Tsigler 2020, Benign overfitting in linear regression (PNAS)"
     reads = ("problem", "dtype")  # dtype: float64, the precision of its numpy closed form
 

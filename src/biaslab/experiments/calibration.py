@@ -150,6 +150,7 @@ class Calibration(Experiment):
     reports how calibration depends on width."""
 
     title = "Calibration against width and training time: ECE and NLL past interpolation"
+    axes_note = 'not yet cut for the atlas (it could admit both axes: one MLP grid on MNIST-1D); run it with --set train.optimizer=... meanwhile'
     reference = "Guo, Pleiss, Sun & Weinberger 2017, On Calibration of Modern Neural Networks (ICML)"
     reads = SUPERVISED_READS
     trains_model = True

@@ -270,6 +270,7 @@ class Compressibility(Experiment):
     found by iterative pruning with rewinding to init are compared with random masks of the same sparsity."""
 
     title = "Trained networks compress: pruning, quantization and lottery tickets across widths"
+    axes_note = "pruning and lottery tickets rewind to SGD's init and retrain with the same optimizer inside the run: not yet cut for the atlas"
     reference = (
         "Frankle & Carbin 2019, The Lottery Ticket Hypothesis (ICLR); Han, Mao & Dally 2016, Deep Compression (ICLR); "
         "Arora, Ge, Neyshabur & Zhang 2018, Stronger Generalization Bounds via a Compression Approach (ICML)"

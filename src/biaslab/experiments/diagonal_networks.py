@@ -118,6 +118,7 @@ class DiagonalNetworks(Experiment):
     a large init."""
 
     title = "Small init finds the sparse (min-L1) interpolant, large init the min-L2 one"
+    axes_note = 'the diagonal linear network is the object of study (its init scale decides the bias); it reads train.optimizer but only GD/SGD have the published bias'
     reference = "Woodworth, Gunasekar, Lee, Moroshko, Savarese, Golan, Soudry & Srebro 2020, Kernel and Rich Regimes in Overparametrized Models (COLT)"
     reads = ("problem", "dtype", "train.batch_size", "model.init_scale", "train.optimizer", "train.lr", "train.max_steps", "train.eval_every", "train.eval_spacing", "train.eval_points", "train.stop_loss")
 

@@ -246,6 +246,7 @@ class DoubleDescent(Experiment):
     removes the peak, so the peak is a property of the unregularized interpolant, not of size."""
 
     title = "Double descent in linear models, random features, forests and networks"
+    axes_note = 'its axis is the model class (least squares, random features, forests, an MLP width) through biaslab.estimators, not the optimizer'
     reference = (
         "Belkin, Hsu, Ma & Mandal 2019 (PNAS); Belkin, Hsu & Xu 2019 (SIAM J. Math. Data Sci.); Hastie et al. 2019; "
         "Nakkiran et al. 2019 (ICLR 2020); Curth et al. 2023 (NeurIPS)"

@@ -348,6 +348,7 @@ class EdgeOfStability(Experiment):
     monotonically. Shown on Cohen et al.'s Chebyshev regression and on an MLP on MNIST-1D with squared loss."""
 
     title = "Full-batch GD drives sharpness up to 2/eta and then trains at the edge of stability"
+    axes_note = "its claim is about full-batch GD's step size (sharpness settles at 2/lr): other optimizers have another threshold"
     reference = "Cohen, Kaur, Li, Kolter & Talwalkar 2021, Gradient Descent on Neural Networks Typically Occurs at the Edge of Stability (ICLR)"
     reads = SUPERVISED_READS
     trains_model = True

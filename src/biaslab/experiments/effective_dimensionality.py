@@ -108,6 +108,7 @@ class EffectiveDimensionality(Experiment):
     the parameter count does."""
 
     title = "Past the interpolation peak, effective dimensionality falls as width grows and tracks test loss"
+    axes_note = 'not yet cut for the atlas (it could admit both axes; each run pays a Hessian per evaluation)'
     reference = "Maddox, Benton & Wilson 2020, Rethinking Parameter Counting in Deep Models: Effective Dimensionality Revisited (arXiv:2003.02139)"
     runner = run_supervised
     reads = (*SUPERVISED_READS, "probe_options")

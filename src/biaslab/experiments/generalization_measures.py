@@ -243,6 +243,7 @@ class GeneralizationMeasures(Experiment):
     sharpness and PAC-Bayes flatness the best predictors and norm products among the worst."""
 
     title = "Which complexity measure ranks the generalization gap (sharpness vs norms)"
+    axes_note = 'its grid already varies lr, batch size and weight decay under SGD to rank measures; an optimizer axis changes what the ranking is over'
     reference = "Jiang, Neyshabur, Mobahi, Krishnan & Bengio 2020"
     reads = SUPERVISED_READS
     trains_model = True

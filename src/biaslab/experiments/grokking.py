@@ -54,7 +54,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from biaslab.claims import Verdict
-from biaslab.experiments.base import CATALOG, Experiment, Result, SUPERVISED_READS
+from biaslab.experiments.base import CATALOG, SUPERVISED_READS, Axes, EffectSize, Experiment, Result
 from biaslab.experiments.supervised import FOURIER_TOP_K, run_supervised
 from biaslab.plot import figure_legend, legend_once, new_figure
 from biaslab.spec import DataSpec, ModelSpec, RunSpec, Sweep, TrainSpec
@@ -199,6 +199,15 @@ class Grokking(Experiment):
     reads = SUPERVISED_READS
     trains_model = True
     needs_probes = PROBES  # the weight norm and the embedding's Fourier concentration
+    axes = Axes(
+        optimizers=("sgd", "sgd+momentum", "adam", "adamw", "sam"),  # full batch: 'sgd' trains as gd; weight decay as set (coupled but for AdamW)
+        architectures=("token_mlp", "transformer"),
+        effect_sizes=(
+            EffectSize("delay_factor_min", "steps to 99% test accuracy / steps to 99% train accuracy with weight decay (>= 10: grokking; n/a: never generalized)"),
+            EffectSize("no_wd_max_test_accuracy", "best test accuracy without weight decay (near chance: no grokking without it)"),
+        ),
+        reduce={"tiny": {"model.init_scale": 1.0, "train.l1": 0.0}, "quick": {"model.init_scale": 1.0, "train.l1": 0.0}},
+    )
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
         runs = _finished(records)

@@ -120,6 +120,7 @@ class GrokkingPhaseDiagram(Experiment):
     the budget; above it the steps to generalize fall as the fraction grows."""
 
     title = "Grokking phase diagram: training fraction x weight decay"
+    axes_note = "grokking's row of the atlas carries the optimizer and architecture axes; the phase diagram stays with AdamW"
     reference = (
         "Power et al. 2022, Grokking (arXiv:2201.02177), Fig. 2; Liu et al. 2022, Towards Understanding Grokking: "
         "An Effective Theory of Representation Learning (NeurIPS)"

@@ -205,6 +205,7 @@ class ImplicitGradientRegularization(Experiment):
     that also penalizes the variance of the minibatch gradients."""
 
     title = "GD follows the gradient flow of L + (h/4)||grad L||^2: distance O(h^2) to it, O(h) to the plain flow"
+    axes_note = "its claim is GD's modified equation at step h (against gradient flows): the optimizer is the subject"
     reference = (
         "Barrett & Dherin 2021, Implicit Gradient Regularization (ICLR); Smith, Dherin, Barrett & De 2021, "
         "On the Origin of Implicit Regularization in Stochastic Gradient Descent (ICLR)"

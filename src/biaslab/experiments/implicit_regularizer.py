@@ -258,6 +258,7 @@ class EstimateImplicitRegularizer(Experiment):
     quality."""
 
     title = "Gradient matching recovers the explicit penalty behind early stopping (ridge, 1/(eta t)) and dropout (Wager's L2)"
+    axes_note = 'it fits the explicit penalty that matches a given procedure (early stopping, dropout): the procedure is the subject'
     reference = (
         "Wager, Wang & Liang 2013, Dropout Training as Adaptive Regularization (NeurIPS); Ali, Kolter & Tibshirani 2019, "
         "A Continuous-Time View of Early Stopping for Least Squares (AISTATS)"

@@ -174,6 +174,7 @@ class KernelsVsConvolutions(Experiment):
     kernel and MLP unchanged: the architecture's bias, not its capacity, makes the difference."""
 
     title = "Kernels vs convolutions: three interpolating models, ordered and shuffled MNIST-1D"
+    axes_note = 'its axis is the model class (kernel, MLP, CNN) through biaslab.estimators, each at zero training error'
     reference = "Wilson 2025 (ICML), Sec. 7; Greydanus 2020, Scaling down deep learning (MNIST-1D)"
 
     def reads_of(self, spec: RunSpec) -> tuple[str, ...]:

@@ -140,6 +140,7 @@ class LazyVsRich(Experiment):
     for small alpha the weights travel and the kernel changes (rich, feature learning)."""
 
     title = "Large output scale makes training lazy: weights and tangent kernel freeze and the net behaves like its linearization"
+    axes_note = 'trained by gradient flow on the alpha-scaled model: the claim is about the scale alpha, not the optimizer'
     reference = "Chizat, Oyallon & Bach 2019, On Lazy Training in Differentiable Programming (NeurIPS); Woodworth et al. 2020 (COLT)"
     reads = ("problem", "data", "model", "train.loss", "dtype", "device", *MINIMIZE_READS)
 

@@ -213,6 +213,7 @@ class LossLandscape(Experiment):
     with the narrow one's."""
 
     title = "Loss landscapes of narrow vs wide, small- vs large-batch solutions; the straight path from init"
+    axes_note = "not yet cut for the atlas (its runs compare SGD's batch sizes and widths on one MLP grid)"
     reference = (
         "Li, Xu, Taylor, Studer & Goldstein 2018, Visualizing the Loss Landscape of Neural Nets (NeurIPS); "
         "Goodfellow, Vinyals & Saxe 2015 (ICLR); Lucas, Bae, Zhang, Fort, Zemel & Grosse 2021 (ICML)"

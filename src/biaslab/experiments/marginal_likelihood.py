@@ -267,6 +267,7 @@ class MarginalLikelihood(Experiment):
     marginal likelihood per example falls with every step of corruption, with the noise learned too."""
 
     title = "Occam's razor by marginal likelihood: a GP fits random labels, its marginal likelihood falls"
+    axes_note = 'exact Gaussian processes: no optimizer and no network'
     reference = "Wilson & Izmailov 2020 (NeurIPS), Sec. 5, Fig. 7a; Wilson 2025"
     reads = ("estimator", "data", "dtype")  # the dtype is float64, fixed by estimator.kind gp; no device: scikit-learn fits on the CPU
 

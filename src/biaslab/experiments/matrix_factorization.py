@@ -139,6 +139,7 @@ class MatrixFactorization(Experiment):
     minimum-nuclear-norm completion do not: the bias is toward low rank, not toward a norm."""
 
     title = "Deep factorizations complete low-rank matrices that depth 2 and the nuclear norm cannot"
+    axes_note = "deep matrix factorization by GD: depth is its own axis, and the published bias (toward low rank) is GD's"
     reference = "Arora, Cohen, Hu & Luo 2019, Implicit Regularization in Deep Matrix Factorization (NeurIPS); Gunasekar et al. 2017"
     reads = ("problem", "model.depth", "model.init_scale", "dtype", "device", *MINIMIZE_READS)
 

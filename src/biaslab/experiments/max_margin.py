@@ -171,6 +171,7 @@ class MaxMargin(Experiment):
     converges only like 1/ln t."""
 
     title = "GD on separable data converges to the max-margin direction, at a 1/ln t rate"
+    axes_note = 'logistic regression with numpy fast paths for GD, momentum and Adam, compared inside the experiment; no network'
     reference = "Soudry, Hoffer, Nacson, Gunasekar & Srebro 2018, The Implicit Bias of Gradient Descent on Separable Data (JMLR)"
     reads = ("problem", "dtype", "train.batch_size", "train.optimizer", "train.lr", "train.momentum", "train.betas", "train.max_steps", "train.eval_every", "train.eval_spacing", "train.eval_points")
 

@@ -88,6 +88,7 @@ class MinNorm(Experiment):
     space through its start, so from zero it finds the minimum-norm interpolant and from w0 the one nearest w0."""
 
     title = "GD on least squares converges to the interpolant nearest its start"
+    axes_note = "least squares by GD from a given start: the bias (the interpolant nearest the start) is GD's by construction"
     reference = "e.g. Gunasekar et al. 2018, Characterizing Implicit Bias in Terms of Optimization Geometry (ICML)"
     reads = ("problem", "dtype", "device", *MINIMIZE_READS)
 

@@ -192,6 +192,7 @@ class ModeConnectivity(Experiment):
     initialization with different batch orders are measured beside them."""
 
     title = "Barriers between SGD solutions: straight line, trained Bezier curve, weight matching, spawned copies"
+    axes_note = 'not yet cut for the atlas (three networks and a curve per run, all trained by SGD)'
     reference = (
         "Garipov, Izmailov, Podoprikhin, Vetrov & Wilson 2018 (NeurIPS); Ainsworth, Hayase & Srinivasa 2023, Git Re-Basin (ICLR); "
         "Frankle, Dziugaite, Roy & Carbin 2020, Linear Mode Connectivity and the Lottery Ticket Hypothesis (ICML)"

@@ -230,6 +230,7 @@ class OptimizerGeometry(Experiment):
     37-73 degrees apart."""
 
     title = "Each optimizer converges to the max-margin direction of its own norm: GD L2, sign descent and Adam L-inf, coordinate descent L1"
+    axes_note = 'it compares optimizers itself (GD, sign descent, coordinate descent, Adam) on a linear model'
     reference = "Gunasekar, Lee, Soudry & Srebro 2018, Characterizing Implicit Bias in Terms of Optimization Geometry (ICML); Zhang, Zou & Cao 2024 (NeurIPS)"
     reads = COMMON_READS + STEEPEST_READS
 

@@ -317,6 +317,7 @@ class RandomLabels(Experiment):
     permutation-equivariant MLP."""
 
     title = "Networks fit random labels and random inputs; test error rises to chance"
+    axes_note = 'its parts fix their own models (MLP and CNN) and its claim compares them, so an architecture axis would overwrite them; an optimizer axis needs a cut of its union of parts (not yet written)'
     reference = "Zhang, Bengio, Hardt, Recht & Vinyals 2017, Understanding deep learning requires rethinking generalization (ICLR; arXiv:1611.03530)"
     runner = run_supervised
     reads = SUPERVISED_READS

@@ -185,6 +185,7 @@ class SamFlatness(Experiment):
     eigenvalue and a lower adaptive sharpness, the measure that survives function-preserving rescalings."""
 
     title = "Sharpness-aware minimization ends flatter than SGD at the same training loss"
+    axes_note = 'it compares SGD with SAM and ASAM from one init itself: the optimizer is its subject'
     reference = "Foret, Kleiner, Mobahi & Neyshabur 2021, Sharpness-Aware Minimization (ICLR); Kwon et al. 2021, ASAM (ICML)"
     reads = SUPERVISED_READS
     trains_model = True

@@ -323,6 +323,7 @@ class ScalingLaws(Experiment):
     intervals."""
 
     title = "Scaling laws: a solvable model (test loss ~ n^-alpha, N^-alpha from a power-law spectrum) and MLPs on MNIST-1D"
+    axes_note = 'a solvable least-squares model and MLP fits through biaslab.estimators; its axis is data and parameter count'
     reference = "Maloney, Roberts & Sully 2022, A Solvable Model of Neural Scaling Laws (arXiv:2210.16859)"
     trains_model = True  # part (b); part (a), the solvable model, refuses probes and save_weights
 

@@ -126,6 +126,7 @@ class SmallInitRelu(Experiment):
     neurons stay spread."""
 
     title = "From a small init, ReLU neurons align to a few directions after a plateau"
+    axes_note = "a shallow ReLU net from a small init by gradient flow: the published plateau and norm are GD's"
     reference = "Boursier, Pillaud-Vivien & Flammarion 2022, Gradient flow dynamics of shallow ReLU networks for square loss and orthogonal inputs (NeurIPS)"
     reads = ("problem", "model.width", "model.init_scale", "dtype", "device", *MINIMIZE_READS)
 

@@ -201,6 +201,7 @@ class SoftInductiveBias(Experiment):
     soft bias is near the best on both targets at every data size while each alternative fails on one."""
 
     title = "Soft inductive bias: an order-penalized high-order polynomial fits simple and complex targets"
+    axes_note = 'Legendre fits in closed form: no optimizer and no network'
     reference = "Wilson 2025, Deep Learning is Not So Mysterious or Different (ICML), Sec. 2 and Fig. 1"
 
     def reads_of(self, spec: RunSpec) -> tuple[str, ...]:

@@ -226,6 +226,7 @@ class TreesVsNets(Experiment):
     on irregular axis-aligned targets and lose that edge under rotation; the MLP suffers more from noise features."""
 
     title = "Trees vs neural nets on tabular data: irregular targets, rotations, uninformative features"
+    axes_note = 'its axis is the model class (forests, boosting, an MLP) through biaslab.estimators'
     reference = "Grinsztajn, Oyallon & Varoquaux 2022, Why do tree-based models still outperform deep learning on tabular data? (NeurIPS D&B)"
 
     def reads_of(self, spec: RunSpec) -> tuple[str, ...]:

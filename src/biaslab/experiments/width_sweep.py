@@ -34,7 +34,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from biaslab.claims import Verdict, interpolation_width, spearman
-from biaslab.experiments.base import CATALOG, Experiment, SUPERVISED_READS
+from biaslab.experiments.base import CATALOG, SUPERVISED_READS, Axes, EffectSize, Experiment
 from biaslab.experiments.supervised import run_supervised
 from biaslab.plot import mean_band, new_figure
 from biaslab.spec import DataSpec, ModelSpec, RunSpec, Sweep, TrainSpec
@@ -89,6 +89,16 @@ class WidthSweep(Experiment):
     reads = SUPERVISED_READS
     trains_model = True
     trains_populations = True
+    axes = Axes(
+        optimizers=("sgd", "sgd+momentum", "adam", "adamw", "sam"),
+        architectures=("mlp", "cnn"),  # width: hidden units of the MLP, channels of the CNN
+        effect_sizes=(
+            EffectSize("test_error_drop", "clean test error at the first width that fits every seed minus at the widest (> 0: wider generalizes better)"),
+            EffectSize("spearman_width_vs_test_error", "rank correlation of test error with width past interpolation (< 0: falls with width)"),
+        ),
+        reduce={"tiny": {"data.label_noise": 0.0, "model.width": [8, 128]}, "quick": {"data.label_noise": 0.0, "model.width": [8, 32, 128, 512]}},
+        pilot={"model.width": 128},
+    )
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
         table = _finished(records)
@@ -141,6 +151,7 @@ class WidthSweep(Experiment):
             "widest_width": float(past.index.max()),
             "test_error_at_interpolation": float(past.iloc[0]),
             "test_error_at_widest": float(past.iloc[-1]),
+            "test_error_drop": float(past.iloc[0] - past.iloc[-1]),
         }
         if len(past) < 2:
             return Verdict(claim, False, numbers, "only the widest width fits the training set: nothing past interpolation to compare", notes)
