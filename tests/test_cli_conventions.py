@@ -85,7 +85,7 @@ def test_run_says_its_plan_first_and_what_is_stored_already(tmp_path, capsys):
     args = ["run", "min-norm", "--preset", "tiny", "--store", str(tmp_path), "--no-report", "--executor", "inprocess"]
     assert main(args) == 0
     first = capsys.readouterr().err.splitlines()[0]
-    assert first.startswith("min-norm (tiny): 2 runs, 0 already in the store; 2 to run as 2 jobs in this process; memory: up to ")
+    assert first.startswith("min-norm (tiny): 2 runs, 0 already in the store; 2 to run as 2 jobs in this process (4000 steps); memory: up to ")
     assert "GB per run (estimated), 1 at a time within" in first  # the largest estimate; in-process: one at a time
     assert main(args) == 0
     assert capsys.readouterr().err.splitlines()[0].startswith("min-norm (tiny): 2 runs, 2 already in the store; 0 to run")

@@ -434,8 +434,28 @@ def _plan_line(sweep, store: Store, preset: str, args: argparse.Namespace) -> st
     pooled = f" ({populations} populations of runs trained together)" if populations else ""
     parallel = min(workers, len(jobs)) if use_processes else 1
     memory = memory_note(jobs, parallel, budget if args.backend == "local" else None)  # Ray schedules by CPU only
+    small = args.executor == "auto" and args.backend == "local" and not use_processes and workers > 1 and len(jobs) > 1
+    why = ": too little work to pay for starting worker processes" if small else ""
     return (f"{sweep.base.experiment} ({preset}): {len(specs)} runs, {len(specs) - len(todo)} already in the store; {len(todo)} to run as "
-            f"{len(jobs)} jobs{pooled} {where}; {memory}")  # fmt: skip
+            f"{len(jobs)} jobs{pooled} {where}{_work_note(todo)}{why}; {memory}")  # fmt: skip
+
+
+def _work_note(specs) -> str:
+    """' (at most 4.8 TFLOP: the step budgets)': the estimated work the executor was chosen by; '' when none is known."""
+    from biaslab.sweep import sweep_work
+
+    flops, steps = sweep_work(specs)
+    if not flops:
+        return f" ({steps} steps)" if steps else ""
+    unknown = f" and {steps} steps without an estimate" if steps else ""
+    return f" (at most {_flops_text(flops)} at the full step budgets{unknown})"
+
+
+def _flops_text(flops: float) -> str:
+    for unit, size in (("TFLOP", 1e12), ("GFLOP", 1e9), ("MFLOP", 1e6)):
+        if flops >= size:
+            return f"{flops / size:.3g} {unit}"
+    return f"{flops:.3g} FLOP"
 
 
 BUSY_LOAD_PER_CORE = 0.5  # a 1-minute load average above this many per core means other work shares the cores

@@ -13,7 +13,9 @@ momentum, weight decay, betas or init (trained together by
 - "auto": on a GPU, "population". On a CPU, populations only for narrow models
   (width <= 64: measured 1.2-1.3x faster than a loop at width <= 32, even at
   128, 0.73x at 512), and the jobs spread over worker processes when there are
-  several jobs and cores and at least SMALL_SWEEP_STEPS steps in all.
+  several jobs and cores and enough work to pay for starting them: at least
+  SMALL_SWEEP_FLOPS estimated FLOPs in all (`experiments.work`: every run at
+  its full step budget), or SMALL_SWEEP_STEPS steps of runs without an estimate.
 Workers only compute; this process alone writes the store, one record at a
 time as jobs finish.
 
@@ -77,6 +79,7 @@ from biaslab.claims import Verdict
 from biaslab.experiments import can_pool, run_population
 from biaslab.experiments.base import failed_record
 from biaslab.experiments.memory import gigabytes, job_peak_memory
+from biaslab.experiments.work import run_flops
 from biaslab.spec import RunSpec, Sweep
 from biaslab.store import RunRecord, Store, StoreError, SweepEntry, lease_owner, lease_timeout
 from biaslab.train.population import MEMBER_FIELDS
@@ -95,7 +98,9 @@ class BackendUnavailable(ValueError):
     """The chosen backend cannot be started or reached; the message says why and what to use instead."""
 POOL_RETRIES = 2  # a worker that dies takes its pool down; retry the unfinished jobs this often
 CPU_POPULATION_MAX_WIDTH = 64
-SMALL_SWEEP_STEPS = 20_000  # below this many steps in all, auto stays in-process (tiny width-sweep: 0.5 s vs 4-5 s with workers)
+SMALL_SWEEP_FLOPS = 80e9  # below this much estimated work in all, auto stays in-process: about 10 s in one process at the
+# ~8 GFLOP/s measured for small MLPs (benchmarks/width_sweep.py), where two workers' ~5 s of start-up would save nothing
+SMALL_SWEEP_STEPS = 20_000  # the same for runs without an estimate (problems, estimators), in steps (tiny width-sweep: 0.5 s vs 4-5 s with workers)
 MAX_MEMBERS = 64  # members per population, to bound memory
 MEMORY_SHARE = 0.8  # of the memory available at the start, what the jobs running at once may use (the rest: this
 # process's own growth, other programs, and the estimates' error)
@@ -217,8 +222,26 @@ def plan(specs: Sequence[RunSpec], executor: str, workers: int, budget: int | No
     if executor == "population" or not on_cpu:
         return split_to_fit(group_populations(specs, lambda s: True), budget, estimate), False
     jobs = split_to_fit(group_populations(specs, lambda s: s.model.width <= CPU_POPULATION_MAX_WIDTH), budget, estimate)
-    small = sum(s.train.max_steps for s in specs) < SMALL_SWEEP_STEPS  # workers would cost more to start than they save
-    return jobs, workers > 1 and len(jobs) > 1 and not small
+    return jobs, workers > 1 and len(jobs) > 1 and not is_small(specs)
+
+
+def sweep_work(specs: Sequence[RunSpec]) -> tuple[float, int]:
+    """(estimated FLOPs of the runs that have an estimate, at their full step budgets; steps of those that do not)."""
+    flops, steps = 0.0, 0
+    for spec in specs:
+        estimate = run_flops(spec)
+        if estimate is None:
+            steps += spec.train.max_steps
+        else:
+            flops += estimate
+    return flops, steps
+
+
+def is_small(specs: Sequence[RunSpec]) -> bool:
+    """Whether worker processes would cost more to start than they save: too little work, weighed by estimated
+    FLOPs (`experiments.work`), or by steps for runs without an estimate."""
+    flops, steps = sweep_work(specs)
+    return flops < SMALL_SWEEP_FLOPS and steps < SMALL_SWEEP_STEPS
 
 
 def split_to_fit(jobs: list[Job], budget: int | None, estimate: Estimate = job_peak_memory) -> list[Job]:
