@@ -47,6 +47,7 @@ class StepSize(Experiment):  # name (NAME) and runner (run) come from this modul
     reference = "e.g. Gunasekar et al. 2018 (ICML)"
     presets = {"tiny": lambda: sweep(5, 12, 3000), "quick": lambda: sweep(20, 60, 30000), "paper": lambda: sweep(200, 1000, 300000)}
     reads = ("problem", "dtype", *MINIMIZE_READS)  # any other field set away from its default is refused
+    axes_note = "the step size is its subject, and the bias is GD's"  # or `axes = Axes(...)`: what `biaslab atlas` may vary
 
     def refuse(self, spec: RunSpec) -> None:
         require(spec, MINIMIZE_ONLY | {"dtype": ("float64",)})  # full batch, in the float64 of the numpy problem

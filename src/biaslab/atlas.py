@@ -362,8 +362,8 @@ def judge(plan: CellPlan, store: Store, entries: dict[str, SweepEntry]) -> Judge
             finite = [v for v in values if math.isfinite(v)]
             if finite:
                 judged.ranges[name] = (min(finite), max(finite))
-    if plan.status.startswith("same as"):
-        judged.label, judged.reason = plan.status, f"{plan.status} (no run of this experiment has weight decay): {verdict.reason}"
+    if plan.status.startswith("same as"):  # the twin's runs, judged again: the same verdict, said to be shared
+        judged.reason = f"the runs of the {plan.status.removeprefix('same as ')} cell (no run of this experiment has weight decay): {verdict.reason}"
     return judged
 
 
@@ -411,7 +411,7 @@ def matrix_figure(judged: Sequence[Judged], preset: str) -> Figure:
                 ax.text(c, r, "not in this atlas", ha="center", va="center", fontsize=7, color="#888888")
                 continue
             ax.add_patch(_rect(c, r, VERDICT_COLOURS.get(cell.label, "#e0e0e0")))
-            label = "same as Adam" if cell.label.startswith("same as") else cell.label
+            label = f"{cell.label} (= {cell.plan.status.removeprefix('same as ')})" if cell.plan.status.startswith("same as") else cell.label
             ax.text(c, r - 0.24, label, ha="center", va="center", fontsize=8, weight="bold")
             ax.text(c, r + 0.02, effect_text(cell.effects.get(effect, math.nan), cell.ranges.get(effect)), ha="center", va="center", fontsize=7.5)
             ax.text(c, r + 0.27, f"lr {cell.plan.lr:g}" if cell.plan.lr is not None else "", ha="center", va="center", fontsize=6.5, color="#444444")
