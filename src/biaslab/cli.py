@@ -340,22 +340,32 @@ def cmd_atlas(args: argparse.Namespace) -> int:
     cells = atlas.plan_cells(args.preset, **chosen)  # a SpecError names the bad preset, experiment, optimizer or architecture
     if not cells:
         raise InputError("--experiments/--optimizers/--architectures: no experiment admits any of the chosen cells; see `biaslab atlas --help`")
-    print(f"atlas ({args.preset}): {len(cells)} cells of {len({c.experiment for c in cells})} experiments into {args.store}; "
+    experiments = len({c.experiment for c in cells})
+    print(f"atlas ({args.preset}): {len(cells)} cell{'s' * (len(cells) != 1)} of {experiments} experiment{'s' * (experiments != 1)} into {args.store}; "
           f"{atlas.PRESETS[args.preset].note}", file=sys.stderr)  # fmt: skip
     busy = _busy_note()
     if busy:
         print(busy, file=sys.stderr)
 
-    def progress(plan, index: int, total: int) -> None:
-        rate = f"lr {plan.lr:g} (pilot: {_pilot_text(plan.pilot)})" if plan.lr is not None else plan.status
-        print(f"[{index}/{total}] {plan.cell.label}: {rate}; {plan.seconds:.0f} s", file=sys.stderr, flush=True)
+    from rich.console import Console
+    from rich.progress import Progress, TextColumn, TimeElapsedColumn
 
     store = Store(args.store)
     options = {"executor": args.executor, "workers": args.workers, "backend": args.backend, "address": args.address}
-    try:
-        cells = atlas.run_atlas(args.preset, store, on_cell=progress, **chosen, **options)
-    except BackendUnavailable as error:
-        raise InputError(str(error)) from None
+    columns = (TextColumn("{task.description}:"), TextColumn("{task.completed} runs stored (pilots included)"), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        running = bar.add_task(f"[1/{len(cells)}] {cells[0].cell.label}", total=None)
+
+        def progress(plan, index: int, total: int) -> None:  # a line per finished cell above the bar; the bar: the next
+            rate = f"lr {plan.lr:g} (pilot: {_pilot_text(plan.pilot)})" if plan.lr is not None else plan.status
+            bar.console.print(f"[{index}/{total}] {plan.cell.label}: {rate}; {plan.seconds:.0f} s", markup=False, highlight=False, soft_wrap=True)
+            if index < total:
+                bar.update(running, description=f"[{index + 1}/{total}] {cells[index].cell.label}", completed=0)
+
+        try:
+            cells = atlas.run_atlas(args.preset, store, on_cell=progress, on_record=lambda r: bar.advance(running), **chosen, **options)
+        except BackendUnavailable as error:
+            raise InputError(str(error)) from None
     judged = atlas.judge_all(cells, store)
     print(atlas.text_matrix(judged))
     figure, table = atlas.write_outputs(judged, args.preset, store)
