@@ -74,7 +74,7 @@ PRESETS: dict[str, AtlasPreset] = {
     "quick": AtlasPreset(
         ("width-sweep", "grokking"), tuple(OPTIMIZERS), ("mlp", "cnn", "token_mlp"),
         "about 45 minutes on 2 CPU cores: the width sweep on clean labels at 4 widths and 3 seeds with MLPs and CNNs, "
-        "grokking's MLP with and without weight decay (one seed); the transformer and the other entries need `paper`",
+        "grokking's MLP with and without weight decay (one seed); the transformer and the other entries need the paper preset",
     ),  # fmt: skip
     "paper": AtlasPreset(None, tuple(OPTIMIZERS), tuple(ARCHITECTURES), "every entry with axes at its paper preset: for a GPU or a Ray cluster"),
 }

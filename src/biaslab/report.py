@@ -235,22 +235,28 @@ def _atlas_view(preset: str, cells: list, store: Store, pages: list[SweepPage], 
     png = f"figures/atlas-{preset}.png"
     figure.savefig(directory / png, dpi=110)
     page_of = {page.entry.sweep_id: page.file for page in pages}
-    names = list(dict.fromkeys(e.number for j in judged for e in CATALOG.get(j.plan.experiment).axes.effect_sizes))
-    rows = []
-    for j in judged:
-        rows.append({
-            "experiment": j.plan.experiment, "architecture": atlas.ARCHITECTURES[j.plan.architecture],
-            "optimizer": atlas.OPTIMIZERS[j.plan.optimizer].label, "verdict": j.label, "page": page_of.get(j.plan.sweep_id or ""),
-            "effects": {n: atlas.effect_text(v, j.ranges.get(n)) for n, v in j.effects.items()},
-            "numbers": {n: v for n, v in j.effects.items() if math.isfinite(v)},
-            "lr": f"{j.plan.lr:g}" if j.plan.lr is not None else "", "lr_value": j.plan.lr if j.plan.lr is not None else "",
-            "pilot": ", ".join(f"{rate} → {'diverged' if math.isnan(loss) else f'{loss:.3g}'}" for rate, loss in j.plan.pilot.items()),
-            "seeds": j.seeds, "reason": j.reason, "short_reason": _one_line(j.reason),
-        })  # fmt: skip
-    meanings = [(name, CATALOG.get(name).axes.effect_sizes) for name in dict.fromkeys(j.plan.experiment for j in judged)]
+    groups = []
+    for name in dict.fromkeys(j.plan.experiment for j in judged):
+        rows = [_atlas_row(j, page_of) for j in judged if j.plan.experiment == name]
+        groups.append({"experiment": name, "effects": CATALOG.get(name).axes.effect_sizes, "rows": rows})
     note = atlas.PRESETS[preset].note
-    return {"preset": preset, "file": f"atlas-{preset}.html", "png": png, "rows": rows, "effect_names": names, "meanings": meanings,
+    return {"preset": preset, "file": f"atlas-{preset}.html", "png": png, "groups": groups,
             "note": note, "pilot_steps": atlas.PILOT_MAX_STEPS, "cells": len(judged), "passed": sum(j.label == "PASS" for j in judged)}  # fmt: skip
+
+
+def _atlas_row(judged: atlas.Judged, page_of: dict[str, str]) -> dict[str, Any]:
+    """One cell of the atlas page's table: its verdict, effect sizes with their per-seed range, rate and pilot."""
+    plan = judged.plan
+    return {
+        "architecture": atlas.ARCHITECTURES[plan.architecture], "optimizer": atlas.OPTIMIZERS[plan.optimizer].label,
+        "verdict": judged.label, "twin": f"(the runs of the {plan.status.removeprefix('same as ')} cell)" if plan.status.startswith("same as") else "",
+        "page": page_of.get(plan.sweep_id or ""),
+        "effects": {n: atlas.effect_text(v, judged.ranges.get(n)) for n, v in judged.effects.items()},
+        "numbers": {n: v for n, v in judged.effects.items() if math.isfinite(v)},
+        "lr": f"{plan.lr:g}" if plan.lr is not None else "", "lr_value": plan.lr if plan.lr is not None else "",
+        "pilot": [f"{rate} → {'diverged' if math.isnan(loss) else f'{loss:.3g}'}" for rate, loss in plan.pilot.items()],
+        "seeds": judged.seeds, "reason": judged.reason, "short_reason": _one_line(judged.reason),
+    }  # fmt: skip
 
 
 def _environment() -> jinja2.Environment:
