@@ -202,3 +202,11 @@ def test_bad_atlas_input_is_one_line_and_exit_2(tmp_path, capsys, argv, message)
     err = capsys.readouterr().err
     assert rc == 2 and message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "s").exists()  # refused before a store is made
+
+
+def test_the_quick_preset_runs_grokking_under_three_optimizers_unless_others_are_named():
+    cells = [(c.experiment, c.optimizer, c.architecture) for c in atlas.plan_cells("quick")]
+    assert [c for c in cells if c[0] == "grokking"] == [("grokking", o, "token_mlp") for o in ("sgd+momentum", "adam", "adamw")]
+    assert len([c for c in cells if c[0] == "width-sweep"]) == 10  # five optimizers x MLP and CNN
+    named = [(c.experiment, c.optimizer) for c in atlas.plan_cells("quick", optimizers=["sam"])]
+    assert named == [("width-sweep", "sam"), ("width-sweep", "sam"), ("grokking", "sam")]
