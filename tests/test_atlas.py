@@ -195,6 +195,8 @@ def test_the_atlas_command_prints_the_matrix_and_writes_figure_table_and_report_
         (["--architectures", "resnet"], "architectures: 'resnet' is not a model.kind"),
         (["--experiments", "width-sweep", "--architectures", "transformer"], "no experiment admits any of the chosen cells"),
         (["--workers", "0"], "--workers: must be at least 1"),
+        (["--set", "train.lr=0.1"], "--set train.lr: the atlas sets it in every cell"),
+        (["--set", "nonsense"], "nonsense"),
     ],
 )
 def test_bad_atlas_input_is_one_line_and_exit_2(tmp_path, capsys, argv, message):
@@ -210,3 +212,15 @@ def test_the_quick_preset_runs_grokking_under_three_optimizers_unless_others_are
     assert len([c for c in cells if c[0] == "width-sweep"]) == 10  # five optimizers x MLP and CNN
     named = [(c.experiment, c.optimizer) for c in atlas.plan_cells("quick", optimizers=["sam"])]
     assert named == [("width-sweep", "sam"), ("width-sweep", "sam"), ("grokking", "sam")]
+
+
+def test_set_values_reach_every_cell_and_a_cell_that_cannot_take_one_is_refused_with_why(tmp_path, capsys):
+    store = Store(tmp_path / "store")
+    cells = atlas.run_atlas("tiny", store, optimizers=["adam"], overrides={"data.n_train": 200}, executor="inprocess")
+    width, grokking = cells  # width-sweep reads MNIST-1D's n_train; grokking's modular data has no such field
+    assert width.status == "run" and width.overrides["data.n_train"] == 200
+    assert all(r.run_spec.data.n_train == 200 for r in store.records("width-sweep"))
+    assert grokking.status.startswith("refused: data.n_train") and not store.records("grokking")
+    rc = main(["atlas", "--preset", "tiny", "--experiments", "width-sweep", "--store", str(tmp_path / "s2"), "--set", "data.root=/nowhere", "--executor", "inprocess"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "biaslab: error: every cell was refused; the first: width-sweep / SGD / MLP: data.root" in err

@@ -179,19 +179,21 @@ def optimizer_fields(rule: OptimizerRule, base: RunSpec) -> dict[str, Any]:
     return fields
 
 
-def cell_overrides(experiment: Experiment, cell: Cell, preset: str) -> dict[str, Any]:
-    """The --set values of a cell, before its rate: the optimizer's fields and the architecture."""
-    base = cell_sweep(experiment, preset, {}).expand()[0]
-    overrides = optimizer_fields(OPTIMIZERS[cell.optimizer], base)
+def cell_overrides(experiment: Experiment, cell: Cell, preset: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The --set values of a cell, before its rate: the user's `extra` values, the optimizer's fields and the
+    architecture."""
+    extra = dict(extra or {})
+    base = cell_sweep(experiment, preset, extra).expand()[0]
+    overrides = extra | optimizer_fields(OPTIMIZERS[cell.optimizer], base)
     if base.model.kind != cell.architecture:
         overrides["model.kind"] = cell.architecture
     return overrides
 
 
-def same_as(experiment: Experiment, cell: Cell, preset: str) -> Cell | None:
+def same_as(experiment: Experiment, cell: Cell, preset: str, extra: dict[str, Any] | None = None) -> Cell | None:
     """Another cell this one would repeat exactly: AdamW is Adam where no run of the experiment has weight decay."""
     if cell.optimizer == "adamw" and "adam" in experiment.axes.optimizers:
-        if all(spec.train.weight_decay == 0.0 for spec in cell_sweep(experiment, preset, {}).expand()):
+        if all(spec.train.weight_decay == 0.0 for spec in cell_sweep(experiment, preset, dict(extra or {})).expand()):
             return Cell(cell.experiment, "adam", cell.architecture)
     return None
 
@@ -234,7 +236,7 @@ def chosen_rate(records: Sequence[RunRecord]) -> tuple[float | None, dict[str, f
 # ----------------------------------------------------------------------------- running
 
 
-RunSweep = Callable[..., Any]  # biaslab.sweep.run_sweep, or a stand-in with its signature
+ATLAS_FIELDS = ("train.optimizer", "train.lr", "train.momentum", "train.betas", "train.nesterov", "train.rho", "model.kind")
 
 
 def run_atlas(
@@ -244,25 +246,29 @@ def run_atlas(
     optimizers: Sequence[str] | None = None,
     architectures: Sequence[str] | None = None,
     on_cell: Callable[[CellPlan, int, int], None] | None = None,
+    overrides: dict[str, Any] | None = None,
     **sweep_options: Any,
 ) -> list[CellPlan]:
     """Run every cell of the atlas into `store` (pilots, then the cell's sweep), skipping what the store holds, and
-    write STORE/atlas/PRESET.json after each cell. `sweep_options` go to `run_sweep` (executor, workers, backend,
-    address). `on_cell(plan, index, total)` is called after each cell."""
-    from biaslab.sweep import preflight, run_sweep
-
+    write STORE/atlas/PRESET.json after each cell. `overrides`: --set values for every cell (`data.root`, say; not
+    the fields the atlas sets itself, ATLAS_FIELDS); a cell whose experiment does not take one is refused, with why.
+    `sweep_options` go to `run_sweep` (executor, workers, backend, address, on_record). `on_cell(plan, index,
+    total)` is called after each cell."""
+    for path in overrides or {}:
+        if path in ATLAS_FIELDS:
+            raise SpecError(f"{path}: the atlas sets it in every cell (the optimizer, its rate and the architecture); set the others")
     cells = plan_cells(preset, experiments, optimizers, architectures)
     done: dict[Cell, CellPlan] = {}
     for index, plan in enumerate(cells, 1):
         started = time.perf_counter()
         experiment = CATALOG.get(plan.experiment)
-        twin = same_as(experiment, plan.cell, preset)
+        twin = same_as(experiment, plan.cell, preset, overrides)
         if twin is not None and twin in done:  # the same runs: judged from the twin's sweep, not run again
             source = done[twin]
             plan.status = f"same as {OPTIMIZERS[twin.optimizer].label}"
             plan.overrides, plan.lr, plan.sweep_id, plan.pilot = dict(source.overrides), source.lr, source.sweep_id, dict(source.pilot)
         else:
-            _run_cell(plan, experiment, preset, store, run_sweep, preflight, sweep_options)
+            _run_cell(plan, experiment, preset, store, overrides or {}, sweep_options)
         plan.seconds = time.perf_counter() - started
         done[plan.cell] = plan
         save_manifest(store, preset, cells)
@@ -271,14 +277,16 @@ def run_atlas(
     return cells
 
 
-def _run_cell(plan: CellPlan, experiment: Experiment, preset: str, store: Store, run_sweep: RunSweep, preflight: Callable, options: dict) -> None:
+def _run_cell(plan: CellPlan, experiment: Experiment, preset: str, store: Store, extra: dict[str, Any], options: dict) -> None:
     """Pilot, choose the rate, run the cell's sweep; a cell the experiment refuses is recorded with why."""
+    from biaslab.sweep import preflight, run_sweep
+
     try:
-        overrides = cell_overrides(experiment, plan.cell, preset)
+        overrides = cell_overrides(experiment, plan.cell, preset, extra)
         pilot = pilot_sweep(cell_sweep(experiment, preset, overrides | {"train.lr": OPTIMIZERS[plan.optimizer].lr_grid[0]}), experiment.axes.pilot, OPTIMIZERS[plan.optimizer].lr_grid)
-        preflight(pilot)
-    except SpecError as error:
-        plan.status = f"refused: {error}"
+        preflight(pilot)  # the experiment's check, the device, data files that must be there
+    except (SpecError, OSError, ValueError) as error:  # e.g. the paper preset's MNIST without data.root: said, not raised
+        plan.status = f"refused: {' '.join(str(error).split())}"
         return
     pilot_outcome = run_sweep(pilot, store, preset, {}, listed=False, **options)
     plan.lr, plan.pilot = chosen_rate(pilot_outcome.records)

@@ -74,6 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     atlas.add_argument("--experiments", default=None, metavar="A,B", help="only these experiments (default: the preset's)")
     atlas.add_argument("--optimizers", default=None, metavar="A,B", help="only these: sgd, sgd+momentum, adam, adamw, sam")
     atlas.add_argument("--architectures", default=None, metavar="A,B", help="only these model kinds: mlp, cnn, token_mlp, transformer")
+    atlas.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="for every cell, e.g. data.root=/data/mnist (not the optimizer, its rate or model.kind: the atlas sets them)")  # fmt: skip
     _execution_arguments(atlas)
 
     track = commands.add_parser("track", help="send a store's runs (and each sweep's verdict) to TensorBoard, W&B offline or MLflow")
@@ -337,6 +339,10 @@ def cmd_atlas(args: argparse.Namespace) -> int:
 
     _check_execution(args)
     chosen = {flag: _names(getattr(args, flag)) if getattr(args, flag) is not None else None for flag in ("experiments", "optimizers", "architectures")}
+    overrides = dict(parse_override(item) for item in args.overrides)
+    for path in overrides:
+        if path in atlas.ATLAS_FIELDS:
+            raise InputError(f"--set {path}: the atlas sets it in every cell (the optimizer, its rate and the architecture); set other fields")
     cells = atlas.plan_cells(args.preset, **chosen)  # a SpecError names the bad preset, experiment, optimizer or architecture
     if not cells:
         raise InputError("--experiments/--optimizers/--architectures: no experiment admits any of the chosen cells; see `biaslab atlas --help`")
@@ -363,9 +369,12 @@ def cmd_atlas(args: argparse.Namespace) -> int:
                 bar.update(running, description=f"[{index + 1}/{total}] {cells[index].cell.label}", completed=0)
 
         try:
-            cells = atlas.run_atlas(args.preset, store, on_cell=progress, on_record=lambda r: bar.advance(running), **chosen, **options)
+            cells = atlas.run_atlas(args.preset, store, on_cell=progress, overrides=overrides, on_record=lambda r: bar.advance(running), **chosen, **options)
         except BackendUnavailable as error:
             raise InputError(str(error)) from None
+    refused = [c for c in cells if c.status.startswith("refused: ")]
+    if len(refused) == len(cells):
+        raise InputError(f"every cell was refused; the first: {refused[0].cell.label}: {refused[0].status.removeprefix('refused: ')}")
     judged = atlas.judge_all(cells, store)
     print(atlas.text_matrix(judged))
     figure, table = atlas.write_outputs(judged, args.preset, store)
