@@ -364,6 +364,7 @@ def cmd_atlas(args: argparse.Namespace) -> int:
 
         def progress(plan, index: int, total: int) -> None:  # a line per finished cell above the bar; the bar: the next
             rate = f"lr {plan.lr:g} (pilot: {_pilot_text(plan.pilot)})" if plan.lr is not None else plan.status
+            rate += f"; {plan.status}: its runs, not run again" if plan.status.startswith("same as") else ""
             bar.console.print(f"[{index}/{total}] {plan.cell.label}: {rate}; {plan.seconds:.0f} s", markup=False, highlight=False, soft_wrap=True)
             if index < total:
                 bar.update(running, description=f"[{index + 1}/{total}] {cells[index].cell.label}", completed=0)
