@@ -16,6 +16,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from biaslab.spec import SpecError, parse_override
 from biaslab.store import DEFAULT_PATH, RunNotFound, Store, StoreError, StoreWarning, unwritable_directory
@@ -431,12 +432,45 @@ def _run_with_progress(sweep, store: Store, preset: str, overrides: dict, args: 
     if busy:
         print(busy, file=sys.stderr)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    labels = run_labels(sweep)
     with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
         task = progress.add_task(f"{sweep.base.experiment} runs", total=total)
+        running: dict[str, Any] = {}  # a job's first spec_id -> its line: steps done of its budget, its training loss
+
+        def show(live) -> None:  # a line per job in training: its run, steps done of its budget, its training loss
+            more = f" +{live.members - 1}" if live.members > 1 else ""
+            description = f"  {labels.get(live.spec_id, live.spec_id[:12])}{more} loss {live.loss:.3g}"
+            if (line := running.get(live.spec_id)) is None:
+                running[live.spec_id] = progress.add_task(description, total=live.max_steps, completed=live.step)
+            else:
+                progress.update(line, completed=live.step, description=description)
+
+        def done(record) -> None:
+            progress.advance(task)
+            if (line := running.pop(record.spec_id, None)) is not None:
+                progress.remove_task(line)
+
         return run_sweep(
-            sweep, store, preset, overrides, args.executor, args.workers,
-            on_record=lambda r: progress.advance(task), backend=args.backend, address=args.address, trackers=trackers,
+            sweep, store, preset, overrides, args.executor, args.workers, on_record=done,
+            backend=args.backend, address=args.address, trackers=trackers, on_progress=show,
         )  # fmt: skip
+
+
+def run_labels(sweep) -> dict[str, str]:
+    """spec_id -> the run's values of the sweep's swept fields ('label_noise=0.15 width=512 seed=1'), for progress
+    lines (a population's line names its first member and how many more train with it: '+11')."""
+    paths = sorted(sweep.swept_paths())
+    labels = {}
+    for spec in sweep.expand():
+        values = spec.model_dump(mode="json")
+        parts = []
+        for path in paths:
+            value = values
+            for key in path.split("."):
+                value = value.get(key) if isinstance(value, dict) else None
+            parts.append(f"{path.rsplit('.', 1)[-1]}={json.dumps(value) if isinstance(value, (dict, list)) else value}")
+        labels[spec.spec_id] = " ".join(parts)[:48]
+    return labels
 
 
 def _plan_line(sweep, store: Store, preset: str, args: argparse.Namespace) -> str:

@@ -82,12 +82,29 @@ from biaslab.experiments.memory import gigabytes, job_peak_memory
 from biaslab.experiments.work import run_flops
 from biaslab.spec import RunSpec, Sweep
 from biaslab.store import RunRecord, Store, StoreError, SweepEntry, lease_owner, lease_timeout
+from biaslab.train import reporting
 from biaslab.train.population import MEMBER_FIELDS
 from biaslab.trackers import SweepInfo, Tracker, Tracking
 
 Executor = Literal["auto", "inprocess", "processes", "population"]
 EXECUTORS: tuple[str, ...] = ("auto", "inprocess", "processes", "population")
 OnRecord = Callable[[RunRecord], None]
+
+
+@dataclass(frozen=True)
+class Live:
+    """A job's progress while it trains, sent after each of its evaluations (from a worker process or this one)."""
+
+    spec_id: str  # the job's first run (a population's first member)
+    members: int  # runs in the job: 1, or a population's size
+    step: int
+    max_steps: int  # the step budget (a run that stops at zero training error ends before it)
+    loss: float  # training loss at `step` (a population: the mean over its members still training)
+    seconds: float  # since the job started: with `step`, its step rate
+
+
+OnProgress = Callable[[Live], None]
+_progress_queue = None  # in a worker process: where its jobs' Live reports go (set by _init_worker); None elsewhere
 Job = list[RunSpec]  # one run, or the members of one population
 BACKENDS: tuple[str, ...] = ("local", "ray")
 RAY_RETRIES = 3  # Ray re-runs a task whose worker process died this often
@@ -385,20 +402,22 @@ def run_sweep(
     budget: int | None = None,
     estimate: Estimate = job_peak_memory,
     listed: bool = True,
+    on_progress: OnProgress | None = None,
 ) -> Outcome:
     """Run every spec of `sweep` that the store lacks and return all of the sweep's records.
 
     `trackers` (see `biaslab.trackers`) get each run as its record is stored, then the sweep's other finished
     runs they lack and its verdict. `budget`: bytes the jobs running at once may use by their estimates (None:
     `memory_budget()`); `estimate`: a job's estimated peak in bytes. `listed` False stores the runs without a sweep
-    entry: no report page and no verdict (the atlas's learning-rate pilots, which no claim judges).
+    entry: no report page and no verdict (the atlas's learning-rate pilots, which no claim judges). `on_progress`
+    gets a `Live` report after each evaluation of every job, while it trains (local executors; not on Ray).
     """
     if trackers:
         specs = sweep.expand()
         entry = SweepEntry(sweep.base.experiment, preset, dict(overrides or {}), tuple(s.spec_id for s in specs))
         with Tracking(trackers, SweepInfo.of(entry, (s.model_dump(mode="json") for s in specs))) as tracking:
             outcome = run_sweep(sweep, store, preset, overrides, executor, workers, tracking.chain(on_record), backend, address,
-                                budget=budget, estimate=estimate, listed=listed)  # fmt: skip
+                                budget=budget, estimate=estimate, listed=listed, on_progress=on_progress)  # fmt: skip
             tracking.end(outcome.records, sweep_verdict(sweep.base.experiment, outcome.records))
         return outcome
     if executor not in EXECUTORS:
@@ -431,9 +450,9 @@ def run_sweep(
         if backend == "ray" and jobs:
             run_on_ray(jobs, save, address, claim)
         elif use_processes:
-            run_in_processes(jobs, min(workers, len(jobs)), save, claim, Admission(budget, estimate))
+            run_in_processes(jobs, min(workers, len(jobs)), save, claim, Admission(budget, estimate), on_progress)
         else:
-            run_here(jobs, save, claim, Admission(budget, estimate))
+            run_here(jobs, save, claim, Admission(budget, estimate), on_progress)
 
     with Leases(store) as leases:
         execute(jobs, leases.take)
@@ -460,7 +479,9 @@ def sweep_verdict(experiment: str, records: list[RunRecord]) -> Verdict | None:
     return CATALOG.get(experiment).verdict(records)
 
 
-def run_here(jobs: list[Job], save: Callable[[RunRecord], None], claim: Claimer = _no_claim, admission: Admission | None = None) -> None:
+def run_here(
+    jobs: list[Job], save: Callable[[RunRecord], None], claim: Claimer = _no_claim, admission: Admission | None = None, on_progress: OnProgress | None = None
+) -> None:
     """Run jobs one after another in this process, with one torch thread as in workers (so every executor gives the same numbers).
 
     Each job is claimed just before it starts; only the members claimed run.
@@ -472,8 +493,27 @@ def run_here(jobs: list[Job], save: Callable[[RunRecord], None], claim: Claimer 
             if admission.budget is not None:
                 warn_oversized(admission.size(job), admission.budget)
             if mine := claim(job):
-                for record in run_population(mine):
+                for record in run_reporting(mine, on_progress):
                     save(record)
+
+
+def run_reporting(job: Job, on_progress: OnProgress | None) -> list[RunRecord]:
+    """`run_population(job)`, sending a Live report to `on_progress` after each of its evaluations."""
+    if on_progress is None:
+        return run_population(job)
+    started = time.perf_counter()
+
+    def reporter(step: int, max_steps: int, loss: float) -> None:
+        on_progress(Live(job[0].spec_id, len(job), step, max_steps, float(loss), time.perf_counter() - started))
+
+    with reporting(reporter):
+        return run_population(job)
+
+
+def _run_job(job: Job) -> list[RunRecord]:
+    """A worker's job: its Live reports go to the queue the pool gave the worker (none without one)."""
+    queue = _progress_queue
+    return run_reporting(job, queue.put if queue is not None else None)
 
 
 def spawn_problem(jobs: Sequence[Job] = ()) -> str | None:
@@ -578,27 +618,62 @@ def one_torch_thread() -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def _init_worker() -> None:
+def _init_worker(progress_queue=None) -> None:
     import torch
 
+    global _progress_queue
+    _progress_queue = progress_queue
     torch.set_num_threads(1)
 
 
 def run_in_processes(
-    jobs: list[Job], workers: int, save: Callable[[RunRecord], None], claim: Claimer = _no_claim, admission: Admission | None = None
+    jobs: list[Job], workers: int, save: Callable[[RunRecord], None], claim: Claimer = _no_claim, admission: Admission | None = None,
+    on_progress: OnProgress | None = None,
 ) -> None:
     """Run jobs in a pool of spawned workers; this process writes every record as it arrives.
 
     Jobs are claimed and submitted one per free worker, not all at once, so
     a second sweep on the store finds the jobs not yet started free to take;
-    a free worker waits while the admission's memory budget has no room.
+    a free worker waits while the admission's memory budget has no room. With `on_progress`, the workers send each
+    job's Live reports through a queue that a thread of this process passes on.
     """
-    admission = admission or Admission(None)
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue() if on_progress is not None else None
+    with _forwarding(queue, on_progress):
+        _run_pools(jobs, workers, save, claim, admission or Admission(None), context, queue)
+
+
+@contextmanager
+def _forwarding(queue, on_progress: OnProgress | None) -> Iterator[None]:
+    """While the block runs, a thread hands every Live report in `queue` to `on_progress` (nothing without a queue)."""
+    if queue is None or on_progress is None:
+        yield
+        return
+    done = threading.Event()
+
+    def forward() -> None:
+        while not (done.is_set() and queue.empty()):
+            try:
+                on_progress(queue.get(timeout=0.2))
+            except Exception:  # queue.Empty, or a display that failed: progress must never stop a sweep
+                continue
+
+    thread = threading.Thread(target=forward, name="biaslab-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join(timeout=2.0)
+        queue.close()
+
+
+def _run_pools(jobs: list[Job], workers: int, save: Callable[[RunRecord], None], claim: Claimer, admission: Admission, context, queue) -> None:
+    """The pools of `run_in_processes`: a pool that breaks is replaced, at most POOL_RETRIES times."""
     pending = deque(jobs)
     for _attempt in range(POOL_RETRIES + 1):
-        context = multiprocessing.get_context("spawn")
         broken: list[Job] = []
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(queue,)) as pool:
             running: dict[Future, Job] = {}
             _submit(pool, pending, running, workers, claim, admission)
             while running:
@@ -630,7 +705,7 @@ def _submit(pool: ProcessPoolExecutor, pending: deque[Job], running: dict[Future
     holds is dropped here)."""
     while len(running) < slots and (job := admission.take(pending)) is not None:
         if mine := claim(job):
-            future = pool.submit(run_population, mine)
+            future = pool.submit(_run_job, mine)
             running[future] = mine
             admission.hold(future, job)
 

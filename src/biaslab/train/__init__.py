@@ -27,7 +27,8 @@ the same generator as the batch order; evaluations use the unaugmented data.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -42,6 +43,26 @@ from biaslab.spec import TrainSpec
 
 Row = dict[str, float]
 OnEval = Callable[[nn.Module, int], dict[str, float]]
+Reporter = Callable[[int, int, float], None]  # (step, step budget, training loss) after each evaluation
+_reporter: Reporter | None = None  # set by `reporting` around a job (a sweep's live progress); None: nothing reported
+
+
+@contextmanager
+def reporting(reporter: Reporter | None) -> Iterator[None]:
+    """Within the block, every training loop (`fit`, `minimize`, `fit_population`) calls `reporter(step, max_steps,
+    training loss)` after each evaluation, so a sweep can show how a run is doing while it trains."""
+    global _reporter
+    previous, _reporter = _reporter, reporter
+    try:
+        yield
+    finally:
+        _reporter = previous
+
+
+def report(step: int, max_steps: int, loss: float) -> None:
+    """Tell the active reporter (if any) that training reached `step` of `max_steps` with this training loss."""
+    if _reporter is not None:
+        _reporter(step, max_steps, loss)
 Status = Literal["ok", "diverged"]
 
 
@@ -211,7 +232,9 @@ def _descend(optimizer, schedule, next_objective, evaluate, should_stop, spec: T
         if step != pending[0]:
             continue
         pending.pop(0)
-        if result.stop(should_stop(evaluate(step))):
+        row = evaluate(step)
+        report(step, spec.max_steps, row.get("train_loss", row.get("loss", math.nan)))
+        if result.stop(should_stop(row)):
             break
     optimizer.zero_grad(set_to_none=True)  # leave no gradients behind
     return result

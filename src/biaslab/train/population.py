@@ -34,7 +34,7 @@ from torch.func import functional_call, grad, stack_module_state, vmap
 
 from biaslab.data import Dataset
 from biaslab.spec import RunSpec, TrainSpec
-from biaslab.train import LOSSES, Fit, OnEval, Row, evaluation_steps, lr_factor, stop_reason
+from biaslab.train import LOSSES, Fit, OnEval, Row, evaluation_steps, lr_factor, report, stop_reason
 
 SHARED_FIELDS = (
     "optimizer", "batch_size", "loss", "max_steps", "eval_every", "eval_spacing", "eval_points",
@@ -236,6 +236,7 @@ def fit_population(
             continue
         pending.pop(0)
         evaluate(step)
+        report(step, spec.max_steps, sum(results[m].history[-1]["train_loss"] for m in range(members) if active[m]) / sum(active))
         update_stopping()
         if not any(active):
             break
