@@ -26,13 +26,15 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import torch
 from torch import nn
 from torch.func import functional_call, grad, stack_module_state, vmap
 
 from biaslab.data import Dataset
+from biaslab.models import MLP
 from biaslab.spec import RunSpec, TrainSpec
 from biaslab.train import LOSSES, Fit, OnEval, Row, evaluation_steps, lr_factor, stop_reason
 
@@ -44,7 +46,7 @@ MEMBER_FIELDS = (
     "seed", "data.label_noise", "data.seed", "data.inputs", "train.lr", "train.momentum", "train.weight_decay",
     "train.betas", "model.init_scale", "model.init",
 )  # fmt: skip  # RunSpec paths members of one population may differ in; all other fields must be equal
-Params = dict[str, torch.Tensor]  # name -> (members, *shape)
+Params = dict[str, torch.Tensor]  # name -> (members, *shape) as the modules hold it; a path may keep its own layout (_Path)
 
 
 def refusal(train: TrainSpec, dropout: float) -> str | None:
@@ -165,6 +167,93 @@ def _shared_or_stacked(tensors: Sequence[torch.Tensor]) -> tuple[torch.Tensor, i
     return torch.stack(list(tensors)), 0
 
 
+class _Path(NamedTuple):
+    """How a population computes: per-member gradients of the batch losses, and outputs for evaluation.
+
+    x is (n, ...) shared by every member when x_dim is None, else (members, n, ...); y is (members, n).
+    `grads` and `outputs` take the parameters in the path's own layout: `own(params)` converts the modules'
+    layout (name -> (members, *shape)) to it once, `modules(params)` converts back (views, no copy).
+    """
+
+    grads: Callable[[Params, torch.Tensor, int | None, torch.Tensor], Params]  # (params, x, x_dim, y) -> name -> gradient
+    outputs: Callable[[Params, torch.Tensor, int | None], torch.Tensor]  # (params, x, x_dim) -> (members, n, n_out)
+    own: Callable[[Params], Params]
+    modules: Callable[[Params], Params]
+
+
+def _same(params: Params) -> Params:
+    return params
+
+
+def _vmap_path(model: nn.Module, loss_fn) -> _Path:
+    """Any module without buffers or randomness: `vmap(grad(functional_call))` over the stacked parameters."""
+    base = copy.deepcopy(model).to("meta")
+
+    def member_loss(p: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return loss_fn(functional_call(base, p, (x,)), y)
+
+    def member_outputs(p: Params, x: torch.Tensor) -> torch.Tensor:
+        return functional_call(base, p, (x,))
+
+    grads = {d: vmap(grad(member_loss), in_dims=(0, d, 0), randomness="error") for d in (0, None)}
+    outputs = {d: vmap(member_outputs, in_dims=(0, d), randomness="error") for d in (0, None)}
+    return _Path(lambda p, x, x_dim, y: grads[x_dim](p, x, y), lambda p, x, x_dim: outputs[x_dim](p, x), _same, _same)
+
+
+def _baddbmm_path(model: MLP, members: int, loss_fn) -> _Path:
+    """A plain MLP (see `_plain_mlp`) as batched matrix products over stacked weights; one autograd call per step.
+
+    Its layout stores layer i's weight f"layers.{i}.weight" as (members, in, out), contiguous, so that its
+    gradient (and the optimizer's state) come out contiguous too; biases stay (members, out). The batch
+    loss is the sum over members of each member's mean loss, so each member's gradient is its own.
+    """
+    layers = [(f"layers.{i}.weight", None if layer.bias is None else f"layers.{i}.bias") for i, layer in enumerate(model.layers)]
+    weights = {weight for weight, _ in layers}
+    activation = model.activation
+
+    def forward(p: Params, x: torch.Tensor, x_dim: int | None) -> torch.Tensor:
+        h = x.flatten(1).expand(members, -1, -1) if x_dim is None else x.flatten(2)  # (members, n, in)
+        for i, (weight, bias) in enumerate(layers):  # p[weight]: (members, in, out); p[bias]: (members, out)
+            h = torch.bmm(h, p[weight]) if bias is None else torch.baddbmm(p[bias].unsqueeze(1), h, p[weight])  # (members, n, out)
+            h = h if i == len(layers) - 1 else activation(h)
+        return h
+
+    def grads(p: Params, x: torch.Tensor, x_dim: int | None, y: torch.Tensor) -> Params:
+        leaves = {name: t.detach().requires_grad_() for name, t in p.items()}
+        out = forward(leaves, x, x_dim)  # (members, n, n_out)
+        # every LOSSES entry is a mean over examples: members x the mean over all rows = the sum of members' means
+        loss = members * loss_fn(out.flatten(0, 1), y.flatten(0, 1))
+        return dict(zip(leaves, torch.autograd.grad(loss, list(leaves.values()))))
+
+    def own(p: Params) -> Params:  # (members, out, in) -> (members, in, out), copied contiguous
+        return {name: t.transpose(1, 2).contiguous() if name in weights else t for name, t in p.items()}
+
+    def modules(p: Params) -> Params:  # (members, in, out) -> (members, out, in) views
+        return {name: t.transpose(1, 2) if name in weights else t for name, t in p.items()}
+
+    return _Path(grads, forward, own, modules)
+
+
+def _plain_mlp(models: Sequence[nn.Module]) -> str | None:
+    """Why these members are not plain `models.MLP`s the baddbmm path reproduces exactly; None when they are."""
+    if not all(type(m) is MLP for m in models):
+        return f"{type(models[0]).__name__} is not a models.MLP"
+    if not all(isinstance(m.dropout, nn.Identity) and all(type(layer) is nn.Linear for layer in m.layers) for m in models):
+        return "an MLP with dropout or layers other than nn.Linear"
+    activations = {repr(m.activation) for m in models}
+    if len(activations) > 1 or type(models[0].activation) not in (nn.ReLU, nn.Tanh, nn.GELU):
+        return f"activations {sorted(activations)}: baddbmm takes one of ReLU, Tanh, GELU shared by all members"
+    return None
+
+
+def choose_path(models: Sequence[nn.Module]) -> tuple[str, str]:
+    """("baddbmm" or "vmap", why): the batched-matmul path for plain MLPs, vmap for everything else."""
+    reason = _plain_mlp(models)
+    if reason is not None:
+        return "vmap", reason
+    return "baddbmm", "a plain MLP: stacked weights and batched matrix products"
+
+
 def fit_population(
     models: Sequence[nn.Module],
     datasets: Sequence[Dataset],
@@ -172,26 +261,31 @@ def fit_population(
     generators: Sequence[torch.Generator],
     on_evals: Sequence[OnEval | None] | None = None,
 ) -> list[Fit]:
-    """Train every member in place as `fit` would, as one vmapped computation; one Fit per member."""
+    """Train every member in place as `fit` would, as one batched computation (`choose_path`); one Fit per member."""
     _check_compatible(models, datasets, specs)
+    return _fit(models, datasets, specs, generators, on_evals, choose_path(models)[0])
+
+
+def _fit(
+    models: Sequence[nn.Module],
+    datasets: Sequence[Dataset],
+    specs: Sequence[TrainSpec],
+    generators: Sequence[torch.Generator],
+    on_evals: Sequence[OnEval | None] | None,
+    path_name: str,
+) -> list[Fit]:
+    """`fit_population` on checked members with the path named ("baddbmm" only for plain MLPs, "vmap" for any)."""
     spec, members = specs[0], len(models)
     on_evals = list(on_evals or [None] * members)
     loss_fn = LOSSES[spec.loss]
-    base = copy.deepcopy(models[0]).to("meta")
-    params = {k: v.detach() for k, v in stack_module_state(list(models))[0].items()}
     x_train, x_train_dim = _shared_or_stacked([d.x_train for d in datasets])  # (n, ...) or (members, n, ...)
     x_test, x_test_dim = _shared_or_stacked([d.x_test for d in datasets])
     y_train = torch.stack([d.y_train for d in datasets])  # (members, n)
     y_test = torch.stack([d.y_test for d in datasets])
     n = y_train.shape[1]
     member_rows = torch.arange(members, device=y_train.device)[:, None]
-
-    def member_loss(p: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return loss_fn(functional_call(base, p, (x,)), y)
-
-    batch_grads = vmap(grad(member_loss), in_dims=(0, 0, 0), randomness="error")
-    full_batch_grads = vmap(grad(member_loss), in_dims=(0, x_train_dim, 0), randomness="error")
-    outputs = lambda x, x_dim: vmap(lambda p, xx: functional_call(base, p, (xx,)), in_dims=(0, x_dim), randomness="error")(params, x)  # noqa: E731
+    path = _baddbmm_path(models[0], members, loss_fn) if path_name == "baddbmm" else _vmap_path(models[0], loss_fn)
+    params = path.own({k: v.detach() for k, v in stack_module_state(list(models))[0].items()})  # the path's layout
 
     optimizer = _Optimizer(params, specs)
     factor = lr_factor(spec)
@@ -202,13 +296,14 @@ def fit_population(
 
     def evaluate(step: int) -> None:
         with torch.no_grad():
-            metrics = _errors_and_losses(outputs(x_train, x_train_dim), y_train, loss_fn) + _errors_and_losses(outputs(x_test, x_test_dim), y_test, loss_fn)
+            train, test = path.outputs(params, x_train, x_train_dim), path.outputs(params, x_test, x_test_dim)
+            metrics = _errors_and_losses(train, y_train, loss_fn) + _errors_and_losses(test, y_test, loss_fn)
             values = torch.stack(metrics, dim=1).tolist()  # (members, 4): one host sync
         for m in (m for m in range(members) if active[m]):
             row: Row = {"step": float(step), "epoch": step / steps_per_epoch, "lr": specs[m].lr * factor(step)}
             row |= dict(zip(("train_error", "train_loss", "test_error", "test_loss"), values[m]))
             if math.isfinite(row["train_loss"]) and on_evals[m] is not None:
-                _load(models[m], params, m)
+                _load(models[m], path.modules(params), m)
                 row |= on_evals[m](models[m], step)
             results[m].history.append(row)
 
@@ -225,10 +320,10 @@ def fit_population(
     for step in range(1, spec.max_steps + 1):
         idx = next(batch_stream)  # (members, batch) or None for the full batch
         if idx is None:
-            grads = full_batch_grads(params, x_train, y_train)
+            grads = path.grads(params, x_train, x_train_dim, y_train)
         else:
-            x = x_train[idx] if x_train_dim is None else x_train[member_rows, idx]
-            grads = batch_grads(params, x, y_train.gather(1, idx))
+            x = x_train[idx] if x_train_dim is None else x_train[member_rows, idx]  # (members, batch, ...)
+            grads = path.grads(params, x, 0, y_train.gather(1, idx))
         params = optimizer.step(params, grads, factor(step - 1), mask)
         for m in (m for m in range(members) if active[m]):
             results[m].steps = step
@@ -241,7 +336,7 @@ def fit_population(
             break
         mask = torch.tensor(active, device=y_train.device)
     for m in range(members):
-        _load(models[m], params, m)
+        _load(models[m], path.modules(params), m)
     return results
 
 
