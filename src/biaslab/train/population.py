@@ -30,13 +30,14 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, stack_module_state, vmap
 
 from biaslab.data import Dataset
 from biaslab.models import MLP
 from biaslab.spec import RunSpec, TrainSpec
-from biaslab.train import LOSSES, Fit, OnEval, Row, evaluation_steps, lr_factor, stop_reason
+from biaslab.train import LOSSES, Fit, OnEval, Row, cross_entropy, evaluation_steps, lr_factor, stop_reason
 
 SHARED_FIELDS = (
     "optimizer", "batch_size", "loss", "max_steps", "eval_every", "eval_spacing", "eval_points",
@@ -220,9 +221,7 @@ def _baddbmm_path(model: MLP, members: int, loss_fn) -> _Path:
 
     def grads(p: Params, x: torch.Tensor, x_dim: int | None, y: torch.Tensor) -> Params:
         leaves = {name: t.detach().requires_grad_() for name, t in p.items()}
-        out = forward(leaves, x, x_dim)  # (members, n, n_out)
-        # every LOSSES entry is a mean over examples: members x the mean over all rows = the sum of members' means
-        loss = members * loss_fn(out.flatten(0, 1), y.flatten(0, 1))
+        loss = _summed_member_losses(forward(leaves, x, x_dim), y, loss_fn)
         return dict(zip(leaves, torch.autograd.grad(loss, list(leaves.values()))))
 
     def own(p: Params) -> Params:  # (members, out, in) -> (members, in, out), copied contiguous
@@ -232,6 +231,19 @@ def _baddbmm_path(model: MLP, members: int, loss_fn) -> _Path:
         return {name: t.transpose(1, 2) if name in weights else t for name, t in p.items()}
 
     return _Path(grads, forward, own, modules)
+
+
+def _summed_member_losses(out: torch.Tensor, y: torch.Tensor, loss_fn) -> torch.Tensor:
+    """The sum over members of each member's mean loss: out (members, n, n_out), y (members, n).
+
+    Every LOSSES entry is a mean over examples, so members x the mean over all members' rows is that sum.
+    Cross-entropy reads the classes as dimension 1 of (members, n_out, n): torch's CPU log-softmax over a
+    last dimension of 10 is ~4x slower (fwd + bwd at 64 x 100 rows: 1.6 ms against 0.4 ms, one thread).
+    """
+    members = out.shape[0]
+    if loss_fn is cross_entropy:
+        return members * F.cross_entropy(out.transpose(1, 2), y)  # (members, n_out, n) against (members, n)
+    return members * loss_fn(out.flatten(0, 1), y.flatten(0, 1))
 
 
 def _plain_mlp(models: Sequence[nn.Module]) -> str | None:
