@@ -110,16 +110,19 @@ def _path_seconds(path: str, nets: list, data, steps: int) -> float:
     return time.perf_counter() - started
 
 
-def _member_steps_per_second(path: str, nets: list, data, base: int = 10, seconds: float = 1.5) -> float:
-    """Member-steps/s of the steps alone: a run of base + k steps minus one of base steps (k fills ~`seconds`)."""
-    short = _path_seconds(path, nets, data, base)  # also the warm-up
-    extra = max(20, round(seconds / (short / base)))  # short / base over-estimates a step (it holds two evaluations)
+def _member_steps_per_second(path: str, nets: list, data, extra: int, base: int = 10) -> float:
+    """Member-steps/s of the steps alone: a run of base + extra steps minus one of base steps."""
     short = _path_seconds(path, nets, data, base)
     long = _path_seconds(path, nets, data, base + extra)
     return len(nets) * extra / max(long - short, 1e-9)
 
 
-def path_throughput(device: torch.device, widths: list[int], sizes: list[int], repeats: int, peak_gflops: float) -> list[dict]:
+def _extra_steps(path: str, nets: list, data, seconds: float, base: int = 10) -> int:
+    """Warm the path up; the number of steps that fill ~`seconds` (over-estimated per step: the run holds two evaluations)."""
+    return max(20, round(seconds / (_path_seconds(path, nets, data, base) / base)))
+
+
+def path_throughput(device: torch.device, widths: list[int], sizes: list[int], repeats: int, peak_gflops: float, seconds: float = 3.0) -> list[dict]:
     """For each width and size: member-steps/s of the vmap and baddbmm paths (median and spread of `repeats`)."""
     data = datasets.load(DataSpec(name="mnist1d", standardize=False), device)
     rows = []
@@ -128,7 +131,8 @@ def path_throughput(device: torch.device, widths: list[int], sizes: list[int], r
             nets = [models.build(ModelSpec(width=width), data.in_shape, 10, generator(m, "init"), device) for m in range(members)]
             flops = 6.0 * mlp_parameters(40, width, 10) * 100  # per member-step
             row: dict = {"width": width, "members": members, "flops_per_member_step": flops}
-            measured = [{path: _member_steps_per_second(path, nets, data) for path in PATHS} for _ in range(repeats)]  # interleaved
+            extra = {path: _extra_steps(path, nets, data, seconds) for path in PATHS}
+            measured = [{path: _member_steps_per_second(path, nets, data, extra[path]) for path in PATHS} for _ in range(repeats)]  # interleaved
             for path in PATHS:
                 rates = sorted(m[path] for m in measured)
                 median = rates[len(rates) // 2]
@@ -171,6 +175,7 @@ def main() -> None:
     parser.add_argument("--path-sizes", default="4,16,64")
     parser.add_argument("--path-widths", default="16,128,1024")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--path-seconds", type=float, default=3.0, help="seconds of steps each part-3 run adds over its short twin")
     args = parser.parse_args()
     device = torch.device(args.device)
     executors = {} if args.skip_executors or args.paths_only or device.type != "cpu" else time_executors(args.preset)
@@ -181,7 +186,7 @@ def main() -> None:
     load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else []
     print(f"load average at start: {' '.join(load)}")
     throughput = [] if args.paths_only else population_throughput(device, args.width, [int(s) for s in args.sizes.split(",")], args.steps, peak)
-    paths = path_throughput(device, [int(w) for w in args.path_widths.split(",")], [int(s) for s in args.path_sizes.split(",")], args.repeats, peak)
+    paths = path_throughput(device, [int(w) for w in args.path_widths.split(",")], [int(s) for s in args.path_sizes.split(",")], args.repeats, peak, args.path_seconds)
     result = {
         "peak_gflops": peak,
         "load_average": load,
