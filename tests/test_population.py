@@ -1,4 +1,5 @@
-"""A population trains each member exactly as `fit` would train it alone (float64, tight tolerance)."""
+"""A population trains each member exactly as `fit` would train it alone (float64, tight tolerance), on either
+path (baddbmm for plain MLPs, vmap for any architecture)."""
 
 from __future__ import annotations
 
@@ -13,25 +14,39 @@ from biaslab.runtime import generator
 from biaslab.spec import DataSpec, ModelSpec, RunSpec, TrainSpec
 from biaslab.sweep import group_populations, plan, population_key
 from biaslab.train import fit
-from biaslab.train.population import fit_population
+from biaslab.train.population import _fit, choose_path, fit_population
 
 MEMBERS = 3
+PATHS = ("baddbmm", "vmap")
 
 
-def _members(train: dict, noise_step: float = 0.1, width: int = 12):
+def _members(train: dict, noise_step: float = 0.1, width: int = 12, **model):
     specs = [TrainSpec(**(train | {"lr": train.get("lr", 0.05) * (1 + 0.5 * m)})) for m in range(MEMBERS)]
     data = [
         datasets.load(DataSpec(name="teacher", n_train=120, n_test=60, dim=6, n_classes=3, label_noise=noise_step * m), dtype=torch.float64)
         for m in range(MEMBERS)
     ]
-    nets = [models.build(ModelSpec(width=width), data[0].in_shape, 3, generator(m, "init"), dtype=torch.float64) for m in range(MEMBERS)]
+    nets = [models.build(ModelSpec(width=width, **model), data[0].in_shape, 3, generator(m, "init"), dtype=torch.float64) for m in range(MEMBERS)]
     return specs, data, nets
 
 
-def _compare(specs, data, nets):
+def _norm_hook(model: torch.nn.Module, step: int) -> dict[str, float]:
+    """An on_eval hook that reads the member's weights as they are at `step`."""
+    return {"norm": float(sum(p.detach().square().sum() for p in model.parameters())), "hook_step": float(step)}
+
+
+def _population(specs, data, nets, path: str | None = None, hooks: bool = True):
+    """fit_population (path None: the chooser's path) or the named path, each member with an on_eval hook."""
+    generators, on_evals = [generator(m, "batches") for m in range(len(nets))], [_norm_hook if hooks else None] * len(nets)
+    if path is None:
+        return fit_population(nets, data, specs, generators, on_evals)
+    return _fit(nets, data, specs, generators, on_evals, path)
+
+
+def _compare(specs, data, nets, path: str | None = None):
     alone = [copy.deepcopy(n) for n in nets]
-    loop = [fit(alone[m], data[m], specs[m], generator(m, "batches")) for m in range(MEMBERS)]
-    together = fit_population(nets, data, specs, [generator(m, "batches") for m in range(MEMBERS)])
+    loop = [fit(alone[m], data[m], specs[m], generator(m, "batches"), _norm_hook) for m in range(MEMBERS)]
+    together = _population(specs, data, nets, path)
     for a, b in zip(alone, nets):
         for p, q in zip(a.parameters(), b.parameters()):
             torch.testing.assert_close(p, q, rtol=1e-8, atol=1e-10, equal_nan=True)
@@ -57,27 +72,89 @@ def _compare(specs, data, nets):
     ],
     ids=["sgd-momentum", "nesterov-wd", "adam", "adamw", "gd-mse", "step-schedule"],
 )
-def test_population_equals_a_loop_of_single_runs(train):
-    _compare(*_members(train))
+@pytest.mark.parametrize("path", PATHS)
+def test_population_equals_a_loop_of_single_runs(train, path):
+    _compare(*_members(train), path)
 
 
-def test_members_stop_on_their_own_and_the_rest_go_on():
+@pytest.mark.parametrize("path", PATHS)
+def test_members_stop_on_their_own_and_the_rest_go_on(path):
     train = dict(optimizer="sgd", lr=0.2, momentum=0.9, batch_size=40, max_steps=1500, eval_every=25, stop_zero_error_evals=2)
-    loop = _compare(*_members(train, noise_step=0.2, width=64))
+    loop = _compare(*_members(train, noise_step=0.2, width=64), path)
     assert {f.stopped for f in loop} == {"zero_error"} and len({f.steps for f in loop}) > 1
 
 
-def test_one_member_diverging_leaves_the_others_alone():
+@pytest.mark.parametrize("path", PATHS)
+def test_one_member_diverging_leaves_the_others_alone(path):
     specs, data, nets = _members(dict(optimizer="sgd", batch_size=40, max_steps=60, eval_every=15))
     specs[1] = specs[1].model_copy(update={"lr": 1e8})
-    loop = _compare(specs, data, nets)
+    loop = _compare(specs, data, nets, path)
     assert [f.status for f in loop] == ["ok", "diverged", "ok"]
 
 
-def test_members_with_different_inputs():
-    specs, data, nets = _members(dict(optimizer="sgd", batch_size=40, max_steps=30, eval_every=10))
+@pytest.mark.parametrize("batch_size", [40, None], ids=["minibatch", "full-batch"])
+@pytest.mark.parametrize("path", PATHS)
+def test_members_with_different_inputs(path, batch_size):
+    specs, data, nets = _members(dict(optimizer="sgd", momentum=0.9, batch_size=batch_size, max_steps=30, eval_every=10))
     data[2] = datasets.load(DataSpec(name="teacher", n_train=120, n_test=60, dim=6, n_classes=3, inputs="gaussian"), dtype=torch.float64)
+    _compare(specs, data, nets, path)
+
+
+@pytest.mark.parametrize(
+    "model",
+    [dict(activation="tanh", depth=2), dict(activation="gelu"), dict(bias=False), dict(readout_bias=False, init="torch")],
+    ids=["tanh-deep", "gelu", "no-bias", "no-readout-bias"],
+)
+def test_baddbmm_reproduces_every_mlp_variant_it_takes(model):
+    specs, data, nets = _members(dict(optimizer="adamw", lr=0.01, weight_decay=0.05, batch_size=40, max_steps=30, eval_every=10), **model)
+    assert choose_path(nets)[0] == "baddbmm"
     _compare(specs, data, nets)
+
+
+@pytest.mark.parametrize(
+    "train",
+    [
+        dict(optimizer="sgd", momentum=0.9, weight_decay=1e-3, batch_size=40, max_steps=40, eval_every=10),
+        dict(optimizer="adam", lr=0.01, batch_size=None, max_steps=30, eval_every=10),
+    ],
+    ids=["sgd-minibatch", "adam-full-batch"],
+)
+def test_the_two_paths_agree(train):
+    specs, data, nets = _members(train, width=16, depth=2)
+    copies = [copy.deepcopy(n) for n in nets]
+    by_vmap, by_bmm = _population(specs, data, nets, "vmap"), _population(specs, data, copies, "baddbmm")
+    for a, b in zip(nets, copies):
+        for p, q in zip(a.parameters(), b.parameters()):
+            torch.testing.assert_close(p, q, rtol=1e-9, atol=1e-12)
+    for f, g in zip(by_vmap, by_bmm):
+        assert (f.status, f.stopped, f.steps, len(f.history)) == (g.status, g.stopped, g.steps, len(g.history))
+        for r, s in zip(f.history, g.history):
+            assert r == pytest.approx(s, rel=1e-9, abs=1e-12)
+
+
+def test_the_same_seeds_give_the_same_numbers():
+    train = dict(optimizer="sgd", momentum=0.9, batch_size=40, max_steps=20, eval_every=10)
+    first, second = _members(train), _members(train)
+    runs = [_population(*members) for members in (first, second)]
+    assert [f.history for f in runs[0]] == [f.history for f in runs[1]]
+    for a, b in zip(first[2], second[2]):
+        assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def test_the_chooser_takes_baddbmm_for_plain_mlps_only():
+    data = datasets.load(DataSpec(name="teacher", n_train=20, n_test=10, dim=6, n_classes=3), dtype=torch.float64)
+
+    def built(**fields) -> list[torch.nn.Module]:
+        return [models.build(ModelSpec(**fields), data.in_shape, 3, generator(m, "init"), dtype=torch.float64) for m in range(2)]
+
+    assert choose_path(built(width=8))[0] == "baddbmm"
+    assert choose_path(built(width=8, activation="tanh", bias=False))[0] == "baddbmm"
+    seq = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(6, 3))
+    cnn = [models.build(ModelSpec(kind="cnn", width=4, depth=2), (1, 12), 3, generator(m, "init")) for m in range(2)]
+    mixed = built(width=8) + built(width=8, activation="tanh")[:1]
+    for others in (cnn, [seq, copy.deepcopy(seq)], mixed):
+        path, reason = choose_path(others)
+        assert path == "vmap" and reason
 
 
 def test_incompatible_members_are_rejected_with_the_field_named():

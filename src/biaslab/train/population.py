@@ -1,8 +1,7 @@
 """Populations: M models of one architecture trained as one batched computation.
 
 `fit_population(models, datasets, specs, generators, on_evals)` is `fit` for
-many members at once, with `torch.func` (`stack_module_state`,
-`functional_call`, `vmap`, `grad`). Members may differ in initialization,
+many members at once. Members may differ in initialization,
 training labels (a label-noise draw), inputs, learning rate, momentum, weight
 decay and Adam betas; everything that shapes the computation (optimizer kind,
 batch size, loss, budget, evaluation cadence, schedule) must be equal.
@@ -12,6 +11,44 @@ own generator, its own optimizer state, its own stopping (a member that stops
 is frozen while the others go on), its own History. The update rules are
 written out to match `torch.optim.SGD` / `Adam` / `AdamW` step for step, so a
 population agrees with a loop of `fit` calls to rounding (tested in float64).
+
+Two paths compute the members' gradients and outputs; `choose_path` picks one and says why:
+
+- baddbmm, for plain `models.MLP`s (nn.Linear layers, ReLU, Tanh or GELU shared by all members, with or
+  without biases, no dropout): each weight stacked as (members, in, out), the forward pass one
+  `torch.baddbmm` per layer (each member's batch (members, batch, in); a shared full batch expanded, not
+  copied), the loss the sum over members of each member's mean loss (so each member's gradient is its own),
+  and all gradients from one `torch.autograd.grad` call.
+- vmap, for every other architecture: `torch.func` (`stack_module_state`, `functional_call`,
+  `vmap(grad(...))`).
+
+Both feed the same optimizer (`_Optimizer`), batch order, masking of stopped members, evaluations and hooks.
+baddbmm is chosen for every plain MLP because it won or tied everywhere measured. Member-steps per second,
+MNIST-1D shapes (40 inputs, 10 classes, batch 100), SGD with momentum, float32, one CPU thread (medians of
+3, `benchmarks/strategies.py --paths-only`, on a shared 2-core machine at load average 2.4-3.0; one-thread
+matmul peak 150 GFLOP/s):
+
+    H     M   vmap    baddbmm  ratio   (fraction of peak at 6 x weights x batch per step)
+    16    4   2408    8224     3.4x    (0.8% -> 2.7%)
+    16    16  6501    17484    2.7x
+    16    64  12996   30710    2.4x    (4.3% -> 10.1%)
+    128   4   1831    4213     2.3x
+    128   16  4189    7522     1.8x
+    128   64  5509    8968     1.6x    (14% -> 23%)
+    1024  4   802     1198     1.5x
+    1024  16  964     1041     1.1x    (1.1-1.2x over three runs)
+    1024  64  883     990      1.1x    (0.8-1.1x over three runs: within this method's noise)
+
+At H=1024 the run-differencing above is noisy under load; timing the step alone (gradients, optimizer,
+batch gather; no evaluations) in alternating 1-s windows gave baddbmm the win in every window: 1310 vs
+1090 member-steps/s at M=16 (1.2x), 1013 vs 943 at M=64 (1.07x); and 36600 vs 14700 at H=16, M=64.
+
+The gain at small widths is per-call overhead (vmap's batching rules, functional_call) and, about half of it
+at M=64, the cross-entropy layout (`_summed_member_losses`; gradients at H=16, M=64: vmap 3.6 ms, baddbmm
+with a (members x n, classes) loss 2.6 ms, with the (members, classes, n) one 1.15 ms); at H=1024 both are
+bound by elementwise passes over (members, batch, H) activations (ReLU and its backward, the bias copy)
+and the optimizer's passes over the weights, at ~20% of the peak. The path is chosen on the CPU measurements alone: it is not measured on
+CUDA, where both paths run (and agree) but the choice is the same.
 
 Not supported, with a clear error: modules with buffers (BatchNorm running
 statistics), random layers (dropout; `vmap` also runs with randomness="error")
@@ -26,15 +63,18 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, stack_module_state, vmap
 
 from biaslab.data import Dataset
+from biaslab.models import MLP
 from biaslab.spec import RunSpec, TrainSpec
-from biaslab.train import LOSSES, Fit, OnEval, Row, evaluation_steps, lr_factor, report, stop_reason
+from biaslab.train import LOSSES, Fit, OnEval, Row, cross_entropy, evaluation_steps, lr_factor, report, stop_reason
 
 SHARED_FIELDS = (
     "optimizer", "batch_size", "loss", "max_steps", "eval_every", "eval_spacing", "eval_points",
@@ -44,7 +84,7 @@ MEMBER_FIELDS = (
     "seed", "data.label_noise", "data.seed", "data.inputs", "train.lr", "train.momentum", "train.weight_decay",
     "train.betas", "model.init_scale", "model.init",
 )  # fmt: skip  # RunSpec paths members of one population may differ in; all other fields must be equal
-Params = dict[str, torch.Tensor]  # name -> (members, *shape)
+Params = dict[str, torch.Tensor]  # name -> (members, *shape) as the modules hold it; a path may keep its own layout (_Path)
 
 
 def refusal(train: TrainSpec, dropout: float) -> str | None:
@@ -165,6 +205,108 @@ def _shared_or_stacked(tensors: Sequence[torch.Tensor]) -> tuple[torch.Tensor, i
     return torch.stack(list(tensors)), 0
 
 
+class _Path(NamedTuple):
+    """How a population computes: per-member gradients of the batch losses, and outputs for evaluation.
+
+    x is (n, ...) shared by every member when x_dim is None, else (members, n, ...); y is (members, n).
+    `grads` and `outputs` take the parameters in the path's own layout: `own(params)` converts the modules'
+    layout (name -> (members, *shape)) to it once, `modules(params)` converts back (views, no copy).
+    """
+
+    grads: Callable[[Params, torch.Tensor, int | None, torch.Tensor], Params]  # (params, x, x_dim, y) -> name -> gradient
+    outputs: Callable[[Params, torch.Tensor, int | None], torch.Tensor]  # (params, x, x_dim) -> (members, n, n_out)
+    own: Callable[[Params], Params]
+    modules: Callable[[Params], Params]
+
+
+def _same(params: Params) -> Params:
+    return params
+
+
+def _vmap_path(model: nn.Module, loss_fn) -> _Path:
+    """Any module without buffers or randomness: `vmap(grad(functional_call))` over the stacked parameters."""
+    base = copy.deepcopy(model).to("meta")
+
+    def member_loss(p: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return loss_fn(functional_call(base, p, (x,)), y)
+
+    def member_outputs(p: Params, x: torch.Tensor) -> torch.Tensor:
+        return functional_call(base, p, (x,))
+
+    grads = {d: vmap(grad(member_loss), in_dims=(0, d, 0), randomness="error") for d in (0, None)}
+    outputs = {d: vmap(member_outputs, in_dims=(0, d), randomness="error") for d in (0, None)}
+    return _Path(lambda p, x, x_dim, y: grads[x_dim](p, x, y), lambda p, x, x_dim: outputs[x_dim](p, x), _same, _same)
+
+
+def _baddbmm_path(model: MLP, members: int, loss_fn) -> _Path:
+    """A plain MLP (see `_plain_mlp`) as batched matrix products over stacked weights; one autograd call per step.
+
+    Its layout stores layer i's weight f"layers.{i}.weight" as (members, in, out), contiguous, so that its
+    gradient (and the optimizer's state) come out contiguous too; biases stay (members, out). The batch
+    loss is the sum over members of each member's mean loss, so each member's gradient is its own.
+    """
+    layers = [(f"layers.{i}.weight", None if layer.bias is None else f"layers.{i}.bias") for i, layer in enumerate(model.layers)]
+    weights = {weight for weight, _ in layers}
+    activation = model.activation
+
+    def forward(p: Params, x: torch.Tensor, x_dim: int | None) -> torch.Tensor:
+        h = x.flatten(1).expand(members, -1, -1) if x_dim is None else x.flatten(2)  # (members, n, in)
+        for i, (weight, bias) in enumerate(layers):  # p[weight]: (members, in, out); p[bias]: (members, out)
+            h = torch.bmm(h, p[weight]) if bias is None else torch.baddbmm(p[bias].unsqueeze(1), h, p[weight])  # (members, n, out)
+            h = h if i == len(layers) - 1 else activation(h)
+        return h
+
+    def grads(p: Params, x: torch.Tensor, x_dim: int | None, y: torch.Tensor) -> Params:
+        leaves = {name: t.detach().requires_grad_() for name, t in p.items()}
+        loss = _summed_member_losses(forward(leaves, x, x_dim), y, loss_fn)
+        return dict(zip(leaves, torch.autograd.grad(loss, list(leaves.values()))))
+
+    def own(p: Params) -> Params:  # (members, out, in) -> (members, in, out), copied contiguous
+        return {name: t.transpose(1, 2).contiguous() if name in weights else t for name, t in p.items()}
+
+    def modules(p: Params) -> Params:  # (members, in, out) -> (members, out, in) views
+        return {name: t.transpose(1, 2) if name in weights else t for name, t in p.items()}
+
+    return _Path(grads, forward, own, modules)
+
+
+def _summed_member_losses(out: torch.Tensor, y: torch.Tensor, loss_fn) -> torch.Tensor:
+    """The sum over members of each member's mean loss: out (members, n, n_out), y (members, n).
+
+    Every LOSSES entry is a mean over examples, so members x the mean over all members' rows is that sum.
+    Cross-entropy reads the classes as dimension 1 of (members, n_out, n): torch's CPU log-softmax over a
+    last dimension of 10 is ~4x slower (fwd + bwd at 64 x 100 rows: 1.6 ms against 0.4 ms, one thread).
+    """
+    members = out.shape[0]
+    if loss_fn is cross_entropy and not y.is_floating_point():  # class indices (members, n)
+        return members * F.cross_entropy(out.transpose(1, 2), y)  # (members, n_out, n) against (members, n)
+    return members * loss_fn(out.flatten(0, 1), y.flatten(0, 1))
+
+
+def _plain_mlp(models: Sequence[nn.Module]) -> str | None:
+    """Why these members are not plain `models.MLP`s the baddbmm path reproduces exactly; None when they are."""
+    if not all(type(m) is MLP for m in models):
+        return f"{type(models[0]).__name__} is not a models.MLP"
+    if not all(isinstance(m.dropout, nn.Identity) and all(type(layer) is nn.Linear for layer in m.layers) for m in models):
+        return "an MLP with dropout or layers other than nn.Linear"
+    activations = {repr(m.activation) for m in models}
+    if len(activations) > 1 or type(models[0].activation) not in (nn.ReLU, nn.Tanh, nn.GELU):
+        return f"activations {sorted(activations)}: baddbmm takes one of ReLU, Tanh, GELU shared by all members"
+    return None
+
+
+def choose_path(models: Sequence[nn.Module]) -> tuple[str, str]:
+    """("baddbmm" or "vmap", why): the batched-matmul path for plain MLPs, vmap for everything else.
+
+    Width and population size do not enter: on one CPU thread baddbmm was 1.6-3.4x faster at widths 16-128
+    and 1.07-1.5x at 1024 (the module docstring's numbers), so it is taken wherever it reproduces the model exactly.
+    """
+    reason = _plain_mlp(models)
+    if reason is not None:
+        return "vmap", reason
+    return "baddbmm", "a plain MLP: stacked weights and batched matrix products"
+
+
 def fit_population(
     models: Sequence[nn.Module],
     datasets: Sequence[Dataset],
@@ -172,26 +314,31 @@ def fit_population(
     generators: Sequence[torch.Generator],
     on_evals: Sequence[OnEval | None] | None = None,
 ) -> list[Fit]:
-    """Train every member in place as `fit` would, as one vmapped computation; one Fit per member."""
+    """Train every member in place as `fit` would, as one batched computation (`choose_path`); one Fit per member."""
     _check_compatible(models, datasets, specs)
+    return _fit(models, datasets, specs, generators, on_evals, choose_path(models)[0])
+
+
+def _fit(
+    models: Sequence[nn.Module],
+    datasets: Sequence[Dataset],
+    specs: Sequence[TrainSpec],
+    generators: Sequence[torch.Generator],
+    on_evals: Sequence[OnEval | None] | None,
+    path_name: str,
+) -> list[Fit]:
+    """`fit_population` on checked members with the path named ("baddbmm" only for plain MLPs, "vmap" for any)."""
     spec, members = specs[0], len(models)
     on_evals = list(on_evals or [None] * members)
     loss_fn = LOSSES[spec.loss]
-    base = copy.deepcopy(models[0]).to("meta")
-    params = {k: v.detach() for k, v in stack_module_state(list(models))[0].items()}
     x_train, x_train_dim = _shared_or_stacked([d.x_train for d in datasets])  # (n, ...) or (members, n, ...)
     x_test, x_test_dim = _shared_or_stacked([d.x_test for d in datasets])
     y_train = torch.stack([d.y_train for d in datasets])  # (members, n)
     y_test = torch.stack([d.y_test for d in datasets])
     n = y_train.shape[1]
     member_rows = torch.arange(members, device=y_train.device)[:, None]
-
-    def member_loss(p: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return loss_fn(functional_call(base, p, (x,)), y)
-
-    batch_grads = vmap(grad(member_loss), in_dims=(0, 0, 0), randomness="error")
-    full_batch_grads = vmap(grad(member_loss), in_dims=(0, x_train_dim, 0), randomness="error")
-    outputs = lambda x, x_dim: vmap(lambda p, xx: functional_call(base, p, (xx,)), in_dims=(0, x_dim), randomness="error")(params, x)  # noqa: E731
+    path = _baddbmm_path(models[0], members, loss_fn) if path_name == "baddbmm" else _vmap_path(models[0], loss_fn)
+    params = path.own({k: v.detach() for k, v in stack_module_state(list(models))[0].items()})  # the path's layout
 
     optimizer = _Optimizer(params, specs)
     factor = lr_factor(spec)
@@ -202,13 +349,14 @@ def fit_population(
 
     def evaluate(step: int) -> None:
         with torch.no_grad():
-            metrics = _errors_and_losses(outputs(x_train, x_train_dim), y_train, loss_fn) + _errors_and_losses(outputs(x_test, x_test_dim), y_test, loss_fn)
+            train, test = path.outputs(params, x_train, x_train_dim), path.outputs(params, x_test, x_test_dim)
+            metrics = _errors_and_losses(train, y_train, loss_fn) + _errors_and_losses(test, y_test, loss_fn)
             values = torch.stack(metrics, dim=1).tolist()  # (members, 4): one host sync
         for m in (m for m in range(members) if active[m]):
             row: Row = {"step": float(step), "epoch": step / steps_per_epoch, "lr": specs[m].lr * factor(step)}
             row |= dict(zip(("train_error", "train_loss", "test_error", "test_loss"), values[m]))
             if math.isfinite(row["train_loss"]) and on_evals[m] is not None:
-                _load(models[m], params, m)
+                _load(models[m], path.modules(params), m)
                 row |= on_evals[m](models[m], step)
             results[m].history.append(row)
 
@@ -225,10 +373,10 @@ def fit_population(
     for step in range(1, spec.max_steps + 1):
         idx = next(batch_stream)  # (members, batch) or None for the full batch
         if idx is None:
-            grads = full_batch_grads(params, x_train, y_train)
+            grads = path.grads(params, x_train, x_train_dim, y_train)
         else:
-            x = x_train[idx] if x_train_dim is None else x_train[member_rows, idx]
-            grads = batch_grads(params, x, y_train.gather(1, idx))
+            x = x_train[idx] if x_train_dim is None else x_train[member_rows, idx]  # (members, batch, ...)
+            grads = path.grads(params, x, 0, y_train.gather(1, idx))
         params = optimizer.step(params, grads, factor(step - 1), mask)
         for m in (m for m in range(members) if active[m]):
             results[m].steps = step
@@ -242,7 +390,7 @@ def fit_population(
             break
         mask = torch.tensor(active, device=y_train.device)
     for m in range(members):
-        _load(models[m], params, m)
+        _load(models[m], path.modules(params), m)
     return results
 
 
