@@ -78,7 +78,7 @@ def test_the_pilot_trains_one_run_a_quarter_of_its_budget_at_each_rate_without_s
     assert [s.train.lr for s in specs] == [1e-4, 1e-3]
     for spec in specs:
         assert spec.model.width == 128 and spec.seed == 0 and spec.data.label_noise == 0.0
-        assert spec.train.max_steps == 2000  # a quarter of 12000 is 3000, capped at PILOT_MAX_STEPS
+        assert spec.train.max_steps == 1000  # a quarter of 12000 is 3000, capped at PILOT_MAX_STEPS
         assert spec.train.stop_zero_error_evals is None and spec.train.stop_loss is None
     with pytest.raises(SpecError, match="axes.pilot"):
         atlas.pilot_sweep(sweep, {"model.width": 3}, (1e-3,))

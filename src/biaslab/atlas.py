@@ -56,7 +56,7 @@ OPTIMIZERS: dict[str, OptimizerRule] = {
 ARCHITECTURES = {"mlp": "MLP", "cnn": "CNN", "token_mlp": "token MLP", "transformer": "transformer"}
 SGD_FAMILY = ("gd", "sgd", "sam", "asam")
 PILOT_FRACTION = 0.25  # of the cell's step budget, for each pilot run
-PILOT_MAX_STEPS = 2000  # and at most this many steps
+PILOT_MAX_STEPS = 1000  # and at most this many steps
 
 
 @dataclass(frozen=True)
