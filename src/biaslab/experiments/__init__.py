@@ -12,7 +12,7 @@ from biaslab.spec import RunSpec
 from biaslab.store import RunRecord
 from biaslab.train.population import poolable
 
-HELPER_MODULES = ("base", "estimator_runs", "memory", "supervised")  # the framework, memory estimates and the shared runners: no experiment of their own
+HELPER_MODULES = ("base", "estimator_runs", "memory", "supervised", "work")  # the framework, memory and work estimates and the shared runners: no experiment of their own
 
 
 def _register_all() -> None:

@@ -181,8 +181,10 @@ def job_peak_memory(job: Sequence[RunSpec]) -> int:
     """Estimated peak RSS in bytes of a worker process running `job` (one run, or the members of a population)."""
     from biaslab.experiments import CATALOG
 
-    if len(job) > 1:  # populations are standard supervised runs (Experiment.trains_populations): the default applies
-        working = sum(default_working_memory(spec, in_population=True) for spec in job)
+    if len(job) > 1:  # populations are standard supervised runs (Experiment.trains_populations): the default applies,
+        # with the inputs counted once per distinct draw (members that differ only in labels share one input tensor)
+        working = sum(default_working_memory(spec, in_population=True) - data_bytes(spec) for spec in job)
+        working += sum(data_bytes(spec) for spec in {s.data.model_copy(update={"label_noise": 0.0}): s for s in job}.values())
     else:
         spec = job[0]
         working = CATALOG.get(spec.experiment).working_memory(spec) if spec.experiment in CATALOG else default_working_memory(spec)
