@@ -216,8 +216,9 @@ def test_the_quick_preset_runs_grokking_under_three_optimizers_unless_others_are
 
 def test_set_values_reach_every_cell_and_a_cell_that_cannot_take_one_is_refused_with_why(tmp_path, capsys):
     store = Store(tmp_path / "store")
-    cells = atlas.run_atlas("tiny", store, optimizers=["adam"], overrides={"data.n_train": 200}, executor="inprocess")
-    width, grokking = cells  # width-sweep reads MNIST-1D's n_train; grokking's modular data has no such field
+    cells = atlas.run_atlas("tiny", store, optimizers=["adam", "adamw"], overrides={"data.n_train": 200}, executor="inprocess")
+    width, width_adamw, grokking, grokking_adamw = cells  # width-sweep reads MNIST-1D's n_train; modular data has none
+    assert width_adamw.status == "same as Adam" and grokking_adamw.status.startswith("refused: data.n_train")
     assert width.status == "run" and width.overrides["data.n_train"] == 200
     assert all(r.run_spec.data.n_train == 200 for r in store.records("width-sweep"))
     assert grokking.status.startswith("refused: data.n_train") and not store.records("grokking")

@@ -193,7 +193,11 @@ def cell_overrides(experiment: Experiment, cell: Cell, preset: str, extra: dict[
 def same_as(experiment: Experiment, cell: Cell, preset: str, extra: dict[str, Any] | None = None) -> Cell | None:
     """Another cell this one would repeat exactly: AdamW is Adam where no run of the experiment has weight decay."""
     if cell.optimizer == "adamw" and "adam" in experiment.axes.optimizers:
-        if all(spec.train.weight_decay == 0.0 for spec in cell_sweep(experiment, preset, dict(extra or {})).expand()):
+        try:
+            specs = cell_sweep(experiment, preset, dict(extra or {})).expand()
+        except SpecError:  # the cell is refused when it runs, with the line that says why
+            return None
+        if all(spec.train.weight_decay == 0.0 for spec in specs):
             return Cell(cell.experiment, "adam", cell.architecture)
     return None
 
