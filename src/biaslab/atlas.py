@@ -400,6 +400,11 @@ def effect_text(value: float, interval: tuple[float, float] | None) -> str:
     return text + (f" [{interval[0]:+.3g}, {interval[1]:+.3g}]" if interval else "")
 
 
+def pilot_lines(pilot: dict[str, float], arrow: str = "->") -> list[str]:
+    """Each pilot rate with its final training loss ('0.01 -> 0.41', '0.1 -> diverged'), for the terminal and the report."""
+    return [f"{rate} {arrow} {'diverged' if math.isnan(loss) else f'{loss:.3g}'}" for rate, loss in pilot.items()]
+
+
 def rows_of(judged: Sequence[Judged]) -> list[tuple[str, str]]:
     """(experiment, architecture) rows present, in the order the cells were planned."""
     return list(dict.fromkeys((j.plan.experiment, j.plan.architecture) for j in judged))

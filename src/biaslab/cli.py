@@ -390,7 +390,9 @@ def cmd_atlas(args: argparse.Namespace) -> int:
 
 def _pilot_text(pilot: dict[str, float]) -> str:
     """'0.01 -> 0.41, 0.03 -> 0.22, 0.1 -> diverged': each pilot rate and its final training loss."""
-    return ", ".join(f"{rate} -> {'diverged' if math.isnan(loss) else f'{loss:.3g}'}" for rate, loss in pilot.items())
+    from biaslab.atlas import pilot_lines
+
+    return ", ".join(pilot_lines(pilot))
 
 
 def _trackers(targets: list[str], root: Path, flag: str) -> list:

@@ -254,7 +254,7 @@ def _atlas_row(judged: atlas.Judged, page_of: dict[str, str]) -> dict[str, Any]:
         "effects": {n: atlas.effect_text(v, judged.ranges.get(n)) for n, v in judged.effects.items()},
         "numbers": {n: v for n, v in judged.effects.items() if math.isfinite(v)},
         "lr": f"{plan.lr:g}" if plan.lr is not None else "", "lr_value": plan.lr if plan.lr is not None else "",
-        "pilot": [f"{rate} → {'diverged' if math.isnan(loss) else f'{loss:.3g}'}" for rate, loss in plan.pilot.items()],
+        "pilot": atlas.pilot_lines(plan.pilot, "→"),
         "seeds": judged.seeds, "reason": judged.reason, "short_reason": _one_line(judged.reason),
     }  # fmt: skip
 
