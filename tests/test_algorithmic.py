@@ -98,6 +98,7 @@ def test_token_data_needs_a_token_model_and_back():
         with_values(RunSpec(), {"data.name": "modular", "model.kind": "transformer", "model.embed_dim": 10, "model.heads": 4})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["token_mlp", "transformer"])
 def test_token_models_are_deterministic_and_map_pairs_to_p_logits(kind):
     spec = ModelSpec(kind=kind, embed_dim=8, width=16, init="normal", **({"heads": 2} if kind == "transformer" else {}))

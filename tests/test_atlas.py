@@ -106,6 +106,7 @@ def test_a_bad_preset_experiment_or_optimizer_is_refused_naming_it():
         atlas.plan_cells("tiny", optimizers=["lion"])
 
 
+@pytest.mark.slow
 def test_a_tiny_atlas_runs_resumes_and_judges_each_cell_by_its_experiments_claim(tmp_path):
     store = Store(tmp_path / "store")
     options = {"experiments": ["width-sweep"], "optimizers": ["sgd", "adam", "adamw"], "executor": "inprocess"}
@@ -135,6 +136,7 @@ def test_a_tiny_atlas_runs_resumes_and_judges_each_cell_by_its_experiments_claim
     assert len(table) == 3 * len(width.axes.effect_sizes) and list(table["status"])[-1] == "same as Adam"
 
 
+@pytest.mark.slow
 def test_the_per_seed_range_brackets_the_effect_judged_on_each_seed_alone(tmp_path):
     store = Store(tmp_path / "store")
     cells = atlas.run_atlas("tiny", store, experiments=["width-sweep"], optimizers=["adam"], executor="inprocess")
@@ -172,6 +174,7 @@ def test_effect_text_is_signed_with_the_per_seed_range():
     assert atlas.effect_text(math.nan, None) == "n/a"
 
 
+@pytest.mark.slow
 def test_the_atlas_command_prints_the_matrix_and_writes_figure_table_and_report_page(tmp_path, capsys):
     store = tmp_path / "store"
     rc = main(["atlas", "--preset", "tiny", "--experiments", "width-sweep", "--optimizers", "sgd", "--store", str(store), "--executor", "inprocess"])

@@ -13,6 +13,7 @@ from biaslab.store import Store
 from biaslab.sweep import run_sweep
 
 
+@pytest.mark.slow
 def test_grokking_without_its_probes_prints_fail_naming_the_missing_probes(tmp_path, capsys):
     """grokking's claim reads the weight norm and Fourier concentration that the `norms` and `fourier` probes record:
     without them the check cannot be made, and it says which probes are missing instead of crashing."""
@@ -24,6 +25,7 @@ def test_grokking_without_its_probes_prints_fail_naming_the_missing_probes(tmp_p
     assert page.count("grokking reads the probes fourier, norms") == 2  # the verdict and, in place of the figures, the reason
 
 
+@pytest.mark.slow
 def test_the_report_renders_other_experiments_beside_a_broken_one(tmp_path, monkeypatch):
     store = Store(tmp_path)
     for name in ("min-norm", "max-margin"):

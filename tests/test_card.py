@@ -66,6 +66,7 @@ def test_measure_fills_every_section_and_leaves_the_model_unchanged(stored):
     assert any("not invariant" in note for note in result.notes)
 
 
+@pytest.mark.slow
 def test_cli_probe_writes_the_card_for_a_run(stored, tmp_path, capsys):
     store, record = stored
     assert main(["probe", record.spec_id[:8], "--store", str(store.path), "--out", str(tmp_path / "c"), "--examples", "100", "--budget", "small"]) == 0
@@ -98,6 +99,7 @@ def user_module(tmp_path, monkeypatch):
     return my_models
 
 
+@pytest.mark.slow
 def test_cli_probe_measures_a_users_module(user_module, tmp_path, capsys):
     torch.save(user_module.small().state_dict(), tmp_path / "w.pt")
     args = ["probe", "--model", "my_models:small", "--weights", str(tmp_path / "w.pt"), "--data", "name=digits", "--data", "n_train=300",

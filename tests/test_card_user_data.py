@@ -99,7 +99,9 @@ def test_a_dataloader_and_a_dataset_give_the_same_card_as_tensors(owner):
     test = DataLoader(TensorDataset(torch.from_numpy(split["x_test"]), torch.from_numpy(split["y_test"])), batch_size=50, shuffle=True)
     card = biaslab.probe(model, train=train, test=test, sections=["fit"])
     direct = biaslab.probe(model, train=(split["x_train"], split["y_train"]), test=(split["x_test"], split["y_test"]), sections=["fit"])
-    assert card["fit"] == direct["fit"]
+    # the shuffled loader reorders the test set: counts agree exactly, float32 mean losses to their rounding
+    assert {k: v for k, v in card["fit"].items() if "loss" not in k} == {k: v for k, v in direct["fit"].items() if "loss" not in k}
+    assert card["fit"] == pytest.approx(direct["fit"], rel=1e-6, abs=1e-7)
 
 
 def test_biaslabs_own_split_is_stated_and_a_wrong_train_error_warns(owner, tmp_path, monkeypatch, capsys):
@@ -164,6 +166,7 @@ def test_the_hash_covers_buffers_of_every_shape():
     assert subjects.weights_hash(model) != first
 
 
+@pytest.mark.slow
 def test_an_exported_program_is_read_only_when_trusted(owner, tmp_path):
     root, split, model, errors = owner
     program = torch.export.export(model, (torch.from_numpy(split["x_train"][:4]),), dynamic_shapes=({0: torch.export.Dim("batch")},))
@@ -358,6 +361,7 @@ def test_probing_on_cuda_without_a_gpu_is_one_line(owner, tmp_path, monkeypatch,
     assert "--device:" in err and "CUDA is not available" in err and err.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_effective_dimensionality_matches_the_dense_hessian():
     """N_eff = sum max(lambda, 0) / (max(lambda, 0) + z) from SLQ with full Lanczos steps, against the exact eigenvalues."""
     from biaslab.probes import curvature

@@ -19,6 +19,7 @@ from biaslab.sweep import run_sweep
 
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", CATALOG.names())
 def test_catalog_entry_contract(name, tmp_path):
     experiment = CATALOG.get(name)

@@ -280,6 +280,7 @@ def test_export_curves_to_a_bad_destination(capsys, store, tmp_path, kind) -> No
 # ----------------------------------------------------------------------------- the real console script
 
 
+@pytest.mark.slow
 def test_console_script_exits_2_with_one_line_and_no_traceback(tmp_path) -> None:
     script = shutil.which("biaslab") or str(Path(sys.executable).parent / "biaslab")
     store = tmp_path / "s"

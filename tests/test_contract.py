@@ -94,6 +94,7 @@ def test_the_probe_registry_holds_exactly_the_names_a_spec_accepts():
     assert set(PROBES.names()) == set(typing.get_args(ProbeName))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", CATALOG.names())
 def test_probes_and_save_weights_are_honoured_or_refused(name):
     """No field accepted and ignored: with probes and save_weights set, a tiny run either measures the probe and

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "step_size_experiment.py"
 
 SCRIPT = f"""
@@ -23,6 +25,7 @@ print(len(records), sorted({{r.status for r in records}}), experiment.verdict(re
 """
 
 
+@pytest.mark.slow
 def test_the_example_experiment_runs_in_a_fresh_process():
     """A fresh process, so the example's registration does not leak into the catalog other tests see."""
     assert len(EXAMPLE.read_text().splitlines()) <= 80

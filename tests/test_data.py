@@ -15,6 +15,7 @@ from biaslab.data import corruptions
 from biaslab.spec import DataSpec
 
 
+@pytest.mark.slow
 def test_mnist1d_default_split_is_the_published_dataset():
     from mnist1d.data import get_dataset_args, make_dataset
 

@@ -15,6 +15,7 @@ pytest.importorskip("mkdocstrings")
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_the_docs_build_strictly_with_a_page_per_experiment(tmp_path):
     from biaslab.experiments import CATALOG
 

@@ -40,6 +40,7 @@ def _monte_carlo(n: int, p: int, d: int, signal: float, noise: float, draws: int
     return float(np.mean(risks)), float(np.std(risks, ddof=1) / math.sqrt(draws))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("p", [4, 10, 32, 60])
 def test_the_exact_risk_matches_an_independent_monte_carlo_away_from_the_threshold(p):
     n, d, signal, noise = 20, 60, 1.0, 0.5

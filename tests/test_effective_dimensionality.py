@@ -59,6 +59,7 @@ def exact_n_eff(eigenvalues: torch.Tensor, z: float) -> float:
     return float((positive / (positive + z)).sum())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("z", [0.01, 0.1, 1.0])
 def test_n_eff_matches_the_dense_hessian_within_its_standard_error(z):
     model, x, y = trained_tiny_problem()
@@ -147,6 +148,7 @@ def test_the_memory_estimate_counts_the_hessian_graph():
     assert default_working_memory(small_run(n_eff_examples=10)) < default_working_memory(small_run())
 
 
+@pytest.mark.slow
 def test_the_card_shows_n_eff_with_its_z_and_standard_error():
     model, x, y = trained_tiny_problem()
     card = biaslab.probe(model, train=(x, y), test=(x[:20], y[:20]), sections=["curvature"], budget="small", effective_dim_z=0.1,

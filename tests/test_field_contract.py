@@ -106,6 +106,7 @@ def test_every_field_it_does_not_read_is_refused(name):
 
 
 @pytest.mark.contract
+@pytest.mark.slow
 @pytest.mark.timeout(3600)
 @pytest.mark.parametrize("name", CATALOG.names())
 def test_every_field_is_honoured_or_refused(name):

@@ -100,6 +100,7 @@ def store_bytes(scratch) -> StoreBytes:
     return StoreBytes(store.db.read_bytes())
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_any_damage_to_a_store_file_is_one_line_or_every_record_accounted_for(data, store_bytes, scratch) -> None:

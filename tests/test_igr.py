@@ -146,6 +146,7 @@ def test_bad_input_names_the_field_and_allowed_values():
         CATALOG.get(NAME).check(with_values(base, {"dtype": "float32"}))
 
 
+@pytest.mark.slow
 def test_the_integration_error_is_far_below_the_measured_distance():
     """RK4 at h/8 (the presets) against RK4 at h/32 on the MLP: the difference is < 1% of GD's O(h^2) distance."""
     model, h, horizon = TinyRegression(BackwardError(model="mlp"), seed=0), 0.025, 0.4

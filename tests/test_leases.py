@@ -139,6 +139,7 @@ def test_owners_claiming_the_same_runs_at_once_each_get_a_disjoint_share(tmp_pat
     assert len(store.leases()) == len(IDS)
 
 
+@pytest.mark.slow
 def test_the_heartbeat_keeps_a_lease_past_the_timeout_and_leaving_releases_it(tmp_path: Path) -> None:
     from biaslab.spec import RunSpec
     from biaslab.sweep import Leases

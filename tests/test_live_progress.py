@@ -14,6 +14,7 @@ from biaslab.sweep import Live, run_sweep
 SWEEP = CATALOG.get("width-sweep").sweep("tiny").override({"data.label_noise": 0.0})  # widths 8, 64, 256; one seed
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("executor", ["inprocess", "processes", "population"])
 def test_each_job_reports_every_evaluation_up_to_the_step_its_run_stopped_at(tmp_path, executor):
     reports: list[Live] = []

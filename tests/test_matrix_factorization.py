@@ -61,6 +61,7 @@ def depth_one():
     return run(_spec()), matrix_completion(PROBLEM, 0)
 
 
+@pytest.mark.slow
 def test_the_nuclear_norm_reference_is_optimal_by_the_dual_and_matches_the_semidefinite_primal(depth_one):
     result, c = depth_one
     assert result.final["nuc_ref_nuclear_norm"] == pytest.approx(_dual_nuclear_minimum(c), rel=1e-6)

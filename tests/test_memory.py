@@ -227,6 +227,7 @@ def test_the_estimate_grows_with_the_sizes_that_cost_memory():
     assert default_working_memory(base, in_population=True) >= default_working_memory(base)
 
 
+@pytest.mark.slow
 def test_every_catalog_spec_has_an_estimate():
     for name in CATALOG:
         for preset in CATALOG.get(name).presets:

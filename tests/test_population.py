@@ -60,6 +60,7 @@ def _compare(specs, data, nets, path: str | None = None):
     return loop
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "train",
     [

@@ -157,6 +157,7 @@ def test_the_caption_explains_a_band_exactly_when_the_figure_has_one() -> None:
 # ----------------------------------------------------------------------------- the index
 
 
+@pytest.mark.slow
 def test_the_index_lists_every_sweep_with_its_verdict_and_a_link(report: Path, finished_store: Store) -> None:
     assert report.name == "index.html" and report.is_file()
     page = read(report)
@@ -264,6 +265,7 @@ def test_population_seconds_are_said_to_be_shares(report: Path, finished_store: 
     assert "÷" not in other and "no run has a time of its own" not in other  # runs alone: their own seconds
 
 
+@pytest.mark.slow
 def test_figures_are_valid_png_with_svg_and_a_caption(report: Path) -> None:
     page = sweep_page(report, "width-sweep")
     source = read(page)
@@ -304,6 +306,7 @@ def test_each_run_page_shows_its_curves_final_metrics_and_spec(report: Path, fin
         assert "model.width" in source or "problem.kind" in source
 
 
+@pytest.mark.slow
 def test_report_defaults_to_the_store_directory_and_can_be_rewritten(finished_store: Store, tmp_path: Path) -> None:
     store = Store(tmp_path / "copy")
     for entry in finished_store.sweeps():
@@ -406,6 +409,7 @@ def test_user_text_in_the_pages_is_escaped(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- the command
 
 
+@pytest.mark.slow
 def test_cli_report_prints_the_path(finished_store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
     assert main(["report", "--store", str(finished_store.path), "--out", str(out)]) == 0
@@ -415,6 +419,7 @@ def test_cli_report_prints_the_path(finished_store: Store, tmp_path: Path, capsy
     assert len(parse(read(sweep_page(Path(printed), "width-sweep"))).images) == 2
 
 
+@pytest.mark.slow
 def test_cli_report_default_location(finished_store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     store = shutil.copytree(finished_store.path, tmp_path / "store")
     assert main(["report", "--store", str(store)]) == 0
@@ -465,6 +470,7 @@ def console(result: subprocess.CompletedProcess) -> list[str]:
     return [line for line in result.stderr.splitlines() if ":CONSOLE" in line or "Uncaught" in line]
 
 
+@pytest.mark.slow
 @needs_chromium
 def test_chromium_logs_nothing_on_any_page(report: Path, tmp_path: Path) -> None:
     """Every page loads without a console message: no script error, no missing image or file. The control page
@@ -574,6 +580,7 @@ def _figure_pixels(screenshot: Path) -> dict[str, int]:
     return {name: int((np.abs(pixels - np.array(rgb)).max(axis=2) < 40).sum()) for name, rgb in FIGURE_COLORS.items()}
 
 
+@pytest.mark.slow
 @needs_chromium
 def test_chromium_screenshot_shows_the_figures(report: Path, tmp_path: Path) -> None:
     """The rendered page, as pixels, shows the figures: a 1200x2000 screenshot has hundreds of pixels in

@@ -242,6 +242,7 @@ def _read_only_mount_works() -> bool:
     return probe.returncode == 0
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _read_only_mount_works(), reason="needs unshare and mount (a private read-only bind mount)")
 def test_report_and_export_on_a_read_only_file_system(tmp_path: Path) -> None:
     store = filled(tmp_path / "s", n=3)

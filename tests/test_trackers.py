@@ -74,6 +74,7 @@ def same(a: list[float], b: list[float], rel: float = 0.0) -> bool:
     return len(a) == len(b) and all((math.isnan(x) and math.isnan(y)) or x == pytest.approx(y, rel=rel, abs=0.0) for x, y in zip(a, b))
 
 
+@pytest.mark.slow
 def test_the_store_records_have_what_the_trackers_are_compared_on(tracked):
     for record in tracked["result"].records:
         assert len(steps_of(record)) > 2 and len(metrics_of(record)) > 5 and record.final
@@ -306,6 +307,7 @@ def count_verdicts(places: dict[str, Path]) -> dict[str, int]:
     return counts
 
 
+@pytest.mark.slow
 def test_biaslab_track_sends_a_store_written_without_trackers(tracked, tmp_path, offline, capsys):
     if not any(installed(n) for n in LIBRARIES):
         pytest.skip("no tracker library installed")
@@ -319,6 +321,7 @@ def test_biaslab_track_sends_a_store_written_without_trackers(tracked, tmp_path,
     assert set(count_runs(places).values()) == {6}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["tensorboard", "wandb", "mlflow"])
 def test_a_run_that_fails_half_written_is_not_held_and_is_sent_later(name, tracked, tmp_path, offline, monkeypatch):
     if not installed(name):
