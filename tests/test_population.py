@@ -86,6 +86,28 @@ def test_members_stop_on_their_own_and_the_rest_go_on(path):
 
 
 @pytest.mark.parametrize("path", PATHS)
+def test_stopped_members_are_no_longer_computed(path, monkeypatch):
+    """The gradients are computed for the live members only: the member-steps computed are the members' own steps
+    (a member with its own inputs too), and the numbers still equal the loop's."""
+    from biaslab.train import population
+
+    computed = []
+    make = population._baddbmm_path if path == "baddbmm" else population._vmap_path
+
+    def counting(*args):
+        inner = make(*args)
+        return inner._replace(grads=lambda p, x, x_dim, y: computed.append(y.shape[0]) or inner.grads(p, x, x_dim, y))
+
+    monkeypatch.setattr(population, "_baddbmm_path" if path == "baddbmm" else "_vmap_path", counting)
+    train = dict(optimizer="sgd", lr=0.2, momentum=0.9, batch_size=40, max_steps=1500, eval_every=25, stop_zero_error_evals=2)
+    specs, data, nets = _members(train, noise_step=0.2, width=64)
+    data[1] = datasets.load(DataSpec(name="teacher", n_train=120, n_test=60, dim=6, n_classes=3, label_noise=0.2, inputs="gaussian"), dtype=torch.float64)
+    loop = _compare(specs, data, nets, path)
+    steps = sorted(f.steps for f in loop)
+    assert steps[0] < steps[-1] and sum(computed) == sum(steps) and len(computed) == steps[-1]
+
+
+@pytest.mark.parametrize("path", PATHS)
 def test_one_member_diverging_leaves_the_others_alone(path):
     specs, data, nets = _members(dict(optimizer="sgd", batch_size=40, max_steps=60, eval_every=15))
     specs[1] = specs[1].model_copy(update={"lr": 1e8})
@@ -142,6 +164,15 @@ def test_the_same_seeds_give_the_same_numbers():
         assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
 
 
+@pytest.mark.parametrize("model", [dict(), dict(activation="tanh", depth=3), dict(activation="gelu", bias=False), dict(dropout=0.1), dict(kind="cnn")])
+def test_the_spec_rule_names_the_path_the_chooser_takes(model):
+    from biaslab.train.population import batched_matmul
+
+    spec = ModelSpec(width=8, **model)
+    nets = [models.build(spec, (1, 12), 3, generator(m, "init")) for m in range(2)]
+    assert batched_matmul(spec) == (choose_path(nets)[0] == "baddbmm")
+
+
 def test_the_chooser_takes_baddbmm_for_plain_mlps_only():
     data = datasets.load(DataSpec(name="teacher", n_train=20, n_test=10, dim=6, n_classes=3), dtype=torch.float64)
 
@@ -184,10 +215,12 @@ def test_population_key_ignores_only_member_fields():
     assert population_key(_spec(8)) != population_key(_spec(16))
 
 
-def test_auto_plan_on_cpu_pools_narrow_models_and_uses_processes():
+def test_auto_plan_on_cpu_pools_mlps_at_any_width_other_models_narrow_and_uses_processes():
     specs = [_spec(w, seed=s) for w in (8, 32, 256) for s in (0, 1)]
-    jobs, processes = plan(specs, "auto", workers=2)
-    assert sorted(len(j) for j in jobs) == [1, 1, 2, 2] and processes
+    cnns = [spec.model_copy(update={"model": ModelSpec(kind="cnn", width=w)}) for w in (8, 256) for spec in specs[:2]]
+    jobs, processes = plan(specs + cnns, "auto", workers=2)
+    assert sorted(len(j) for j in jobs) == [1, 1, 2, 2, 2, 2] and processes
+    assert {j[0].model.kind for j in jobs if len(j) == 1} == {"cnn"} and {j[0].model.width for j in jobs if len(j) == 1} == {256}
     jobs, processes = plan(specs, "inprocess", workers=2)
     assert all(len(j) == 1 for j in jobs) and not processes
     jobs, processes = plan(specs, "population", workers=2)

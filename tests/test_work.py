@@ -44,12 +44,14 @@ def test_the_estimate_agrees_with_a_counted_training_step_of_the_built_model():
 
 
 def test_auto_sends_few_heavy_full_batch_steps_to_workers_and_many_tiny_ones_not():
-    heavy = [_spec(1024, steps=2000, batch=None) for _ in range(2)]  # 4000 steps: below the step rule, but ~2 TFLOP
+    heavy = [_spec(width, steps=2000, batch=None) for width in (1024, 1000)]  # 4000 steps: below the step rule, but ~2 TFLOP
     assert sum(s.train.max_steps for s in heavy) < SMALL_SWEEP_STEPS
-    assert plan(heavy, "auto", workers=2)[1]
-    light = [_spec(8, steps=12_000, batch=10) for _ in range(2)]  # 24k steps: above the step rule, but ~0.05 GFLOP
+    jobs, processes = plan(heavy, "auto", workers=2)
+    assert len(jobs) == 2 and processes  # two widths: two jobs (runs of one width would be one population)
+    light = [_spec(width, steps=12_000, batch=10) for width in (8, 12)]  # 24k steps: above the step rule, but ~0.05 GFLOP
     assert sum(s.train.max_steps for s in light) >= SMALL_SWEEP_STEPS
-    assert not plan(light, "auto", workers=2)[1]
+    jobs, processes = plan(light, "auto", workers=2)
+    assert len(jobs) == 2 and not processes
 
 
 def test_runs_without_an_estimate_are_weighed_by_their_steps():

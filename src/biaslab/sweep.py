@@ -10,9 +10,10 @@ momentum, weight decay, betas or init (trained together by
   fast as two, so processes scale with cores).
 - "population": every group of compatible runs as one population, in this
   process (the GPU strategy: one process keeps the device busy).
-- "auto": on a GPU, "population". On a CPU, populations only for narrow models
-  (width <= 64: measured 1.2-1.3x faster than a loop at width <= 32, even at
-  128, 0.73x at 512), and the jobs spread over worker processes when there are
+- "auto": on a GPU, "population". On a CPU, populations for plain MLPs at any
+  width (the baddbmm path; `pooled_on_cpu`) and for other models up to width 64
+  (the vmap path: 1.2-1.3x a loop at width <= 32, even at 128, 0.73x at
+  512), and the jobs spread over worker processes when there are
   several jobs and cores and enough work to pay for starting them: at least
   SMALL_SWEEP_FLOPS estimated FLOPs in all (`experiments.work`: every run at
   its full step budget), or SMALL_SWEEP_STEPS steps of runs without an estimate.
@@ -83,7 +84,7 @@ from biaslab.experiments.work import run_flops
 from biaslab.spec import RunSpec, Sweep
 from biaslab.store import RunRecord, Store, StoreError, SweepEntry, lease_owner, lease_timeout
 from biaslab.train import reporting
-from biaslab.train.population import MEMBER_FIELDS
+from biaslab.train.population import MEMBER_FIELDS, batched_matmul
 from biaslab.trackers import SweepInfo, Tracker, Tracking
 
 Executor = Literal["auto", "inprocess", "processes", "population"]
@@ -114,7 +115,7 @@ RAY_START_TIMEOUT = float(os.environ.get("BIASLAB_RAY_START_TIMEOUT", "120"))  #
 class BackendUnavailable(ValueError):
     """The chosen backend cannot be started or reached; the message says why and what to use instead."""
 POOL_RETRIES = 2  # a worker that dies takes its pool down; retry the unfinished jobs this often
-CPU_POPULATION_MAX_WIDTH = 64
+CPU_POPULATION_MAX_WIDTH = 64  # models other than plain MLPs pool on a CPU up to this width (see pooled_on_cpu)
 SMALL_SWEEP_FLOPS = 80e9  # below this much estimated work in all, auto stays in-process: about 10 s in one process at the
 # ~8 GFLOP/s measured for small MLPs (benchmarks/width_sweep.py), where two workers' ~5 s of start-up would save nothing
 SMALL_SWEEP_STEPS = 20_000  # the same for runs without an estimate (problems, estimators), in steps (tiny width-sweep: 0.5 s vs 4-5 s with workers)
@@ -229,6 +230,13 @@ def group_populations(specs: Sequence[RunSpec], poolable: Callable[[RunSpec], bo
     return populations + singles  # populations first: they are the longest jobs
 
 
+def pooled_on_cpu(spec: RunSpec) -> bool:
+    """Whether `auto` trains this run in a population on a CPU: plain MLPs at any width (the baddbmm path: the
+    quick width sweep took 44 s against 49-54 s with only widths <= 64 pooled, measured side by side), other
+    models only up to CPU_POPULATION_MAX_WIDTH (their vmap path lost to a loop of single runs above it)."""
+    return batched_matmul(spec.model) or spec.model.width <= CPU_POPULATION_MAX_WIDTH
+
+
 def plan(specs: Sequence[RunSpec], executor: str, workers: int, budget: int | None = None, estimate: Estimate = job_peak_memory) -> tuple[list[Job], bool]:
     """The jobs, and whether they go to worker processes; populations are cut to fit `budget` bytes (None: no limit)."""
     on_cpu = all(s.device == "cpu" for s in specs)
@@ -238,7 +246,7 @@ def plan(specs: Sequence[RunSpec], executor: str, workers: int, budget: int | No
         return [[s] for s in specs], True
     if executor == "population" or not on_cpu:
         return split_to_fit(group_populations(specs, lambda s: True), budget, estimate), False
-    jobs = split_to_fit(group_populations(specs, lambda s: s.model.width <= CPU_POPULATION_MAX_WIDTH), budget, estimate)
+    jobs = split_to_fit(group_populations(specs, pooled_on_cpu), budget, estimate)
     return jobs, workers > 1 and len(jobs) > 1 and not is_small(specs)
 
 

@@ -270,15 +270,16 @@ def measure(
     card = Card(source=subject.source, data_note=subject.data_note, warnings=list(subject.warnings))
     card.subject = subject_facts(subject, options)
     card.options = {f.name: getattr(options, f.name) for f in fields(options)}
-    for index, name in enumerate(names):
-        if on_progress is not None:
-            on_progress(name, index, len(names))
-        started = time.perf_counter()
-        try:
-            card.sections[name] = SECTIONS[name](subject, options, card)
-        except Exception as error:  # one probe failing must not lose the others; the card says which and why
-            card.notes.append(f"{name}: failed ({type(error).__name__}: {error})")
-        card.seconds[name] = time.perf_counter() - started
+    with probes.one_forward_pass():  # fit, margins and calibration run the model over each data set once
+        for index, name in enumerate(names):
+            if on_progress is not None:
+                on_progress(name, index, len(names))
+            started = time.perf_counter()
+            try:
+                card.sections[name] = SECTIONS[name](subject, options, card)
+            except Exception as error:  # one probe failing must not lose the others; the card says which and why
+                card.notes.append(f"{name}: failed ({type(error).__name__}: {error})")
+            card.seconds[name] = time.perf_counter() - started
     card.skipped = [name for name in SECTIONS if name not in names]
     return card
 

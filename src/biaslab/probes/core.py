@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 from torch import nn
@@ -43,9 +44,40 @@ def measuring(model: nn.Module) -> Iterator[nn.Module]:
         model.train(was_training)
 
 
+_shared_outputs: ContextVar[dict | None] = ContextVar("shared_outputs", default=None)  # inside `one_forward_pass`
+
+
+@contextmanager
+def one_forward_pass() -> Iterator[None]:
+    """Within the block, `predict` runs a model over a given input tensor once: the error, loss, margin and
+    calibration probes of one evaluation share that forward pass. A weight or buffer changed in place (its version
+    counter moves) or replaced means a new forward pass; the outputs are dropped when the block ends. Nested blocks
+    share."""
+    if _shared_outputs.get() is not None:
+        yield
+        return
+    token = _shared_outputs.set({})
+    try:
+        yield
+    finally:
+        _shared_outputs.reset(token)
+
+
+def _state_versions(model: nn.Module) -> tuple[tuple[int, int], ...]:
+    """Where each parameter and buffer lives and how often it was changed in place: equal only for equal weights."""
+    return tuple((t.data_ptr(), t._version) for t in (*model.parameters(), *model.buffers()))
+
+
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
     """Model outputs for `x`, in chunks so large sets fit in memory. Call inside `measuring`."""
-    return torch.cat([model(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)])
+    shared = _shared_outputs.get()
+    key = (id(model), id(x), x._version, batch_size, torch.is_grad_enabled(), model.training, _state_versions(model))
+    if shared is not None and key in shared and shared[key][0] is model and shared[key][1] is x:
+        return shared[key][2]
+    out = torch.cat([model(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)])
+    if shared is not None:
+        shared[key] = (model, x, out)  # the model and the tensor are held, so their ids stay theirs
+    return out
 
 
 def error_and_loss(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, prefix: str) -> Metrics:

@@ -181,10 +181,11 @@ def fit(
 
     def evaluate(step: int) -> Row:
         row: Row = {"step": float(step), "epoch": step / steps_per_epoch, "lr": optimizer.param_groups[0]["lr"]}
-        row |= probes.error_and_loss(model, loss_fn, data.x_train, data.y_train, "train")
-        row |= probes.error_and_loss(model, loss_fn, data.x_test, data.y_test, "test")
-        if math.isfinite(row["train_loss"]) and on_eval is not None:
-            row |= on_eval(model, step)
+        with probes.one_forward_pass():  # the probes' margins on the training set reuse this evaluation's outputs
+            row |= probes.error_and_loss(model, loss_fn, data.x_train, data.y_train, "train")
+            row |= probes.error_and_loss(model, loss_fn, data.x_test, data.y_test, "test")
+            if math.isfinite(row["train_loss"]) and on_eval is not None:
+                row |= on_eval(model, step)
         result.history.append(row)
         return row
 

@@ -73,7 +73,7 @@ from torch.func import functional_call, grad, stack_module_state, vmap
 
 from biaslab.data import Dataset
 from biaslab.models import MLP
-from biaslab.spec import RunSpec, TrainSpec
+from biaslab.spec import ModelSpec, RunSpec, TrainSpec
 from biaslab.train import LOSSES, Fit, OnEval, Row, cross_entropy, evaluation_steps, lr_factor, report, stop_reason
 
 SHARED_FIELDS = (
@@ -238,7 +238,7 @@ def _vmap_path(model: nn.Module, loss_fn) -> _Path:
     return _Path(lambda p, x, x_dim, y: grads[x_dim](p, x, y), lambda p, x, x_dim: outputs[x_dim](p, x), _same, _same)
 
 
-def _baddbmm_path(model: MLP, members: int, loss_fn) -> _Path:
+def _baddbmm_path(model: MLP, loss_fn) -> _Path:
     """A plain MLP (see `_plain_mlp`) as batched matrix products over stacked weights; one autograd call per step.
 
     Its layout stores layer i's weight f"layers.{i}.weight" as (members, in, out), contiguous, so that its
@@ -250,7 +250,8 @@ def _baddbmm_path(model: MLP, members: int, loss_fn) -> _Path:
     activation = model.activation
 
     def forward(p: Params, x: torch.Tensor, x_dim: int | None) -> torch.Tensor:
-        h = x.flatten(1).expand(members, -1, -1) if x_dim is None else x.flatten(2)  # (members, n, in)
+        stacked = p[layers[0][0]].shape[0]  # the members given: all, or the live ones (see _live_grads)
+        h = x.flatten(1).expand(stacked, -1, -1) if x_dim is None else x.flatten(2)  # (members, n, in)
         for i, (weight, bias) in enumerate(layers):  # p[weight]: (members, in, out); p[bias]: (members, out)
             h = torch.bmm(h, p[weight]) if bias is None else torch.baddbmm(p[bias].unsqueeze(1), h, p[weight])  # (members, n, out)
             h = h if i == len(layers) - 1 else activation(h)
@@ -295,6 +296,12 @@ def _plain_mlp(models: Sequence[nn.Module]) -> str | None:
     return None
 
 
+def batched_matmul(model: ModelSpec) -> bool:
+    """Whether runs of this model spec train on the baddbmm path (`choose_path` takes it for every MLP without
+    dropout: every activation a ModelSpec names is one the path computes), known before any model is built."""
+    return model.kind == "mlp" and model.dropout == 0.0
+
+
 def choose_path(models: Sequence[nn.Module]) -> tuple[str, str]:
     """("baddbmm" or "vmap", why): the batched-matmul path for plain MLPs, vmap for everything else.
 
@@ -337,7 +344,7 @@ def _fit(
     y_test = torch.stack([d.y_test for d in datasets])
     n = y_train.shape[1]
     member_rows = torch.arange(members, device=y_train.device)[:, None]
-    path = _baddbmm_path(models[0], members, loss_fn) if path_name == "baddbmm" else _vmap_path(models[0], loss_fn)
+    path = _baddbmm_path(models[0], loss_fn) if path_name == "baddbmm" else _vmap_path(models[0], loss_fn)
     params = path.own({k: v.detach() for k, v in stack_module_state(list(models))[0].items()})  # the path's layout
 
     optimizer = _Optimizer(params, specs)
@@ -370,13 +377,14 @@ def _fit(
     pending = evaluation_steps(spec)
     batch_stream = _batch_indices(n, spec.batch_size, generators, y_train.device)
     mask = torch.ones(members, dtype=torch.bool, device=y_train.device)
+    live = None  # (live members,) indices once some member has stopped: only those are computed; None while all train
     for step in range(1, spec.max_steps + 1):
         idx = next(batch_stream)  # (members, batch) or None for the full batch
         if idx is None:
-            grads = path.grads(params, x_train, x_train_dim, y_train)
+            grads = _live_grads(path, params, live, x_train, x_train_dim, y_train)
         else:
             x = x_train[idx] if x_train_dim is None else x_train[member_rows, idx]  # (members, batch, ...)
-            grads = path.grads(params, x, 0, y_train.gather(1, idx))
+            grads = _live_grads(path, params, live, x, 0, y_train.gather(1, idx))
         params = optimizer.step(params, grads, factor(step - 1), mask)
         for m in (m for m in range(members) if active[m]):
             results[m].steps = step
@@ -389,9 +397,23 @@ def _fit(
         if not any(active):
             break
         mask = torch.tensor(active, device=y_train.device)
+        live = None if all(active) else mask.nonzero().squeeze(1)
     for m in range(members):
         _load(models[m], path.modules(params), m)
     return results
+
+
+def _live_grads(path: _Path, params: Params, live: torch.Tensor | None, x: torch.Tensor, x_dim: int | None, y: torch.Tensor) -> Params:
+    """Every member's gradient, computed for the live members only (`live`: their indices; None: all of them).
+
+    A stopped member's gradient is zero and the optimizer's mask leaves it alone, so a population whose members
+    stop at different steps costs the member-steps of its live members, not of all until the last one stops.
+    x is (n, ...) shared (x_dim None) or (members, n, ...); y is (members, n).
+    """
+    if live is None:
+        return path.grads(params, x, x_dim, y)
+    part = path.grads({name: p.index_select(0, live) for name, p in params.items()}, x if x_dim is None else x.index_select(0, live), x_dim, y.index_select(0, live))
+    return {name: torch.zeros_like(params[name]).index_copy_(0, live, g) for name, g in part.items()}
 
 
 def _errors_and_losses(out: torch.Tensor, y: torch.Tensor, loss_fn) -> list[torch.Tensor]:
