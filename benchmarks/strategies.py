@@ -53,16 +53,23 @@ PATHS = ("vmap", "baddbmm")  # train.population's two ways to compute a populati
 EXECUTORS = (("auto", None), ("inprocess", None), ("processes", 2), ("processes", 1), ("population", None))
 
 
-def time_executors(preset: str) -> dict[str, float]:
+def executor_name(executor: str, workers: int | None) -> str:
+    return executor if workers is None else f"{executor}x{workers}"
+
+
+def time_executors(preset: str, names: list[str] | None = None) -> dict[str, list[float]]:
+    """Wall seconds of the preset's width sweep with each executor (`names`: EXECUTORS' names in the order to run
+    them, repeats allowed, so that two executors can alternate), a list per executor."""
     sweep = CATALOG.get("width-sweep").sweep(preset)
-    seconds = {}
-    for executor, workers in EXECUTORS:
-        name = executor if workers is None else f"{executor}x{workers}"
+    seconds: dict[str, list[float]] = {}
+    chosen = [(e, w) for name in names for e, w in EXECUTORS if executor_name(e, w) == name] if names else list(EXECUTORS)
+    for executor, workers in chosen:
+        name = executor_name(executor, workers)
         with tempfile.TemporaryDirectory() as tmp:
             started = time.perf_counter()
             outcome = run_sweep(sweep, Store(tmp), preset, executor=executor, workers=workers)
-            seconds[name] = time.perf_counter() - started
-        print(f"{name:<14} {seconds[name]:8.1f} s  ({outcome.executor})", flush=True)
+            seconds.setdefault(name, []).append(time.perf_counter() - started)
+        print(f"{name:<14} {seconds[name][-1]:8.1f} s  ({outcome.executor})", flush=True)
     return seconds
 
 
@@ -151,7 +158,7 @@ def figure(executors: dict[str, float], throughput: list[dict], device: str) -> 
     fig = Figure(figsize=(10, 3.8), layout="constrained")
     left, right = fig.subplots(1, 2)
     if executors:
-        left.bar(list(executors), list(executors.values()), color="C0")
+        left.bar(list(executors), [min(walls) for walls in executors.values()], color="C0")
         left.set(ylabel="wall time (s)", title="width sweep by executor (CPU)")
         left.tick_params(axis="x", rotation=30)
     sizes = [r["members"] for r in throughput]
@@ -171,6 +178,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="1,2,4,8,16,32,64")
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--skip-executors", action="store_true")
+    parser.add_argument("--executors", default="", help="part 1 with these alone, in this order (e.g. processesx2,processesx1,processesx2)")
     parser.add_argument("--paths-only", action="store_true", help="run part 3 (vmap vs baddbmm) alone")
     parser.add_argument("--path-sizes", default="4,16,64")
     parser.add_argument("--path-widths", default="16,128,1024")
@@ -178,7 +186,7 @@ def main() -> None:
     parser.add_argument("--path-seconds", type=float, default=3.0, help="seconds of steps each part-3 run adds over its short twin")
     args = parser.parse_args()
     device = torch.device(args.device)
-    executors = {} if args.skip_executors or args.paths_only or device.type != "cpu" else time_executors(args.preset)
+    executors = {} if args.skip_executors or args.paths_only or device.type != "cpu" else time_executors(args.preset, [n for n in args.executors.split(",") if n])
     if device.type == "cpu":
         torch.set_num_threads(1)  # as sweep workers do
     peak = matmul_peak(device=args.device)
@@ -195,13 +203,17 @@ def main() -> None:
         "throughput": throughput,
         "paths": paths,
     }
-    if executors:
-        forced = {k: v for k, v in executors.items() if k != "auto"}
+    fastest = {name: min(walls) for name, walls in executors.items()}
+    forced = {k: v for k, v in fastest.items() if k != "auto"}
+    if "auto" in fastest and forced:
         best = min(forced, key=forced.get)
-        result["auto_over_best_forced"] = executors["auto"] / forced[best]
+        result["auto_over_best_forced"] = fastest["auto"] / forced[best]
         result["best_forced"] = best
-        result["processes2_speedup_over_1"] = executors["processesx1"] / executors["processesx2"]
-        print(f"auto / best forced ({best}): {result['auto_over_best_forced']:.3f}; processes 2 vs 1: {result['processes2_speedup_over_1']:.2f}x")
+        print(f"auto / best forced ({best}): {result['auto_over_best_forced']:.3f}")
+    if {"processesx1", "processesx2"} <= set(fastest):
+        ratios = [one / two for one in executors["processesx1"] for two in executors["processesx2"]]
+        result["processes2_speedup_over_1"] = fastest["processesx1"] / fastest["processesx2"]
+        print(f"processes 2 vs 1: {result['processes2_speedup_over_1']:.2f}x (fastest of each; every pairing {min(ratios):.2f}-{max(ratios):.2f}x)")
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"strategies_{device.type}" if not args.paths_only else args.out / f"strategies_paths_{device.type}"
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2))
