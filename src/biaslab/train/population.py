@@ -149,21 +149,23 @@ class _Optimizer:
         self.beta1 = _per_member([s.betas[0] for s in specs], like)
         self.beta2 = _per_member([s.betas[1] for s in specs], like)
         self.uses_momentum = any(s.momentum != 0 for s in specs)  # decided once: no host sync in the step
+        self.uses_weight_decay = any(s.weight_decay != 0 for s in specs)  # as torch.optim: no g + 0 * p when none has it
         self.state: dict[str, dict[str, torch.Tensor]] = {}
         self.steps = 0
 
-    def step(self, params: Params, grads: Params, factor: float, active: torch.Tensor) -> Params:
+    def step(self, params: Params, grads: Params, factor: float, active: torch.Tensor, all_active: bool = False) -> Params:
+        """One step of every member; a member where `active` is False keeps its parameters (`all_active`: every one
+        is, known without a host sync)."""
         self.steps += 1
         lr = self.lr * factor
         update = self._sgd if self.kind in ("gd", "sgd") else self._adam
-        new = {}
-        for name, p in params.items():
-            stepped = update(name, p, grads[name], lr)
-            new[name] = torch.where(_expand(active, p), stepped, p)
-        return new
+        if all_active:  # no member has stopped: nothing to hold back
+            return {name: update(name, p, grads[name], lr) for name, p in params.items()}
+        return {name: torch.where(_expand(active, p), update(name, p, grads[name], lr), p) for name, p in params.items()}
 
     def _sgd(self, name: str, p: torch.Tensor, g: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
-        g = g + _expand(self.weight_decay, p) * p
+        if self.uses_weight_decay:
+            g = g + _expand(self.weight_decay, p) * p
         if self.uses_momentum:
             state = self.state.setdefault(name, {})
             buf = g.clone() if "buf" not in state else _expand(self.momentum, p) * state["buf"] + g
@@ -385,7 +387,7 @@ def _fit(
         else:
             x = x_train[idx] if x_train_dim is None else x_train[member_rows, idx]  # (members, batch, ...)
             grads = _live_grads(path, params, live, x, 0, y_train.gather(1, idx))
-        params = optimizer.step(params, grads, factor(step - 1), mask)
+        params = optimizer.step(params, grads, factor(step - 1), mask, all_active=live is None)
         for m in (m for m in range(members) if active[m]):
             results[m].steps = step
         if step != pending[0]:
