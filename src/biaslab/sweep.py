@@ -6,8 +6,9 @@ momentum, weight decay, betas or init (trained together by
 `train.fit_population`). Executors:
 - "inprocess": one run after another in this process.
 - "processes": one run per job, in a pool of worker processes with one torch
-  thread each, forked from a server that imported torch and biaslab once (measured here: one thread trains these small models as
-  fast as two, so processes scale with cores).
+  thread each (measured here: one thread trains these small models as fast
+  as two, so processes scale with cores), forked from a server that imported
+  torch and biaslab once (`worker_context`).
 - "population": every group of compatible runs as one population, in this
   process (the GPU strategy: one process keeps the device busy).
 - "auto": on a GPU, "population". On a CPU, populations for plain MLPs at any

@@ -71,13 +71,16 @@ def _state_versions(model: nn.Module) -> tuple[tuple[int, int], ...]:
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
     """Model outputs for `x`, in chunks so large sets fit in memory. Call inside `measuring`."""
     shared = _shared_outputs.get()
+    if shared is None:
+        return _forward(model, x, batch_size)
     key = (id(model), id(x), x._version, batch_size, torch.is_grad_enabled(), model.training, _state_versions(model))
-    if shared is not None and key in shared and shared[key][0] is model and shared[key][1] is x:
-        return shared[key][2]
-    out = torch.cat([model(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)])
-    if shared is not None:
-        shared[key] = (model, x, out)  # the model and the tensor are held, so their ids stay theirs
-    return out
+    if key not in shared:
+        shared[key] = (model, x, _forward(model, x, batch_size))  # the model and the tensor are held: their ids stay theirs
+    return shared[key][2]
+
+
+def _forward(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    return torch.cat([model(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)])
 
 
 def error_and_loss(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, prefix: str) -> Metrics:
