@@ -154,7 +154,7 @@ def path_throughput(device: torch.device, widths: list[int], sizes: list[int], r
     return rows
 
 
-def figure(executors: dict[str, float], throughput: list[dict], device: str) -> Figure:
+def figure(executors: dict[str, list[float]], throughput: list[dict], device: str) -> Figure:
     fig = Figure(figsize=(10, 3.8), layout="constrained")
     left, right = fig.subplots(1, 2)
     if executors:
@@ -185,6 +185,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--path-seconds", type=float, default=3.0, help="seconds of steps each part-3 run adds over its short twin")
     args = parser.parse_args()
+    known = [executor_name(e, w) for e, w in EXECUTORS]
+    if unknown := [n for n in args.executors.split(",") if n and n not in known]:
+        parser.error(f"--executors: {', '.join(unknown)} is not one of {', '.join(known)}")
     device = torch.device(args.device)
     executors = {} if args.skip_executors or args.paths_only or device.type != "cpu" else time_executors(args.preset, [n for n in args.executors.split(",") if n])
     if device.type == "cpu":
