@@ -14,7 +14,7 @@ from biaslab.runtime import generator
 from biaslab.spec import DataSpec, ModelSpec, RunSpec, TrainSpec
 from biaslab.sweep import group_populations, plan, population_key
 from biaslab.train import fit
-from biaslab.train.population import _fit, choose_path, fit_population
+from biaslab.train.population import _fit, _Layout, _member_batches, choose_path, fit_population
 
 MEMBERS = 3
 PATHS = ("baddbmm", "vmap")
@@ -105,6 +105,23 @@ def test_stopped_members_are_no_longer_computed(path, monkeypatch):
     loop = _compare(specs, data, nets, path)
     steps = sorted(f.steps for f in loop)
     assert steps[0] < steps[-1] and sum(computed) == sum(steps) and len(computed) == steps[-1]
+
+
+def test_the_flat_buffer_holds_every_parameter_once_and_its_views_share_it():
+    params = {"a.weight": torch.randn(3, 4, 5), "a.bias": torch.randn(3, 5), "b": torch.randn(3, 2, 1, 2)}
+    layout = _Layout.of(params)
+    flat = layout.flatten(params)  # (members, 20 + 5 + 4)
+    views = layout.views(flat)
+    assert flat.shape == (3, 29) and all(torch.equal(views[name], params[name]) for name in params)
+    flat.add_(1.0)
+    assert all(torch.equal(views[name], params[name] + 1.0) for name in params)  # views, not copies
+
+
+def test_member_batches_are_each_members_own_rows():
+    idx = torch.randint(0, 7, (3, 4))  # (members, batch)
+    shared, own = torch.randn(7, 2, 3), torch.randn(3, 7, 2, 3)
+    assert torch.equal(_member_batches(shared, None, idx), shared[idx])
+    assert torch.equal(_member_batches(own, 0, idx), own[torch.arange(3)[:, None], idx])
 
 
 @pytest.mark.parametrize("path", PATHS)
