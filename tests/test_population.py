@@ -117,6 +117,30 @@ def test_the_flat_buffer_holds_every_parameter_once_and_its_views_share_it():
     assert all(torch.equal(views[name], params[name] + 1.0) for name in params)  # views, not copies
 
 
+@pytest.mark.parametrize("shared_inputs", [True, False], ids=["shared-inputs", "own-inputs"])
+@pytest.mark.parametrize(
+    "model",
+    [dict(), dict(activation="tanh", depth=2), dict(activation="gelu", depth=2), dict(bias=False), dict(readout_bias=False)],
+    ids=["relu", "tanh-deep", "gelu-deep", "no-bias", "no-readout-bias"],
+)
+def test_gradients_by_hand_are_autograds_bit_for_bit(model, shared_inputs):
+    """float32, where any difference in the operations would show in the last bits."""
+    from torch.func import stack_module_state
+
+    from biaslab.train import cross_entropy
+    from biaslab.train.population import _baddbmm_path
+
+    nets = [models.build(ModelSpec(width=32, **model), (6,), 4, generator(m, "init")) for m in range(MEMBERS)]
+    by_hand = _baddbmm_path(nets[0], cross_entropy)
+    by_autograd = _baddbmm_path(nets[0], cross_entropy, by_hand=False)
+    params = by_hand.own({name: t.detach() for name, t in stack_module_state(nets)[0].items()})
+    torch.manual_seed(0)
+    x, x_dim = (torch.randn(50, 6), None) if shared_inputs else (torch.randn(MEMBERS, 50, 6), 0)
+    y = torch.randint(0, 4, (MEMBERS, 50))
+    hand, auto = by_hand.grads(params, x, x_dim, y), by_autograd.grads(params, x, x_dim, y)
+    assert hand.keys() == auto.keys() and all(torch.equal(hand[name], auto[name]) for name in hand)
+
+
 def test_member_batches_are_each_members_own_rows():
     idx = torch.randint(0, 7, (3, 4))  # (members, batch)
     shared, own = torch.randn(7, 2, 3), torch.randn(3, 7, 2, 3)
