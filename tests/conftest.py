@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import pytest
 import torch
@@ -10,6 +13,12 @@ import torch
 from biaslab import models
 from biaslab.runtime import generator
 from biaslab.spec import ModelSpec
+
+
+if "BIASLAB_CACHE" not in os.environ:  # the tests' generated data go to one directory of their own, shared by the
+    _cache = tempfile.mkdtemp(prefix="biaslab-test-cache-")  # xdist workers and subprocesses (they inherit it),
+    os.environ["BIASLAB_CACHE"] = _cache  # never to the user's ~/.cache; removed when the process that made it ends
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
 
 
 def pytest_configure(config: pytest.Config) -> None:
