@@ -1,7 +1,7 @@
 """A disk cache for generated arrays that take seconds to make, so that worker processes and later runs read
 them instead of generating them again (MNIST-1D: about 2 s for 5000 examples, paid by every worker of a sweep).
 
-Where: the directory $BIASLAB_CACHE ("off" turns the cache off), else $XDG_CACHE_HOME/biaslab, else
+Where: the directory $BIASLAB_CACHE ("off", in any case, turns the cache off), else $XDG_CACHE_HOME/biaslab, else
 ~/.cache/biaslab. What: one .npz file per key, written atomically (a temporary file, then `os.replace`, so two
 workers writing the same key leave one whole file) and read with `allow_pickle=False`. The cached arrays are a
 deterministic function of the key, which names every version that decides them; a file that cannot be read, or
@@ -29,7 +29,7 @@ def cache_dir() -> Path | None:
     """The cache directory (not created here), or None when $BIASLAB_CACHE is "off"."""
     setting = os.environ.get(CACHE_ENV)
     if setting:
-        return None if setting == "off" else Path(setting)
+        return None if setting.strip().lower() == "off" else Path(setting)
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "biaslab"
 
