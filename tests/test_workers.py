@@ -34,3 +34,26 @@ def test_workers_come_from_a_server_that_preloads_biaslab() -> None:
         from multiprocessing import forkserver
 
         assert "biaslab.sweep" in forkserver._forkserver._preload_modules
+
+
+SERVER_PROBE = """
+import os, sys, psutil
+if len(sys.argv) > 1:
+    os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+from biaslab.workers import start_worker_server
+started = start_worker_server()
+children = [" ".join(c.cmdline()) for c in psutil.Process().children()]
+print(started, any("forkserver" in c for c in children), "torch" in sys.modules)
+"""
+
+
+@pytest.mark.skipif("forkserver" not in multiprocessing.get_all_start_methods() or len(os.sched_getaffinity(0)) < 2, reason="needs a fork server and 2 cores")
+def test_the_cli_can_start_the_fork_server_before_importing_torch_and_not_on_one_core() -> None:
+    import subprocess
+    import sys
+
+    def probe(*args: str) -> str:
+        return subprocess.run([sys.executable, "-c", SERVER_PROBE, *args], capture_output=True, text=True, check=True, timeout=120).stdout.strip()
+
+    assert probe() == "True True False"  # a server process runs, and this process has not imported torch
+    assert probe("one-core") == "False False False"

@@ -21,6 +21,7 @@ from typing import Any
 from biaslab.spec import SpecError, parse_override
 from biaslab.store import DEFAULT_PATH, RunNotFound, Store, StoreError, StoreWarning, unwritable_directory
 from biaslab.trackers import TARGETS, TrackerError, TrackerWarning
+from biaslab.workers import start_worker_server
 
 BAD_INPUT = 2
 CARD_SECTIONS = ("fit", "norms", "margins", "curvature", "sharpness", "spectra", "calibration", "bounds")  # biaslab.card.SECTIONS, without importing torch for --help
@@ -293,6 +294,8 @@ def _check_execution(args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.backend == "local" and args.executor in ("auto", "processes"):  # may use worker processes: their fork
+        start_worker_server()  # server imports torch and biaslab beside this process's imports, not after them
     from biaslab.sweep import preflight
 
     experiment = _experiment(args.experiment)

@@ -61,7 +61,6 @@ from __future__ import annotations
 
 import ast
 import json
-import multiprocessing
 import os
 import sys
 import threading
@@ -87,6 +86,7 @@ from biaslab.store import RunRecord, Store, StoreError, SweepEntry, lease_owner,
 from biaslab.train import reporting
 from biaslab.train.population import MEMBER_FIELDS, batched_matmul
 from biaslab.trackers import SweepInfo, Tracker, Tracking
+from biaslab.workers import worker_context
 
 Executor = Literal["auto", "inprocess", "processes", "population"]
 EXECUTORS: tuple[str, ...] = ("auto", "inprocess", "processes", "population")
@@ -625,20 +625,6 @@ def one_torch_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
-
-
-WORKER_PRELOAD = ("biaslab.sweep", "biaslab.experiments")  # what the fork server imports once for every worker
-
-
-def worker_context() -> multiprocessing.context.BaseContext:
-    """Where workers come from: a fork server that imported torch and biaslab once (a worker then starts in about
-    0.02 s instead of 3 s of imports: measured with 2 workers), or spawned fresh where the platform has no fork
-    server (Windows). Either way a worker imports the parent's `__main__` from its file, as `spawn_problem` says."""
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("spawn")
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(list(WORKER_PRELOAD))  # takes effect when this process first starts its server
-    return context
 
 
 def _init_worker(progress_queue=None, environment: dict[str, str] | None = None) -> None:
