@@ -208,7 +208,7 @@ class _Optimizer:
             p = p * (1 - lr * wd)
         else:
             g = g + wd * p
-        m, v = self.state.get("m", torch.zeros_like(p)), self.state.get("v", torch.zeros_like(p))
+        m, v = (self.state[k] if k in self.state else torch.zeros_like(p) for k in ("m", "v"))
         self.state["m"] = m = m + (g - m) * (1 - b1)
         self.state["v"] = v = v * b2 + (1 - b2) * g * g
         correction1 = 1 - b1**self.steps
