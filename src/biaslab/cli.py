@@ -21,7 +21,7 @@ from typing import Any
 from biaslab.spec import SpecError, parse_override
 from biaslab.store import DEFAULT_PATH, RunNotFound, Store, StoreError, StoreWarning, unwritable_directory
 from biaslab.trackers import TARGETS, TrackerError, TrackerWarning
-from biaslab.workers import start_worker_server
+from biaslab.workers import available_cores, start_worker_server
 
 BAD_INPUT = 2
 CARD_SECTIONS = ("fit", "norms", "margins", "curvature", "sharpness", "spectra", "calibration", "bounds")  # biaslab.card.SECTIONS, without importing torch for --help
@@ -525,7 +525,7 @@ def _busy_note() -> str | None:
     if not hasattr(os, "getloadavg"):
         return None
     load = os.getloadavg()[0]
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = available_cores()
     if load <= BUSY_LOAD_PER_CORE * cores:
         return None
     return (f"note: the machine is busy (load average {load:.1f} on {cores} cores): other processes share the cores, "

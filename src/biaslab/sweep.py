@@ -86,7 +86,7 @@ from biaslab.store import RunRecord, Store, StoreError, SweepEntry, lease_owner,
 from biaslab.train import reporting
 from biaslab.train.population import MEMBER_FIELDS, batched_matmul
 from biaslab.trackers import SweepInfo, Tracker, Tracking
-from biaslab.workers import worker_context
+from biaslab.workers import available_cores, worker_context
 
 Executor = Literal["auto", "inprocess", "processes", "population"]
 EXECUTORS: tuple[str, ...] = ("auto", "inprocess", "processes", "population")
@@ -203,7 +203,7 @@ def _no_claim(job: Job) -> Job:
 
 def default_workers() -> int:
     """One worker per core available to this process."""
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+    return available_cores()
 
 
 def population_key(spec: RunSpec) -> str:

@@ -17,6 +17,11 @@ import os
 WORKER_PRELOAD = ("biaslab.sweep", "biaslab.experiments")  # what the fork server imports once for every worker
 
 
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the platform has one)."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+
+
 def worker_context() -> multiprocessing.context.BaseContext:
     """The fork server's context, its preload set (it takes effect when this process first starts the server), or
     spawn where there is no fork server. Either way a worker imports the parent's `__main__` from its file, as
@@ -32,8 +37,7 @@ def start_worker_server() -> bool:
     """Start the fork server now, when this process may need worker processes (two cores or more, a fork server on
     this platform); True if it was started or already ran. It keeps running until this process exits; the workers
     it forks take the parent's environment as it is when their pool opens (`biaslab.sweep._init_worker`)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if cores < 2 or "forkserver" not in multiprocessing.get_all_start_methods():
+    if available_cores() < 2 or "forkserver" not in multiprocessing.get_all_start_methods():
         return False
     worker_context()
     multiprocessing.forkserver.ensure_running()
