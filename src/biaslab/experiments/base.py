@@ -117,10 +117,13 @@ class Experiment:
     needs_probes: tuple[str, ...] = ()  # probes the claim and figures read: runs without them get a FAIL naming them
     trains_model = False  # True when the runner trains one network: it measures spec.probes (supervised.with_probes)
     # at every evaluation and returns the network in its Result, for spec.save_weights; False: both fields are refused
-    reads: tuple[str, ...] = ()  # the spec fields the runner reads: dotted paths, or a section ('train') for all its
-    # fields; set away from its default, any other field is refused (`refuse_unread_fields`): `device` too, where the
-    # runner computes in numpy, scikit-learn or a convex solver whatever it says. seed, probes and
-    # save_weights are the contract's own (see ALWAYS_READ and trains_model).
+    reads: tuple[str, ...] | Callable[[RunSpec], tuple[str, ...]] = ()  # the spec fields the runner reads: dotted
+    # paths, or a section ('train') for all its fields; or a function of the spec giving them, where a study reads
+    # others (`estimator_reads`). Set away from its default, any other field is refused (`refuse_unread_fields`):
+    # `device` too, where the runner computes in numpy, scikit-learn or a convex solver whatever it says. seed,
+    # probes and save_weights are the contract's own (see ALWAYS_READ and trains_model).
+    allows: dict[str, tuple] = {}  # dotted field -> the only values the runner computes with (a fixed method, one
+    # problem kind): any other value is refused naming the field (`require`), before the experiment's own `refuse`
 
     def sweep(self, preset: str | None = None) -> Sweep:
         """The sweep of a preset; an unknown preset is a SpecError naming the allowed ones."""
@@ -135,6 +138,7 @@ class Experiment:
         if not self.trains_model:
             refuse_model_fields(spec, f"{self.name} trains no single network")
         refuse_unread_fields(spec, self.all_reads(spec), self.name)
+        require(spec, self.allows)
         self.refuse(spec)
 
     def all_reads(self, spec: RunSpec) -> tuple[str, ...]:
@@ -145,8 +149,8 @@ class Experiment:
         return (*self.reads_of(spec), *probe_settings)
 
     def reads_of(self, spec: RunSpec) -> tuple[str, ...]:
-        """The fields the runner reads for this spec: `reads`, unless a study of the experiment reads others."""
-        return self.reads
+        """The fields the runner reads for this spec: `reads`, or what it says for this spec where it is a function."""
+        return self.reads(spec) if callable(self.reads) else self.reads
 
     def refuse(self, spec: RunSpec) -> None:
         """Raise SpecError for a spec outside what this experiment's runner computes (its own rules; none here)."""
@@ -158,13 +162,13 @@ class Experiment:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Fill in what the subclass's module declares (`module_defaults`), and keep a plain function assigned to
-        `runner` unbound, so subclasses need no staticmethod."""
+        `runner` or `reads` unbound, so subclasses need no staticmethod."""
         super().__init_subclass__(**kwargs)
         for attribute, value in module_defaults(cls).items():
             setattr(cls, attribute, value)
-        runner = cls.__dict__.get("runner")
-        if inspect.isfunction(runner):
-            cls.runner = staticmethod(runner)
+        for attribute in ("runner", "reads"):
+            if inspect.isfunction(cls.__dict__.get(attribute)):
+                setattr(cls, attribute, staticmethod(cls.__dict__[attribute]))
 
     def run(self, spec: RunSpec) -> RunRecord:
         """Train and measure one run. Never raises for a run that fails: it returns a 'failed' record."""

@@ -38,7 +38,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from biaslab.claims import Checks, Verdict, spearman
-from biaslab.experiments.base import CATALOG, Experiment, Result, SUPERVISED_READS, require
+from biaslab.experiments.base import CATALOG, Experiment, Result, SUPERVISED_READS
 from biaslab.experiments.supervised import setup, with_probes
 from biaslab.plot import legend_once, mean_band, new_figure, reliability_diagram
 from biaslab.probes.calibration import ReliabilityTable, calibration_metrics, reliability_table, softmax_outputs
@@ -154,9 +154,7 @@ class Calibration(Experiment):
     reference = "Guo, Pleiss, Sun & Weinberger 2017, On Calibration of Modern Neural Networks (ICML)"
     reads = SUPERVISED_READS
     trains_model = True
-
-    def refuse(self, spec: RunSpec) -> None:
-        require(spec, {"model.kind": ("mlp", "cnn")})
+    allows = {"model.kind": ("mlp", "cnn")}
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
         ok = [r for r in records if r.status == "ok" and f"{PREFIX}_ece" in r.curves]

@@ -35,7 +35,7 @@ from matplotlib.figure import Figure
 from biaslab.claims import Verdict, spearman
 from biaslab.convex import basis_pursuit, min_norm_interpolant
 from biaslab.data.problems import sparse_regression
-from biaslab.experiments.base import CATALOG, Experiment, Result, require
+from biaslab.experiments.base import CATALOG, Experiment, Result
 from biaslab.plot import mean_band, new_figure
 from biaslab.spec import ModelSpec, RunSpec, SparseRegression, Sweep, TrainSpec
 from biaslab.store import RunRecord, records_table
@@ -121,9 +121,7 @@ class DiagonalNetworks(Experiment):
     axes_note = 'the diagonal linear network is the object of study (its init scale decides the bias); it reads train.optimizer but only GD/SGD have the published bias'
     reference = "Woodworth, Gunasekar, Lee, Moroshko, Savarese, Golan, Soudry & Srebro 2020, Kernel and Rich Regimes in Overparametrized Models (COLT)"
     reads = ("problem", "dtype", "train.batch_size", "model.init_scale", "train.optimizer", "train.lr", "train.max_steps", "train.eval_every", "train.eval_spacing", "train.eval_points", "train.stop_loss")
-
-    def refuse(self, spec: RunSpec) -> None:
-        require(spec, {"dtype": ("float64",), "train.optimizer": ("gd",), "train.momentum": (0.0,), "train.weight_decay": (0.0,), "train.schedule": ("constant",)})
+    allows = {"dtype": ("float64",), "train.optimizer": ("gd",), "train.momentum": (0.0,), "train.weight_decay": (0.0,), "train.schedule": ("constant",)}
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
         finished = [r for r in records if r.status == "ok"]

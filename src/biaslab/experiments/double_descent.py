@@ -65,7 +65,7 @@ from matplotlib.figure import Figure
 
 from biaslab.claims import Checks, Verdict, interpolation_width
 from biaslab.estimators import MinNormRegressor
-from biaslab.experiments.base import CATALOG, Experiment, Result, estimator_reads, require
+from biaslab.experiments.base import CATALOG, Experiment, Result, estimator_reads
 from biaslab.experiments.estimator_runs import DIGITS_BANDWIDTH, MNIST1D_BANDWIDTH, run_classifier
 from biaslab.plot import legend_once, mean_band, new_figure, plain_log_ticks
 from biaslab.runtime import blas_threads_as_torch, numpy_generator
@@ -252,8 +252,7 @@ class DoubleDescent(Experiment):
         "Nakkiran et al. 2019 (ICLR 2020); Curth et al. 2023 (NeurIPS)"
     )
 
-    def reads_of(self, spec: RunSpec) -> tuple[str, ...]:
-        return estimator_reads(spec)
+    reads = estimator_reads
 
     def refuse(self, spec: RunSpec) -> None:
         if spec.estimator is None:

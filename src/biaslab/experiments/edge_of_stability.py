@@ -58,7 +58,7 @@ from torch import nn
 
 from biaslab.claims import Verdict
 from biaslab.experiments.supervised import setup, with_probes
-from biaslab.experiments.base import CATALOG, Experiment, Result, SUPERVISED_READS, require
+from biaslab.experiments.base import CATALOG, Experiment, Result, SUPERVISED_READS
 from biaslab.experiments.memory import LANCZOS_MAX_ITER, default_working_memory, hessian_memory
 from biaslab.plot import new_figure, plain_log_ticks
 from biaslab.probes import curvature
@@ -352,9 +352,7 @@ class EdgeOfStability(Experiment):
     reference = "Cohen, Kaur, Li, Kolter & Talwalkar 2021, Gradient Descent on Neural Networks Typically Occurs at the Edge of Stability (ICLR)"
     reads = SUPERVISED_READS
     trains_model = True
-
-    def refuse(self, spec: RunSpec) -> None:
-        require(spec, {"train.optimizer": ("gd",)})
+    allows = {"train.optimizer": ("gd",)}
 
     def working_memory(self, spec: RunSpec) -> int:
         """The standard run's memory and its sharpness checks: the Hessian of the loss on the whole training set, by Lanczos."""

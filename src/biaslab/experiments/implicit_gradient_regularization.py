@@ -54,7 +54,7 @@ import torch
 from matplotlib.figure import Figure
 
 from biaslab.claims import Verdict
-from biaslab.experiments.base import CATALOG, Experiment, Result, require
+from biaslab.experiments.base import CATALOG, Experiment, Result
 from biaslab.plot import new_figure
 from biaslab.runtime import generator
 from biaslab.data.problems import problem_seed
@@ -212,10 +212,12 @@ class ImplicitGradientRegularization(Experiment):
     )
     reads = ("problem", "train.batch_size", "train.optimizer", "train.lr", "dtype")
 
+    allows = {  # plain full-batch GD in float64 on the backward-error problem only
+        "problem.kind": ("backward_error",), "train.optimizer": ("gd",), "dtype": ("float64",),
+        "train.momentum": (0.0,), "train.weight_decay": (0.0,), "train.schedule": ("constant",),
+    }  # fmt: skip
+
     def refuse(self, spec: RunSpec) -> None:
-        require(spec, {"problem.kind": ("backward_error",)})
-        require(spec, {"train.optimizer": ("gd",), "dtype": ("float64",)})  # full-batch GD in float64 only
-        require(spec, {"train.momentum": (0.0,), "train.weight_decay": (0.0,), "train.schedule": ("constant",)})
         steps_for(spec.problem, spec.train.lr)
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:

@@ -60,7 +60,7 @@ from scipy.optimize import minimize_scalar
 from biaslab import models
 from biaslab.data.problems import problem_seed
 from biaslab.claims import Verdict
-from biaslab.experiments.base import CATALOG, Experiment, Result, require
+from biaslab.experiments.base import CATALOG, Experiment, Result
 from biaslab.plot import new_figure
 from biaslab.probes.curvature import top_eigenvalues
 from biaslab.runtime import generator
@@ -264,10 +264,10 @@ class EstimateImplicitRegularizer(Experiment):
         "A Continuous-Time View of Early Stopping for Least Squares (AISTATS)"
     )
     reads = ("problem", "train.loss", "dtype", *MINIMIZE_READS)
-
-    def refuse(self, spec: RunSpec) -> None:
-        require(spec, {"problem.kind": ("implicit_regularizer",)})
-        require(spec, {"dtype": ("float64",), "train.optimizer": ("gd",), "train.loss": ("mse",), "train.momentum": (0.0,), "train.weight_decay": (0.0,), "train.schedule": ("constant",)})
+    allows = {
+        "problem.kind": ("implicit_regularizer",), "dtype": ("float64",), "train.optimizer": ("gd",), "train.loss": ("mse",),
+        "train.momentum": (0.0,), "train.weight_decay": (0.0,), "train.schedule": ("constant",),
+    }  # fmt: skip
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
         finished = [r for r in records if r.status == "ok"]

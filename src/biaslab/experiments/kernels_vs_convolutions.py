@@ -177,8 +177,7 @@ class KernelsVsConvolutions(Experiment):
     axes_note = 'its axis is the model class (kernel, MLP, CNN) through biaslab.estimators, each at zero training error'
     reference = "Wilson 2025 (ICML), Sec. 7; Greydanus 2020, Scaling down deep learning (MNIST-1D)"
 
-    def reads_of(self, spec: RunSpec) -> tuple[str, ...]:
-        return estimator_reads(spec)
+    reads = estimator_reads
 
     def refuse(self, spec: RunSpec) -> None:
         if spec.estimator is None or spec.estimator.kind not in ("kernel_ridge", "neural_net"):

@@ -50,7 +50,7 @@ from torch.func import functional_call
 
 from biaslab.claims import Verdict, spearman
 from biaslab.experiments.supervised import setup
-from biaslab.experiments.base import CATALOG, Experiment, Result, require
+from biaslab.experiments.base import CATALOG, Experiment, Result
 from biaslab.plot import mean_band, new_figure
 from biaslab.probes.curvature import top_eigenvalues
 from biaslab.probes.core import snapshot
@@ -143,10 +143,7 @@ class LazyVsRich(Experiment):
     axes_note = 'trained by gradient flow on the alpha-scaled model: the claim is about the scale alpha, not the optimizer'
     reference = "Chizat, Oyallon & Bach 2019, On Lazy Training in Differentiable Programming (NeurIPS); Woodworth et al. 2020 (COLT)"
     reads = ("problem", "data", "model", "train.loss", "dtype", "device", *MINIMIZE_READS)
-
-    def refuse(self, spec: RunSpec) -> None:
-        require(spec, {"problem.kind": ("lazy_scaling",)})
-        require(spec, {"train.optimizer": ("gd",), "train.loss": ("mse",)})  # full-batch GD on Chizat et al.'s scaled squared loss
+    allows = {"problem.kind": ("lazy_scaling",), "train.optimizer": ("gd",), "train.loss": ("mse",)}  # full-batch GD on Chizat et al.'s scaled squared loss
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
         table = records_table(r for r in records if r.status == "ok")

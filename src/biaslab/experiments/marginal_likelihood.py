@@ -72,7 +72,7 @@ from biaslab import data as datasets
 from biaslab.claims import Checks, Verdict, spearman
 from biaslab.data.sources import n_classes
 from biaslab.estimators import fit_estimator
-from biaslab.experiments.base import CATALOG, Experiment, Result, require
+from biaslab.experiments.base import CATALOG, Experiment, Result
 from biaslab.experiments.estimator_runs import DIGITS_BANDWIDTH, MNIST1D_BANDWIDTH, numpy_arrays
 from biaslab.experiments.memory import default_working_memory
 from biaslab.plot import figure_legend, mean_band, new_figure
@@ -270,9 +270,7 @@ class MarginalLikelihood(Experiment):
     axes_note = 'exact Gaussian processes: no optimizer and no network'
     reference = "Wilson & Izmailov 2020 (NeurIPS), Sec. 5, Fig. 7a; Wilson 2025"
     reads = ("estimator", "data", "dtype")  # the dtype is float64, fixed by estimator.kind gp; no device: scikit-learn fits on the CPU
-
-    def refuse(self, spec: RunSpec) -> None:
-        require(spec, {"estimator.kind": ("gp",), "data.name": ("digits", "mnist1d"), "data.inputs": ("none",)})
+    allows = {"estimator.kind": ("gp",), "data.name": ("digits", "mnist1d"), "data.inputs": ("none",)}
 
     def working_memory(self, spec: RunSpec) -> int:
         """The dataset, and the dense float64 arrays of one marginal-likelihood gradient: K, its Cholesky factor and

@@ -51,7 +51,7 @@ from matplotlib.figure import Figure
 from biaslab.claims import Verdict, spearman
 from biaslab.convex import effective_rank, min_nuclear_norm_completion, nuclear_norm_memory
 from biaslab.data.problems import matrix_completion, problem_seed
-from biaslab.experiments.base import CATALOG, Experiment, Result, require
+from biaslab.experiments.base import CATALOG, Experiment, Result
 from biaslab.plot import mean_band, new_figure
 from biaslab.runtime import generator, resolve_device, resolve_dtype
 from biaslab.spec import MatrixCompletion, ModelSpec, RunSpec, Sweep, TrainSpec
@@ -142,9 +142,7 @@ class MatrixFactorization(Experiment):
     axes_note = "deep matrix factorization by GD: depth is its own axis, and the published bias (toward low rank) is GD's"
     reference = "Arora, Cohen, Hu & Luo 2019, Implicit Regularization in Deep Matrix Factorization (NeurIPS); Gunasekar et al. 2017"
     reads = ("problem", "model.depth", "model.init_scale", "dtype", "device", *MINIMIZE_READS)
-
-    def refuse(self, spec: RunSpec) -> None:
-        require(spec, MINIMIZE_ONLY)
+    allows = MINIMIZE_ONLY
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
         finished = [r for r in records if r.status == "ok"]

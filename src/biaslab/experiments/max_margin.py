@@ -41,7 +41,7 @@ from scipy.special import expit
 from biaslab.claims import Verdict, last_decade
 from biaslab.convex import hard_margin_svm
 from biaslab.data.problems import separable
-from biaslab.experiments.base import CATALOG, Experiment, Result, require
+from biaslab.experiments.base import CATALOG, Experiment, Result
 from biaslab.plot import figure_legend, new_figure
 from biaslab.spec import RunSpec, Separable, Sweep, TrainSpec
 from biaslab.store import RunRecord
@@ -174,9 +174,7 @@ class MaxMargin(Experiment):
     axes_note = 'logistic regression with numpy fast paths for GD, momentum and Adam, compared inside the experiment; no network'
     reference = "Soudry, Hoffer, Nacson, Gunasekar & Srebro 2018, The Implicit Bias of Gradient Descent on Separable Data (JMLR)"
     reads = ("problem", "dtype", "train.batch_size", "train.optimizer", "train.lr", "train.momentum", "train.betas", "train.max_steps", "train.eval_every", "train.eval_spacing", "train.eval_points")
-
-    def refuse(self, spec: RunSpec) -> None:
-        require(spec, {"dtype": ("float64",), "train.optimizer": ("gd", "adam"), "train.batch_size": (None,), "train.weight_decay": (0.0,), "train.nesterov": (False,), "train.schedule": ("constant",)})
+    allows = {"dtype": ("float64",), "train.optimizer": ("gd", "adam"), "train.batch_size": (None,), "train.weight_decay": (0.0,), "train.nesterov": (False,), "train.schedule": ("constant",)}
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
         fig, (ax_norm, ax_loss, ax_angle, ax_margin) = new_figure(ncols=4, width=3.6)

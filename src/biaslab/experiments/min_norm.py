@@ -31,7 +31,7 @@ from matplotlib.figure import Figure
 from biaslab.claims import Verdict
 from biaslab.convex import min_norm_interpolant
 from biaslab.data.problems import least_squares
-from biaslab.experiments.base import Experiment, Result, CATALOG, require
+from biaslab.experiments.base import Experiment, Result, CATALOG
 from biaslab.plot import legend_once, new_figure
 from biaslab.runtime import resolve_device, resolve_dtype
 from biaslab.spec import LeastSquares, RunSpec, Sweep, TrainSpec
@@ -91,9 +91,7 @@ class MinNorm(Experiment):
     axes_note = "least squares by GD from a given start: the bias (the interpolant nearest the start) is GD's by construction"
     reference = "e.g. Gunasekar et al. 2018, Characterizing Implicit Bias in Terms of Optimization Geometry (ICML)"
     reads = ("problem", "dtype", "device", *MINIMIZE_READS)
-
-    def refuse(self, spec: RunSpec) -> None:
-        require(spec, MINIMIZE_ONLY)
+    allows = MINIMIZE_ONLY
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
         fig, (ax_curve, ax_final) = new_figure(ncols=2)

@@ -49,7 +49,7 @@ from matplotlib.figure import Figure
 from biaslab import data as datasets
 from biaslab import models
 from biaslab.claims import Verdict, spearman
-from biaslab.experiments.base import CATALOG, Experiment, Result, SUPERVISED_READS, require
+from biaslab.experiments.base import CATALOG, Experiment, Result, SUPERVISED_READS
 from biaslab.plot import figure_legend, legend_once, new_figure, plain_log_ticks
 from biaslab.probes import connectivity, landscape
 from biaslab.runtime import generator, resolve_device, resolve_dtype
@@ -198,10 +198,10 @@ class ModeConnectivity(Experiment):
         "Frankle, Dziugaite, Roy & Carbin 2020, Linear Mode Connectivity and the Lottery Ticket Hypothesis (ICML)"
     )
     reads = (*SUPERVISED_READS, "problem")  # problem: which connections are measured (ConnectionPaths)
-
-    def refuse(self, spec: RunSpec) -> None:
-        require(spec, {"model.kind": ("mlp", "cnn")})  # the architectures whose layer graph weight matching follows
-        require(spec, {"problem.kind": (None, "connection_paths")})  # a problem section here only chooses the paths
+    allows = {
+        "model.kind": ("mlp", "cnn"),  # the architectures whose layer graph weight matching follows
+        "problem.kind": (None, "connection_paths"),  # a problem section here only chooses the paths
+    }
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
         done = _finished(records)

@@ -67,7 +67,7 @@ from matplotlib.figure import Figure
 from biaslab.claims import Checks, Verdict, last_decade
 from biaslab.convex import hard_margin_svm, l1_max_margin, linf_max_margin
 from biaslab.data.problems import margin_geometry
-from biaslab.experiments.base import CATALOG, Experiment, Result, require
+from biaslab.experiments.base import CATALOG, Experiment, Result
 from biaslab.plot import figure_legend, new_figure, plain_log_ticks
 from biaslab.spec import MarginGeometry, RunSpec, Sweep, TrainSpec
 from biaslab.store import RunRecord
@@ -240,9 +240,7 @@ class OptimizerGeometry(Experiment):
         if spec.train.optimizer not in OPTIMIZERS:
             return COMMON_READS + ADAM_READS + STEEPEST_READS
         return COMMON_READS + (ADAM_READS if spec.train.optimizer == "adam" else STEEPEST_READS)
-
-    def refuse(self, spec: RunSpec) -> None:
-        require(spec, {"device": ("cpu",), "dtype": ("float64",), "problem.kind": ("margin_geometry",), "train.optimizer": OPTIMIZERS, "train.batch_size": (None,)})
+    allows = {"device": ("cpu",), "dtype": ("float64",), "problem.kind": ("margin_geometry",), "train.optimizer": OPTIMIZERS, "train.batch_size": (None,)}
 
     def working_memory(self, spec: RunSpec) -> int:
         """A few (n x d) float64 arrays and three small convex programs: 50 MB covers cvxpy's canonicalization."""

@@ -49,7 +49,7 @@ import statistics
 from matplotlib.figure import Figure
 
 from biaslab.claims import Checks, Verdict
-from biaslab.experiments.base import CATALOG, SUPERVISED_READS, Experiment, Result, require
+from biaslab.experiments.base import CATALOG, SUPERVISED_READS, Experiment, Result
 from biaslab.experiments.batch_size_sharpness import MEASURES, measure
 from biaslab.experiments.memory import default_working_memory, hessian_memory
 from biaslab.experiments.supervised import setup, with_probes
@@ -190,9 +190,10 @@ class SamFlatness(Experiment):
     reads = SUPERVISED_READS
     trains_model = True
 
+    allows = {"train.optimizer": ARMS, "train.loss": ("cross_entropy",), "train.stop_zero_error_evals": (None,)}
+
     def refuse(self, spec: RunSpec) -> None:
         """The comparison is at equal training loss: each run stops at train.stop_loss and at nothing else."""
-        require(spec, {"train.optimizer": ARMS, "train.loss": ("cross_entropy",), "train.stop_zero_error_evals": (None,)})
         if spec.train.stop_loss is None:
             raise SpecError(f"train.stop_loss: {NAME} compares the optimizers at equal training loss; set the loss to stop at, e.g. 0.05")
 

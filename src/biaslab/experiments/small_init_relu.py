@@ -38,7 +38,7 @@ from matplotlib.figure import Figure
 
 from biaslab.claims import Verdict, spearman
 from biaslab.data.problems import orthogonal_inputs
-from biaslab.experiments.base import CATALOG, Experiment, Result, require
+from biaslab.experiments.base import CATALOG, Experiment, Result
 from biaslab.plot import figure_legend, new_figure
 from biaslab.runtime import generator, resolve_device, resolve_dtype
 from biaslab.spec import ModelSpec, OrthogonalInputs, RunSpec, Sweep, TrainSpec
@@ -129,9 +129,7 @@ class SmallInitRelu(Experiment):
     axes_note = "a shallow ReLU net from a small init by gradient flow: the published plateau and norm are GD's"
     reference = "Boursier, Pillaud-Vivien & Flammarion 2022, Gradient flow dynamics of shallow ReLU networks for square loss and orthogonal inputs (NeurIPS)"
     reads = ("problem", "model.width", "model.init_scale", "dtype", "device", *MINIMIZE_READS)
-
-    def refuse(self, spec: RunSpec) -> None:
-        require(spec, MINIMIZE_ONLY | {"problem.kind": (None, "orthogonal_inputs")})
+    allows = MINIMIZE_ONLY | {"problem.kind": (None, "orthogonal_inputs")}
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
         fig, (ax_loss, ax_dirs, ax_norm) = new_figure(ncols=3)

@@ -204,11 +204,10 @@ class SoftInductiveBias(Experiment):
     axes_note = 'Legendre fits in closed form: no optimizer and no network'
     reference = "Wilson 2025, Deep Learning is Not So Mysterious or Different (ICML), Sec. 2 and Fig. 1"
 
-    def reads_of(self, spec: RunSpec) -> tuple[str, ...]:
-        return estimator_reads(spec)
+    reads = estimator_reads
+    allows = {"problem.kind": ("polynomial",)}
 
     def refuse(self, spec: RunSpec) -> None:
-        require(spec, {"problem.kind": ("polynomial",)})
         if spec.estimator is None:
             raise SpecError(f"estimator: {NAME} needs estimator.kind='polynomial'")
         require(spec, {"estimator.kind": ("polynomial",)})

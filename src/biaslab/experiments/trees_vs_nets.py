@@ -229,11 +229,10 @@ class TreesVsNets(Experiment):
     axes_note = 'its axis is the model class (forests, boosting, an MLP) through biaslab.estimators'
     reference = "Grinsztajn, Oyallon & Varoquaux 2022, Why do tree-based models still outperform deep learning on tabular data? (NeurIPS D&B)"
 
-    def reads_of(self, spec: RunSpec) -> tuple[str, ...]:
-        return estimator_reads(spec)
+    reads = estimator_reads
+    allows = {"problem.kind": ("tabular",)}
 
     def refuse(self, spec: RunSpec) -> None:
-        require(spec, {"problem.kind": ("tabular",)})
         if spec.estimator is None:
             raise SpecError(f"estimator: {NAME} needs an estimator section; estimator.kind one of {', '.join(MODELS)}")
         require(spec, {"estimator.kind": MODELS, "model.kind": ("mlp",), "train.augment": ("none",)})  # tabular rows: no positions
