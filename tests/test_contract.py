@@ -94,6 +94,24 @@ def test_the_probe_registry_holds_exactly_the_names_a_spec_accepts():
     assert set(PROBES.names()) == set(typing.get_args(ProbeName))
 
 
+def test_every_dataset_and_model_kind_a_spec_accepts_has_a_builder_and_no_other():
+    """The spec's Literals and the registries that build them name the same things, so neither can drift alone."""
+    from biaslab.data import SOURCES
+    from biaslab.models import ARCHITECTURES
+    from biaslab.spec import DatasetName, ModelSpec
+
+    assert set(SOURCES.names()) == set(typing.get_args(DatasetName))
+    assert set(ARCHITECTURES.names()) == set(typing.get_args(ModelSpec.model_fields["kind"].annotation))
+
+
+def test_every_estimator_kind_a_spec_accepts_is_made():
+    from biaslab.estimators import make_estimator
+    from biaslab.spec import EstimatorKind, EstimatorSpec, ModelSpec, TrainSpec
+
+    for kind in typing.get_args(EstimatorKind):
+        assert make_estimator(EstimatorSpec(kind=kind), ModelSpec(), TrainSpec(), seed=0) is not None, kind
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", CATALOG.names())
 def test_probes_and_save_weights_are_honoured_or_refused(name):

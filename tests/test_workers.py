@@ -37,13 +37,25 @@ def test_workers_come_from_a_server_that_preloads_biaslab() -> None:
 
 
 SERVER_PROBE = """
-import os, sys, psutil
+import os, sys, time, psutil
 if len(sys.argv) > 1:
     os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
 from biaslab.workers import start_worker_server
 started = start_worker_server()
-children = [" ".join(c.cmdline()) for c in psutil.Process().children()]
-print(started, any("forkserver" in c for c in children), "torch" in sys.modules)
+
+def server_runs():
+    for child in psutil.Process().children():
+        try:
+            if "forkserver" in " ".join(child.cmdline()):
+                return True
+        except psutil.Error:  # gone, or not yet readable
+            pass
+    return False
+
+deadline = time.monotonic() + (20 if started else 2)  # a loaded machine may take a while to exec the server
+while not server_runs() and time.monotonic() < deadline:
+    time.sleep(0.05)
+print(started, server_runs(), "torch" in sys.modules)
 """
 
 

@@ -722,6 +722,11 @@ def records_table(records: Iterable[RunRecord]):
     return pd.DataFrame(rows) if rows else pd.DataFrame(columns=["run_id", "experiment", "status", "seconds", "created"])
 
 
+def finished_table(records: Iterable[RunRecord]):
+    """`records_table` of the finished runs only (status 'ok'): what a claim or a figure reads."""
+    return records_table(r for r in records if r.status == "ok")
+
+
 _NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 

@@ -40,7 +40,7 @@ from biaslab.experiments.base import Experiment, Result, CATALOG, require
 from biaslab.plot import new_figure, plain_log_ticks
 from biaslab.runtime import numpy_generator
 from biaslab.spec import BenignRegression, RunSpec, SpecError, Sweep
-from biaslab.store import RunRecord, records_table
+from biaslab.store import RunRecord, finished_table
 
 NAME = "benign-overfitting"
 BOUND_B = 1.0  # the constant b in k* = min{k : r_k >= b n}; the paper's theorem holds for some universal b
@@ -115,7 +115,7 @@ def paper() -> Sweep:
 
 
 def _table(records: list[RunRecord]):
-    table = records_table(r for r in records if r.status == "ok")
+    table = finished_table(records)
     return table.groupby(["problem.spectrum", "problem.n"], as_index=False).mean(numeric_only=True) if len(table) else table
 
 

@@ -38,7 +38,7 @@ from biaslab.data.problems import sparse_regression
 from biaslab.experiments.base import CATALOG, Experiment, Result
 from biaslab.plot import mean_band, new_figure
 from biaslab.spec import ModelSpec, RunSpec, SparseRegression, Sweep, TrainSpec
-from biaslab.store import RunRecord, records_table
+from biaslab.store import RunRecord, finished_table, records_table
 from biaslab.train import Fit, evaluation_steps
 
 NAME = "diagonal-networks"
@@ -145,7 +145,7 @@ class DiagonalNetworks(Experiment):
 
     def claim(self, records: list[RunRecord]) -> Verdict:
         claim = "As the init shrinks, GD's solution moves toward the min-L1 interpolant and away from the min-L2 one."
-        table = records_table(r for r in records if r.status == "ok")
+        table = finished_table(records)
         if table.empty or table["model.init_scale"].nunique() < 3:
             return Verdict(claim, False, {}, "fewer than three init scales finished")
         means = table.groupby("model.init_scale")[["dist_l1", "dist_l2"]].mean()

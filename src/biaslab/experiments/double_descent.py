@@ -70,7 +70,7 @@ from biaslab.experiments.estimator_runs import DIGITS_BANDWIDTH, MNIST1D_BANDWID
 from biaslab.plot import legend_once, mean_band, new_figure, plain_log_ticks
 from biaslab.runtime import blas_threads_as_torch, numpy_generator
 from biaslab.spec import DataSpec, EstimatorSpec, GaussianFeatures, ModelSpec, RunSpec, SpecError, Sweep, TrainSpec
-from biaslab.store import RunRecord, records_table
+from biaslab.store import RunRecord, finished_table
 
 NAME = "double-descent"
 PEAK_BAND = (0.8, 1.25)  # the peak counts as "at the threshold" within this factor of it (grid points next to n)
@@ -266,7 +266,7 @@ class DoubleDescent(Experiment):
             raise SpecError("estimator.kind: min_norm runs on problem.kind=gaussian_features; on data use random_features")
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
-        table = _table(records)
+        table = finished_table(records)
         figures = {}
         if len(_part(table, "min_norm")):
             figures["linear"] = _linear_figure(table)
@@ -283,7 +283,7 @@ class DoubleDescent(Experiment):
             "Unregularized test risk peaks at the interpolation threshold (p = n, N = n) and descends again past it; the "
             "Gaussian-model risk matches its exact formula; optimally tuned ridge removes the peak."
         )
-        table = _table(records)
+        table = finished_table(records)
         numbers: dict[str, float] = {}
         checks = Checks()
         _judge_linear(table, numbers, checks)
@@ -295,11 +295,6 @@ class DoubleDescent(Experiment):
 
 
 # ---------------------------------------------------------------- reading the records
-
-
-def _table(records: list[RunRecord]) -> pd.DataFrame:
-    """One row per finished run (store.records_table): the flattened spec and the final metrics."""
-    return records_table(r for r in records if r.status == "ok")
 
 
 def _part(table: pd.DataFrame, kind: str) -> pd.DataFrame:

@@ -65,7 +65,7 @@ from biaslab.experiments.base import CATALOG, Experiment, SUPERVISED_READS
 from biaslab.experiments.supervised import run_supervised
 from biaslab.plot import mean_band, new_figure
 from biaslab.spec import DataSpec, ModelSpec, ProbeOptions, RunSpec, Sweep, TrainSpec
-from biaslab.store import RunRecord, records_table
+from biaslab.store import RunRecord, finished_table
 
 NAME = "effective-dimensionality"
 PROBES = ("effective_dim",)
@@ -117,7 +117,7 @@ class EffectiveDimensionality(Experiment):
     needs_probes = PROBES
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
-        table = _finished(records)
+        table = finished_table(records)
         figure, axes = new_figure(ncols=3, width=3.6)
         panels = [("test_loss", "test loss", "nats"), ("n_params", "parameter count", "parameters"), ("n_eff", "effective dimensionality", "N_eff (directions)")]
         peak, width = _peak(table), interpolation_width(table)
@@ -142,7 +142,7 @@ class EffectiveDimensionality(Experiment):
             "Past the test-loss peak, N_eff falls as width grows while the parameter count grows, and N_eff's rank "
             "correlation with test loss across widths is higher than the parameter count's."
         )
-        table = _finished(records)
+        table = finished_table(records)
         checks = Checks()
         if len(table) == 0 or "n_eff" not in table:
             checks.fail("no finished runs with N_eff to judge")
@@ -183,10 +183,6 @@ class EffectiveDimensionality(Experiment):
             f"rank correlation with test loss over {len(widths)} widths: N_eff {rho_neff:+.2f} vs parameter count {rho_params:+.2f} (needs N_eff's higher)",
         )
         return checks.verdict(claim, numbers, _notes(means))
-
-
-def _finished(records: list[RunRecord]):
-    return records_table(r for r in records if r.status == "ok")
 
 
 def _peak(table) -> int | None:

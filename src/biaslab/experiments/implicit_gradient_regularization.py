@@ -59,7 +59,7 @@ from biaslab.plot import new_figure
 from biaslab.runtime import generator
 from biaslab.data.problems import problem_seed
 from biaslab.spec import BackwardError, RunSpec, SpecError, Sweep, TrainSpec
-from biaslab.store import RunRecord, records_table
+from biaslab.store import RunRecord, finished_table
 from biaslab.train.flow import gradient, gradient_descent, modified_gradient, rk4, sgd_modified_gradient, shuffled_sgd_mean
 
 NAME = "implicit-gradient-regularization"
@@ -192,7 +192,7 @@ def log_slope(h, distance) -> float:
 
 
 def _by_model(records: list[RunRecord]):
-    table = records_table(r for r in records if r.status == "ok")
+    table = finished_table(records)
     if table.empty:
         return {}
     return {model: part.groupby("train.lr").mean(numeric_only=True) for model, part in table.groupby("problem.model")}

@@ -65,7 +65,7 @@ from biaslab.plot import new_figure
 from biaslab.probes.curvature import top_eigenvalues
 from biaslab.runtime import generator
 from biaslab.spec import ImplicitRegularizer, ModelSpec, RunSpec, Sweep, TrainSpec
-from biaslab.store import RunRecord, records_table
+from biaslab.store import RunRecord, finished_table, records_table
 from biaslab.train import Fit, MINIMIZE_READS, minimize
 
 NAME = "estimate-implicit-regularizer"
@@ -306,7 +306,7 @@ class EstimateImplicitRegularizer(Experiment):
             "Gradient matching recovers lambda = 1/(eta t) for early-stopped GD on linear regression while eta t s_max is small, "
             "and lambda = p/(1-p) for dropout with Wager et al.'s data-dependent L2 penalty, which fits better than plain L2."
         )
-        table = records_table(r for r in records if r.status == "ok")
+        table = finished_table(records)
         if table.empty or not {"early_stopping", "dropout"} <= set(table["problem.procedure"]):
             return Verdict(claim, False, {}, "needs finished early-stopping and dropout runs")
         early = table[table["problem.procedure"] == "early_stopping"]

@@ -57,7 +57,7 @@ from biaslab.probes.core import snapshot
 from biaslab.probes.ntk import empirical_ntk, kernel_alignment, linearized_outputs, relative_change
 from biaslab.runtime import generator
 from biaslab.spec import DataSpec, LazyScaling, ModelSpec, RunSpec, Sweep, TrainSpec
-from biaslab.store import RunRecord, records_table
+from biaslab.store import RunRecord, finished_table
 from biaslab.train import MINIMIZE_READS, minimize, squared_error
 
 NAME = "lazy-vs-rich"
@@ -146,7 +146,7 @@ class LazyVsRich(Experiment):
     allows = {"problem.kind": ("lazy_scaling",), "train.optimizer": ("gd",), "train.loss": ("mse",)}  # full-batch GD on Chizat et al.'s scaled squared loss
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
-        table = records_table(r for r in records if r.status == "ok")
+        table = finished_table(records)
         fig, (ax_measures, ax_error) = new_figure(ncols=2)
         labels = {"rel_weight_change": "||w_T - w0|| / ||w0||", "kernel_change": "1 - alignment(K0, K_T)", "linearization_distance": "||f_net - f_lin|| / ||f_net|| (test)"}
         for column, label in labels.items():
@@ -167,7 +167,7 @@ class LazyVsRich(Experiment):
             "As alpha grows, the relative weight change and the tangent-kernel change fall and the network's predictions "
             "approach those of its linearization around w0."
         )
-        table = records_table(r for r in records if r.status == "ok")
+        table = finished_table(records)
         if table.empty or table["problem.alpha"].nunique() < 3 or not set(MEASURES) <= set(table):
             return Verdict(claim, False, {}, "needs finished runs at three or more alphas, with the linearized model trained")
         means = table.groupby("problem.alpha")[[*MEASURES, "test_error", "test_error_linearized"]].mean()

@@ -55,7 +55,7 @@ from biaslab.experiments.base import CATALOG, Experiment, Result
 from biaslab.plot import mean_band, new_figure
 from biaslab.runtime import generator, resolve_device, resolve_dtype
 from biaslab.spec import MatrixCompletion, ModelSpec, RunSpec, Sweep, TrainSpec
-from biaslab.store import RunRecord, records_table
+from biaslab.store import RunRecord, finished_table
 from biaslab.train import MINIMIZE_ONLY, MINIMIZE_READS, minimize
 
 NAME = "matrix-factorization"
@@ -244,7 +244,7 @@ def _studies(records: list[RunRecord]) -> tuple[pd.DataFrame, pd.DataFrame]:
     fixed-instance runs (problem.seed set, the seed drawing only the init). When every run has problem.seed set (a
     user fixed the instance for the whole sweep, `--set problem.seed=0`), the main grid is every run: its seeds are
     then init draws on that instance."""
-    table = records_table(r for r in records if r.status == "ok")
+    table = finished_table(records)
     if table.empty:
         return table, table
     fixed = table["problem.seed"].notna() if "problem.seed" in table else pd.Series(False, index=table.index)

@@ -35,7 +35,7 @@ from biaslab.experiments.base import Experiment, Result, CATALOG
 from biaslab.plot import legend_once, new_figure
 from biaslab.runtime import resolve_device, resolve_dtype
 from biaslab.spec import LeastSquares, RunSpec, Sweep, TrainSpec
-from biaslab.store import RunRecord, records_table
+from biaslab.store import RunRecord, finished_table, records_table
 from biaslab.train import MINIMIZE_ONLY, MINIMIZE_READS, minimize
 
 NAME = "min-norm"
@@ -117,7 +117,7 @@ class MinNorm(Experiment):
 
     def claim(self, records: list[RunRecord]) -> Verdict:
         claim = "GD from w0 converges to the interpolant nearest w0 (A^+ b from zero) to numerical precision."
-        table = records_table(r for r in records if r.status == "ok")
+        table = finished_table(records)
         if not len(table):
             return Verdict(claim, False, {}, "no finished runs")
         worst = float(table["dist_to_nearest"].max())

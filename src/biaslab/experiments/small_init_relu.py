@@ -42,7 +42,7 @@ from biaslab.experiments.base import CATALOG, Experiment, Result
 from biaslab.plot import figure_legend, new_figure
 from biaslab.runtime import generator, resolve_device, resolve_dtype
 from biaslab.spec import ModelSpec, OrthogonalInputs, RunSpec, Sweep, TrainSpec
-from biaslab.store import RunRecord, records_table
+from biaslab.store import RunRecord, finished_table
 from biaslab.train import MINIMIZE_ONLY, MINIMIZE_READS, Fit, minimize
 
 NAME = "small-init-relu"
@@ -154,7 +154,7 @@ class SmallInitRelu(Experiment):
             "As the init shrinks, the loss plateau lasts longer and training ends at a smaller variation norm, "
             "toward the minimum-variation-norm interpolator (the limit the paper proves for a vanishing init)."
         )
-        table = records_table(r for r in records if r.status == "ok")
+        table = finished_table(records)
         if table.empty or table["model.init_scale"].nunique() < 3:
             return Verdict(claim, False, {}, "needs finished runs at three or more init scales")
         by_scale = table.groupby("model.init_scale")

@@ -38,7 +38,7 @@ from biaslab.experiments.base import CATALOG, SUPERVISED_READS, Axes, EffectSize
 from biaslab.experiments.supervised import run_supervised
 from biaslab.plot import mean_band, new_figure
 from biaslab.spec import DataSpec, ModelSpec, RunSpec, Sweep, TrainSpec
-from biaslab.store import RunRecord, records_table
+from biaslab.store import RunRecord, finished_table
 
 NAME = "width-sweep"
 PROBES = ("norms", "path_norm", "margin")
@@ -101,7 +101,7 @@ class WidthSweep(Experiment):
     )
 
     def figures(self, records: list[RunRecord]) -> dict[str, Figure]:
-        table = _finished(records)
+        table = finished_table(records)
         noise_levels = sorted(table["data.label_noise"].unique())
         errors, axes = new_figure(ncols=len(noise_levels))
         for ax, noise in zip(axes, noise_levels):
@@ -134,7 +134,7 @@ class WidthSweep(Experiment):
 
     def claim(self, records: list[RunRecord]) -> Verdict:
         claim = "On clean labels, test error does not rise with width past the narrowest width that fits the training set."
-        table = _finished(records)
+        table = finished_table(records)
         clean = table[table["data.label_noise"] == 0.0] if len(table) else table
         if len(clean) == 0:
             return Verdict(claim, False, {}, "no finished clean-label runs to judge")
@@ -164,11 +164,6 @@ class WidthSweep(Experiment):
             f"rank correlation of test error with width past interpolation {rho:+.2f} (PASS needs widest <= first and rho <= 0)"
         )
         return Verdict(claim, bool(passed), numbers, reason, notes)
-
-
-def _finished(records: list[RunRecord]):
-    table = records_table(r for r in records if r.status == "ok")
-    return table
 
 
 def _noise_notes(table) -> tuple[str, ...]:
