@@ -60,3 +60,15 @@ def test_runs_without_an_estimate_are_weighed_by_their_steps():
     specs = CATALOG.get("min-norm").sweep("quick").expand()
     assert all(run_flops(s) is None for s in specs)
     assert plan(specs, "auto", workers=2)[1] == (sum(s.train.max_steps for s in specs) >= SMALL_SWEEP_STEPS)
+
+
+def test_workers_start_the_largest_jobs_first_and_keep_the_grid_order_without_estimates():
+    widths = (8, 512, 64, 1024)
+    specs = [_spec(width, steps=2000, batch=None).model_copy(update={"seed": seed}) for width in widths for seed in (0, 1)]
+    jobs, processes = plan(specs, "auto", workers=2)
+    assert processes and [job[0].model.width for job in jobs] == [1024, 512, 64, 8]  # one population per width
+    assert [job[0].model.width for job in plan(specs, "inprocess", workers=2)[0][::2]] == list(widths)  # in one process: grid order
+    from biaslab.sweep import longest_first
+
+    unknown = [[RunSpec(experiment="min-norm", problem={"kind": "least_squares"}, dtype="float64")], *jobs[::-1]]
+    assert longest_first(unknown) == unknown  # one run without an estimate: the order is left as it was

@@ -248,7 +248,18 @@ def plan(specs: Sequence[RunSpec], executor: str, workers: int, budget: int | No
     if executor == "population" or not on_cpu:
         return split_to_fit(group_populations(specs, lambda s: True), budget, estimate), False
     jobs = split_to_fit(group_populations(specs, pooled_on_cpu), budget, estimate)
-    return jobs, workers > 1 and len(jobs) > 1 and not is_small(specs)
+    use_processes = workers > 1 and len(jobs) > 1 and not is_small(specs)
+    return (longest_first(jobs) if use_processes else jobs), use_processes
+
+
+def longest_first(jobs: list[Job]) -> list[Job]:
+    """The jobs by estimated work, largest first (`experiments.work.run_flops`), so that the last to start are short
+    and the workers finish together; unchanged where a run has no estimate. Only the order in which jobs start
+    changes: each run's numbers do not depend on it."""
+    work = [[run_flops(spec) for spec in job] for job in jobs]
+    if any(flops is None for job in work for flops in job):
+        return jobs
+    return [jobs[i] for i in sorted(range(len(jobs)), key=lambda i: -sum(work[i]))]
 
 
 def sweep_work(specs: Sequence[RunSpec]) -> tuple[float, int]:
