@@ -68,6 +68,7 @@ def test_workers_start_the_largest_jobs_first_and_keep_the_grid_order_without_es
     jobs, processes = plan(specs, "auto", workers=2)
     assert processes and [job[0].model.width for job in jobs] == [1024, 512, 64, 8]  # one population per width
     assert [job[0].model.width for job in plan(specs, "inprocess", workers=2)[0][::2]] == list(widths)  # in one process: grid order
+    assert [job[0].model.width for job in plan(specs, "processes", workers=2)[0][::2]] == [1024, 512, 64, 8]  # single runs
     from biaslab.sweep import longest_first
 
     unknown = [[RunSpec(experiment="min-norm", problem={"kind": "least_squares"}, dtype="float64")], *jobs[::-1]]

@@ -244,7 +244,7 @@ def plan(specs: Sequence[RunSpec], executor: str, workers: int, budget: int | No
     if executor == "inprocess":
         return [[s] for s in specs], False
     if executor == "processes":
-        return [[s] for s in specs], True
+        return longest_first([[s] for s in specs]), True
     if executor == "population" or not on_cpu:
         return split_to_fit(group_populations(specs, lambda s: True), budget, estimate), False
     jobs = split_to_fit(group_populations(specs, pooled_on_cpu), budget, estimate)
