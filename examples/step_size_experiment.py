@@ -13,13 +13,14 @@ import torch
 from biaslab.claims import Verdict
 from biaslab.convex import min_norm_interpolant
 from biaslab.data.problems import least_squares
-from biaslab.experiments.base import CATALOG, Experiment, Result, require
+from biaslab.experiments.base import CATALOG, Experiment, Result
 from biaslab.plot import new_figure
 from biaslab.spec import LeastSquares, RunSpec, SpecError, Sweep, TrainSpec
-from biaslab.store import records_table
+from biaslab.store import finished_table
 from biaslab.train import MINIMIZE_ONLY, MINIMIZE_READS, minimize
 
 NAME = "example-step-size"
+FINDING = "GD from zero reaches the minimum-norm interpolant A^+ b at every stable step size."  # what the claim checks
 PRECISION = 1e-8  # relative distance that counts as the same solution (float64, loss driven to 1e-26)
 
 
@@ -47,10 +48,10 @@ class StepSize(Experiment):  # name (NAME) and runner (run) come from this modul
     reference = "e.g. Gunasekar et al. 2018 (ICML)"
     presets = {"tiny": lambda: sweep(5, 12, 3000), "quick": lambda: sweep(20, 60, 30000), "paper": lambda: sweep(200, 1000, 300000)}
     reads = ("problem", "dtype", *MINIMIZE_READS)  # any other field set away from its default is refused
+    allows = MINIMIZE_ONLY | {"dtype": ("float64",)}  # full batch, in the float64 of the numpy problem; other values refused
     axes_note = "the step size is its subject, and the bias is GD's"  # or `axes = Axes(...)`: what `biaslab atlas` may vary
 
     def refuse(self, spec: RunSpec) -> None:
-        require(spec, MINIMIZE_ONLY | {"dtype": ("float64",)})  # full batch, in the float64 of the numpy problem
         if spec.problem is None or spec.problem.kind != "least_squares" or spec.problem.init_norm != 0.0:
             raise SpecError(f"problem: {NAME} runs on least_squares from w0 = 0 (problem.init_norm 0)")
 
@@ -63,13 +64,12 @@ class StepSize(Experiment):  # name (NAME) and runner (run) come from this modul
         return {"distance": fig}
 
     def claim(self, records) -> Verdict:
-        claim = "GD from zero reaches the minimum-norm interpolant A^+ b at every stable step size."
-        table = records_table(r for r in records if r.status == "ok")
+        table = finished_table(records)
         if not len(table):
-            return Verdict(claim, False, {}, "no finished runs")
+            return Verdict(FINDING, False, {}, "no finished runs")
         worst = float(table["distance"].max())
         reason = f"largest final relative distance to A^+ b over {len(table)} step sizes {worst:.2e} (PASS needs <= {PRECISION:.0e})"
-        return Verdict(claim, worst <= PRECISION, {"max_distance": worst, "runs": float(len(table))}, reason)
+        return Verdict(FINDING, worst <= PRECISION, {"max_distance": worst, "runs": float(len(table))}, reason)
 
 
 CATALOG.add(NAME, StepSize())

@@ -57,3 +57,19 @@ def test_a_stored_spec_that_no_longer_validates_raises_on_access():
     record = RunRecord(spec={"experiment": "min-norm", "train": {"lr": -1.0}}, spec_id="x", status="ok")
     with pytest.raises(ValueError):
         record.run_spec
+
+
+@pytest.mark.parametrize("name", CATALOG.names())
+def test_every_entry_states_its_finding_and_every_verdict_is_on_it(name, monkeypatch):
+    """The module's FINDING is the statement of every verdict: with no runs to judge, and when the check raises."""
+    experiment = CATALOG.get(name)
+    assert len(experiment.finding) > 40, "a sentence stating the published finding the claim tests"
+    empty = experiment.verdict([])
+    assert empty.claim == experiment.finding and not empty.passed
+
+    def raises(records):
+        raise ValueError("a bug in the check")
+
+    monkeypatch.setattr(experiment, "claim", raises)
+    broken = experiment.verdict([])
+    assert broken.claim == experiment.finding and "the claim check raised ValueError: a bug in the check" in broken.reason

@@ -104,13 +104,15 @@ class Experiment:
     A subclass states what is its own (`title`, `reference`, `reads`, figures, claim; its docstring is the summary
     the report shows); what its module already says it takes from there (`module_defaults`): `name` from the
     module's `NAME`, `presets` from its functions `tiny`, `quick` and `paper`, `runner` from its function `run`,
-    `figures` and `claim` from its functions of those names. What the class body sets wins (`runner = run_supervised`).
+    `figures` and `claim` from its functions of those names, `finding` from its `FINDING`. What the class body sets
+    wins (`runner = run_supervised`).
     """
 
     name: str = ""
     title: str = ""  # what it shows, in a short line
     reference: str = ""  # the paper it reproduces
     summary: str = ""  # two or three sentences for the report: the subclass's docstring, as one paragraph
+    finding: str = ""  # the published finding the claim tests, in a sentence: the module's FINDING
     presets: dict[str, Callable[[], Sweep]] = {}
     default_preset = "quick"
     trains_populations = False  # True when `run` is the standard supervised run, so specs can share a population
@@ -188,12 +190,13 @@ class Experiment:
         """The claim check, never raising: a check that raises is a FAIL whose reason is the error, so a report or a
         command that shows it goes on (a missing probe or a broken check must not hide the other results)."""
         missing = self.missing_probes(records)
+        statement = self.finding or self.title or self.name
         if missing is not None:
-            return Verdict(self.title or self.name, False, {}, f"FAIL: {missing}")
+            return Verdict(statement, False, {}, f"FAIL: {missing}")
         try:
             return self.claim(records)
         except Exception as error:  # shown as FAIL with the error, never swallowed
-            return Verdict(self.title or self.name, False, {}, f"FAIL: the claim check raised {error_line(error)}")
+            return Verdict(statement, False, {}, f"FAIL: the claim check raised {error_line(error)}")
 
     def drawn_figures(self, records: list[RunRecord]) -> tuple[dict[str, Figure], str | None]:
         """The figures, and None; or no figures and why not (probes missing, or drawing them raised)."""
@@ -227,8 +230,8 @@ CATALOG: Registry[Experiment] = Registry("experiment")
 def module_defaults(cls: type[Experiment]) -> dict[str, Any]:
     """What an experiment class takes from its module and docstring, for each attribute its body does not set: `name`
     (the module's NAME), `presets` (its functions named in PRESET_NAMES, in that order), `runner` (its function
-    `run`), `figures` and `claim` (its functions of those names) and `summary` (the class docstring as one
-    paragraph). `catalog.read_entries` reads the name and presets the same way from source."""
+    `run`), `figures` and `claim` (its functions of those names), `finding` (its FINDING) and `summary` (the class
+    docstring as one paragraph). `catalog.read_entries` reads the name and presets the same way from source."""
     module, own = sys.modules.get(cls.__module__), cls.__dict__
     found: dict[str, Any] = {}
     if "name" not in own and isinstance(getattr(module, "NAME", None), str):
@@ -241,6 +244,8 @@ def module_defaults(cls: type[Experiment]) -> dict[str, Any]:
     for method in MODULE_METHODS:  # a module-level figures(records) / claim(records) serves as the method
         if method not in own and inspect.isfunction(getattr(module, method, None)):
             found[method] = staticmethod(getattr(module, method))
+    if "finding" not in own and isinstance(getattr(module, "FINDING", None), str):
+        found["finding"] = module.FINDING
     if "summary" not in own and cls.__doc__:
         found["summary"] = " ".join(inspect.cleandoc(cls.__doc__).split())
     return found

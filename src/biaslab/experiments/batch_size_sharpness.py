@@ -77,6 +77,7 @@ from biaslab.store import RunRecord
 from biaslab.train import LOSSES, Fit, fit
 
 NAME = "batch-size-sharpness"
+FINDING = "The large-batch solution is sharper than the small-batch one on every measure (Hessian top eigenvalue, epsilon-sharpness, adaptive sharpness)."
 MEASURES = ("hessian_top", "sharpness_keskar", "sharpness_adaptive")
 ALPHAS = tuple(round(-1.0 + 0.1 * i, 10) for i in range(31))  # -1 .. 2: alpha = 0 small batch, 1 the other
 KESKAR_EPSILON = 1e-3  # Keskar et al.'s box half-width factor
@@ -239,10 +240,9 @@ def _spread_note(other: str, small: str, diffs: list[float]) -> str:
 
 
 def claim(records: list[RunRecord]) -> Verdict:
-    statement = "The large-batch solution is sharper than the small-batch one on every measure (Hessian top eigenvalue, epsilon-sharpness, adaptive sharpness)."
     rows = comparisons(records)
     if not rows:
-        return Verdict(statement, False, {"n_seeds": 0.0}, "no finished runs to compare")
+        return Verdict(FINDING, False, {"n_seeds": 0.0}, "no finished runs to compare")
     numbers: dict[str, float] = {"n_seeds": float(len({r["seed"] for r in rows}))}
     failures, notes = [], []
     for other in dict.fromkeys(r["other"] for r in rows):
@@ -262,7 +262,7 @@ def claim(records: list[RunRecord]) -> Verdict:
     notes += _rescaling_notes(records)
     reason = "PASS needs every larger batch's solution / the small batch's > 1 on every measure for every seed (ratios are per seed)"
     reason += ": all hold" if not failures else ". Failed: " + "; ".join(failures)
-    return Verdict(statement, not failures, numbers, reason, tuple(notes))
+    return Verdict(FINDING, not failures, numbers, reason, tuple(notes))
 
 
 def _loss_notes(records: list[RunRecord], numbers: dict[str, float]) -> list[str]:

@@ -43,6 +43,10 @@ from biaslab.spec import BenignRegression, RunSpec, SpecError, Sweep
 from biaslab.store import RunRecord, finished_table
 
 NAME = "benign-overfitting"
+FINDING = (
+    "The min-norm interpolant of noisy labels has excess risk falling toward 0 with n on a spiked covariance "
+    "with a heavy tail (benign), and bounded away from 0 on an isotropic one of the same dimension."
+)
 BOUND_B = 1.0  # the constant b in k* = min{k : r_k >= b n}; the paper's theorem holds for some universal b
 FALLS_TO = 0.25  # spiked: the risk at the largest n must be below this share of the risk at the smallest n
 STAYS_ABOVE = 0.5  # isotropic: the risk at the largest n must be at least this share of the risk at the smallest n
@@ -158,15 +162,13 @@ class BenignOverfitting(Experiment):
         return {"risk": fig}
 
     def claim(self, records: list[RunRecord]) -> Verdict:
-        claim = ("The min-norm interpolant of noisy labels has excess risk falling toward 0 with n on a spiked covariance "
-                 "with a heavy tail (benign), and bounded away from 0 on an isotropic one of the same dimension.")  # fmt: skip
         table = _table(records)
         numbers: dict[str, float] = {}
         curves = {}
         for name in ("spiked", "isotropic"):
             rows = table[table["problem.spectrum"] == name].sort_values("problem.n") if len(table) else table
             if len(rows) < 3:
-                return Verdict(claim, False, numbers, f"need at least 3 sample sizes per spectrum; {name} has {len(rows)}")
+                return Verdict(FINDING, False, numbers, f"need at least 3 sample sizes per spectrum; {name} has {len(rows)}")
             curves[name] = rows
             risks = rows["excess_risk"].to_numpy()
             numbers |= {f"{name}_risk_smallest_n": float(risks[0]), f"{name}_risk_largest_n": float(risks[-1]),
@@ -182,7 +184,7 @@ class BenignOverfitting(Experiment):
                  f"k*/n = {largest['k_star'] / largest['problem.n']:.3f}, n/R_k* = {largest['problem.n'] / largest['R_k_star']:.4f} "
                  f"(all -> 0: benign by the theorem); the isotropic one has r_0/n = {flat['r_0'] / flat['problem.n']:.0f} (growing "
                  f"like n), so its bias term does not vanish: bias {flat['bias']:.3f} of its risk {flat['excess_risk']:.3f}",)  # fmt: skip
-        return Verdict(claim, falls and stays, numbers, reason, notes)
+        return Verdict(FINDING, falls and stays, numbers, reason, notes)
 
 
 CATALOG.add(NAME, BenignOverfitting())

@@ -48,6 +48,7 @@ from biaslab.store import RunRecord
 from biaslab.train import fit
 
 NAME = "calibration"
+FINDING = "Training past zero training error makes the network more overconfident: test ECE and NLL at the end exceed their values at interpolation (Guo et al. 2017)."
 PREFIX = "test_calibration"
 RISE_SE = 2.0  # the end-of-training value exceeds the value at interpolation by more than this many SE (seed-paired)
 TABLE_FIELDS = ("lower", "upper", "confidence", "accuracy", "count")
@@ -112,7 +113,6 @@ def summary_table(records: list[RunRecord]) -> pd.DataFrame:
 
 
 def judge(table: pd.DataFrame) -> Verdict:
-    claim = "Training past zero training error makes the network more overconfident: test ECE and NLL at the end exceed their values at interpolation (Guo et al. 2017)."
     numbers: dict[str, float] = {}
     checks, notes = Checks(), []
     judged = 0
@@ -138,7 +138,7 @@ def judge(table: pd.DataFrame) -> Verdict:
         numbers["spearman_width_vs_ece_end"] = rho
         notes.append(f"ECE at the end against width: {', '.join(f'{w}: {v:.3f}' for w, v in ends.items())} (Spearman {rho:.2f}); not claimed")
     numbers["widths_judged"] = float(judged)
-    return checks.verdict(claim, numbers, notes)
+    return checks.verdict(FINDING, numbers, notes)
 
 
 # ---------------------------------------------------------------- the experiment

@@ -72,6 +72,10 @@ from biaslab.store import RunRecord
 from biaslab.train import LOSSES, Fit, fit
 
 NAME = "compressibility"
+FINDING = (
+    "At about 90% sparsity, winning tickets (iterative magnitude pruning, rewound to init) beat random masks of the same "
+    "sparsity by a clear margin, and the fraction of weights removable without losing accuracy grows with width."
+)
 SPARSITIES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97, 0.99)
 BITS = (8, 7, 6, 5, 4, 3, 2, 1)
 TOLERANCE = 0.01  # "within 1 point" of test accuracy
@@ -323,13 +327,9 @@ class Compressibility(Experiment):
 
 def compressibility_claim(records: list[RunRecord]) -> Verdict:
     """PASS when tickets beat random masks by >= 2 points at 90% sparsity (mean) and removable fraction rises with width."""
-    statement = (
-        "At about 90% sparsity, winning tickets (iterative magnitude pruning, rewound to init) beat random masks of the same "
-        "sparsity by a clear margin, and the fraction of weights removable without losing accuracy grows with width."
-    )
     done = _finished(records)
     if not done:
-        return Verdict(statement, False, {"n_runs": 0.0}, "no finished runs to judge")
+        return Verdict(FINDING, False, {"n_runs": 0.0}, "no finished runs to judge")
     margins = [r.final["ticket_margin"] for r in done]
     widths = sorted({_width(r) for r in done})
     removable = [float(_nanmean([r.final["max_sparsity_global"] for r in done if _width(r) == w])) for w in widths]
@@ -366,7 +366,7 @@ def compressibility_claim(records: list[RunRecord]) -> Verdict:
             f"code {mean('compression_bound_bits'):.3g} b with bound {mean('compression_bound'):.3f} on the 0-1 error of the shared-codebook "
             f"quantized net (its train error {mean('compression_bound_train_error_quantized'):.3f})"
         )
-    return Verdict(statement, bool(tickets_ok and width_ok), numbers, reason, tuple(notes))
+    return Verdict(FINDING, bool(tickets_ok and width_ok), numbers, reason, tuple(notes))
 
 
 CATALOG.add(NAME, Compressibility())

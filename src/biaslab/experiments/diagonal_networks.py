@@ -42,6 +42,7 @@ from biaslab.store import RunRecord, finished_table, records_table
 from biaslab.train import Fit, evaluation_steps
 
 NAME = "diagonal-networks"
+FINDING = "As the init shrinks, GD's solution moves toward the min-L1 interpolant and away from the min-L2 one."
 TREND = 0.9  # rank correlation with alpha that counts as "falls / rises as the init shrinks" (one adjacent swap of five)
 
 
@@ -144,10 +145,9 @@ class DiagonalNetworks(Experiment):
         return {"regimes": fig}
 
     def claim(self, records: list[RunRecord]) -> Verdict:
-        claim = "As the init shrinks, GD's solution moves toward the min-L1 interpolant and away from the min-L2 one."
         table = finished_table(records)
         if table.empty or table["model.init_scale"].nunique() < 3:
-            return Verdict(claim, False, {}, "fewer than three init scales finished")
+            return Verdict(FINDING, False, {}, "fewer than three init scales finished")
         means = table.groupby("model.init_scale")[["dist_l1", "dist_l2"]].mean()
         alphas = list(means.index)
         rho_l1, rho_l2 = spearman(alphas, list(means["dist_l1"])), spearman(alphas, list(means["dist_l2"]))
@@ -167,7 +167,7 @@ class DiagonalNetworks(Experiment):
             f"rank correlation of alpha with the distance to min-L1 {rho_l1:+.2f} (needs >= {TREND}) and to min-L2 {rho_l2:+.2f} "
             f"(needs <= -{TREND}); nearer to min-L1 at the smallest alpha and to min-L2 at the largest"
         )
-        return Verdict(claim, bool(passed), numbers, reason)
+        return Verdict(FINDING, bool(passed), numbers, reason)
 
 
 CATALOG.add(NAME, DiagonalNetworks())

@@ -73,6 +73,10 @@ from biaslab.spec import DataSpec, EstimatorSpec, GaussianFeatures, ModelSpec, R
 from biaslab.store import RunRecord, finished_table
 
 NAME = "double-descent"
+FINDING = (
+    "Unregularized test risk peaks at the interpolation threshold (p = n, N = n) and descends again past it; the "
+    "Gaussian-model risk matches its exact formula; optimally tuned ridge removes the peak."
+)
 PEAK_BAND = (0.8, 1.25)  # the peak counts as "at the threshold" within this factor of it (grid points next to n)
 AWAY = 0.25  # formula check where |size / threshold - 1| >= AWAY (the risk's variance blows up near it)
 FORMULA_SE = 3.0  # simulation within this many standard errors of the formula, at every size checked
@@ -279,19 +283,15 @@ class DoubleDescent(Experiment):
         return figures
 
     def claim(self, records: list[RunRecord]) -> Verdict:
-        claim = (
-            "Unregularized test risk peaks at the interpolation threshold (p = n, N = n) and descends again past it; the "
-            "Gaussian-model risk matches its exact formula; optimally tuned ridge removes the peak."
-        )
         table = finished_table(records)
         numbers: dict[str, float] = {}
         checks = Checks()
         _judge_linear(table, numbers, checks)
         _judge_random_features(table, numbers, checks)
         if not numbers:
-            return Verdict(claim, False, {"runs": float(len(table))}, "no finished Gaussian-model or random-feature runs to judge")
+            return Verdict(FINDING, False, {"runs": float(len(table))}, "no finished Gaussian-model or random-feature runs to judge")
         notes = _rff_notes(table, numbers) + _sample_notes(table, numbers) + _forest_notes(table) + _network_notes(records, table)
-        return checks.verdict(claim, numbers, notes)
+        return checks.verdict(FINDING, numbers, notes)
 
 
 # ---------------------------------------------------------------- reading the records

@@ -68,6 +68,10 @@ from biaslab.store import RunRecord
 from biaslab.train import LOSSES, fit
 
 NAME = "edge-of-stability"
+FINDING = (
+    "Under full-batch GD the sharpness rises (progressive sharpening) until it reaches 2/eta, then hovers in a narrow "
+    "band around 2/eta while the loss keeps falling non-monotonically; a small enough eta stays below 2/eta."
+)
 COLD_EVERY = 5  # every 5th sharpness check also solves from a random start
 LANCZOS_TOL = 1e-3  # relative residual of the top Ritz pair
 REACH = 0.95  # sharpness >= REACH * 2/eta: the run has reached the edge
@@ -286,13 +290,9 @@ def _judge_task(name: str, group: list[RunRecord]) -> tuple[bool, dict[str, floa
 
 
 def claim(records: list[RunRecord]) -> Verdict:
-    statement = (
-        "Under full-batch GD the sharpness rises (progressive sharpening) until it reaches 2/eta, then hovers in a narrow "
-        "band around 2/eta while the loss keeps falling non-monotonically; a small enough eta stays below 2/eta."
-    )
     tasks = _tasks(records)
     if not tasks:
-        return Verdict(statement, False, {"n_runs": 0.0}, "no finished runs with a sharpness curve")
+        return Verdict(FINDING, False, {"n_runs": 0.0}, "no finished runs with a sharpness curve")
     numbers: dict[str, float] = {"n_runs": float(sum(len(g) for g in tasks.values()))}
     problems: list[str] = []
     for name, group in tasks.items():
@@ -315,7 +315,7 @@ def claim(records: list[RunRecord]) -> Verdict:
         f"with >= 1 rise, for every run reaching 2/eta; the largest eta reaching it and the smallest staying below"
     )
     reason = rule + (": all hold" if not problems else ". Failed: " + "; ".join(problems))
-    return Verdict(statement, not problems, numbers, reason, notes)
+    return Verdict(FINDING, not problems, numbers, reason, notes)
 
 
 # ---------------------------------------------------------------- figure

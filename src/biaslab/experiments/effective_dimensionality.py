@@ -68,6 +68,10 @@ from biaslab.spec import DataSpec, ModelSpec, ProbeOptions, RunSpec, Sweep, Trai
 from biaslab.store import RunRecord, finished_table
 
 NAME = "effective-dimensionality"
+FINDING = (
+    "Past the test-loss peak, N_eff falls as width grows while the parameter count grows, and N_eff's rank "
+    "correlation with test loss across widths is higher than the parameter count's."
+)
 PROBES = ("effective_dim",)
 FALL_RHO = -0.5  # N_eff "falls" past the peak: its rank correlation with width there is at most this
 
@@ -138,15 +142,11 @@ class EffectiveDimensionality(Experiment):
         return {"neff_vs_width": figure}
 
     def claim(self, records: list[RunRecord]) -> Verdict:
-        claim = (
-            "Past the test-loss peak, N_eff falls as width grows while the parameter count grows, and N_eff's rank "
-            "correlation with test loss across widths is higher than the parameter count's."
-        )
         table = finished_table(records)
         checks = Checks()
         if len(table) == 0 or "n_eff" not in table:
             checks.fail("no finished runs with N_eff to judge")
-            return checks.verdict(claim, {})
+            return checks.verdict(FINDING, {})
         means = table.groupby("model.width")[["test_loss", "n_params", "n_eff", "n_eff_top", "train_error"]].mean()
         widths = list(means.index)
         peak = _peak(table)
@@ -166,7 +166,7 @@ class EffectiveDimensionality(Experiment):
         if width is not None:
             numbers["interpolation_width"] = float(width)
         if not checks.check(len(past) >= 2, f"test loss peaks at H={peak}, {len(past) - 1} wider width(s) to judge (needs >= 1)"):
-            return checks.verdict(claim, numbers, _notes(means))
+            return checks.verdict(FINDING, numbers, _notes(means))
         fall = spearman(list(past.index), list(past["n_eff"])) if len(past) >= 3 else float(math.copysign(1.0, past["n_eff"].iloc[-1] - past["n_eff"].iloc[0]))
         numbers["spearman_width_vs_n_eff_past_peak"] = fall
         checks.check(
@@ -182,7 +182,7 @@ class EffectiveDimensionality(Experiment):
             rho_neff > rho_params,
             f"rank correlation with test loss over {len(widths)} widths: N_eff {rho_neff:+.2f} vs parameter count {rho_params:+.2f} (needs N_eff's higher)",
         )
-        return checks.verdict(claim, numbers, _notes(means))
+        return checks.verdict(FINDING, numbers, _notes(means))
 
 
 def _peak(table) -> int | None:

@@ -53,6 +53,7 @@ from biaslab.store import RunRecord
 from biaslab.train import LOSSES, fit
 
 NAME = "generalization-measures"
+FINDING = "PAC-Bayes flatness correlates positively with the generalization gap and ranks above the spectral-norm product."
 AXES = ("model.width", "model.depth", "train.lr", "train.batch_size", "train.weight_decay")
 STOP_LOSS = 0.01  # Jiang et al.'s stopping criterion: training cross-entropy 0.01
 MEASURES = (  # each oriented so that larger should mean a larger gap
@@ -176,12 +177,11 @@ def scores(rows: list[dict]) -> dict[str, dict[str, float]]:
 
 
 def claim(records: list[RunRecord]) -> Verdict:
-    statement = "PAC-Bayes flatness correlates positively with the generalization gap and ranks above the spectral-norm product."
     rows = scored_rows(records)
     table = scores(rows)
     flat, spectral = table.get("pacbayes_flatness"), table.get("norm_spectral_product")
     if flat is None or spectral is None:
-        return Verdict(statement, False, {"n_models": float(len(rows))}, f"only {len(rows)} models reached the stopping criterion: too few to score")
+        return Verdict(FINDING, False, {"n_models": float(len(rows))}, f"only {len(rows)} models reached the stopping criterion: too few to score")
     numbers = {
         "n_models": float(len(rows)),
         "n_trained": float(len(records)),
@@ -197,7 +197,7 @@ def claim(records: list[RunRecord]) -> Verdict:
     )
     best = sorted(((v["psi.all"], m) for m, v in table.items() if not math.isnan(v["psi.all"])), reverse=True)
     notes = (f"ranking by Psi: {', '.join(f'{m} {p:.2f}' for p, m in best)}",)
-    return Verdict(statement, passed, numbers, reason, notes)
+    return Verdict(FINDING, passed, numbers, reason, notes)
 
 
 def figures(records: list[RunRecord]) -> dict[str, Figure]:

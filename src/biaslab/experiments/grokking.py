@@ -61,6 +61,11 @@ from biaslab.spec import DataSpec, ModelSpec, RunSpec, Sweep, TrainSpec
 from biaslab.store import RunRecord, curves_from_rows
 
 NAME = "grokking"
+FINDING = (
+    "With weight decay, test accuracy reaches 99% at least 10x later than train accuracy and the weight norm ends "
+    "below its peak; without weight decay test accuracy stays near chance within the same budget; the embedding's "
+    "Fourier concentration rises before test accuracy does."
+)
 PROBES = ("norms", "fourier")
 FOURIER = f"fourier_top{FOURIER_TOP_K}"
 LEVEL = 0.99  # "reaches 99%": the accuracy both papers' curves saturate at
@@ -263,16 +268,11 @@ def _is(record: RunRecord, weight_decay: float) -> bool:
 
 def grokking_verdict(records: list[RunRecord]) -> Verdict:
     """The four-part claim, each part required on every seed (see the constants for the thresholds)."""
-    claim = (
-        "With weight decay, test accuracy reaches 99% at least 10x later than train accuracy and the weight norm ends "
-        "below its peak; without weight decay test accuracy stays near chance within the same budget; the embedding's "
-        "Fourier concentration rises before test accuracy does."
-    )
     runs = _finished(records)
     with_wd = [summarize(r.curves) for r in runs if _is(r, WEIGHT_DECAY)]
     without = [summarize(r.curves) for r in runs if _is(r, 0.0)]
     if not with_wd or not without:
-        return Verdict(claim, False, {"runs": float(len(runs))}, f"need finished standard-init runs with weight decay {WEIGHT_DECAY:g} and 0")
+        return Verdict(FINDING, False, {"runs": float(len(runs))}, f"need finished standard-init runs with weight decay {WEIGHT_DECAY:g} and 0")
     worst = lambda key, larger_is_worse=True: _worst([s[key] for s in with_wd], larger_is_worse)  # noqa: E731
     numbers = {  # over seeds, the value least favourable to the claim (each part is checked seed by seed)
         "train_99_step": worst("train_99_step"),
@@ -299,7 +299,7 @@ def grokking_verdict(records: list[RunRecord]) -> Verdict:
         f"{numbers['test_half_rise_step']:.0f} (needs earlier) [{_mark(parts['fourier_first'])}]"
     )
     notes = tuple(_condition_note(label, [summarize(r.curves) for r in runs if condition(r.run_spec) == label]) for label in dict.fromkeys(condition(r.run_spec) for r in runs))
-    return Verdict(claim, all(parts.values()), numbers, reason, notes)
+    return Verdict(FINDING, all(parts.values()), numbers, reason, notes)
 
 
 def _worst(values: list[float], larger_is_worse: bool) -> float:

@@ -47,6 +47,7 @@ from biaslab.spec import DataSpec, ModelSpec, RunSpec, Sweep, TrainSpec
 from biaslab.store import RunRecord
 
 NAME = "grokking-phase-diagram"
+FINDING = "Below some training fraction nothing generalizes within the budget; above it, the steps to generalize fall as the fraction grows."
 PHASES = ("no learning", "memorization", "grokking", "comprehension")
 PHASE_COLORS = ("#bdbdbd", "#fdae61", "#d7191c", "#2c7bb6")
 
@@ -154,10 +155,9 @@ class GrokkingPhaseDiagram(Experiment):
 def phase_verdict(records: list[RunRecord]) -> Verdict:
     """(a) no cell at the smallest fraction generalizes while some cell does; (b) in every weight-decay row with
     at least 3 generalizing fractions, the steps to generalize fall with the fraction (Spearman < 0), and there is such a row."""
-    claim = "Below some training fraction nothing generalizes within the budget; above it, the steps to generalize fall as the fraction grows."
     table = cells(records)
     if not table:
-        return Verdict(claim, False, {"cells": 0.0}, "no finished runs")
+        return Verdict(FINDING, False, {"cells": 0.0}, "no finished runs")
     steps = {key: _median_steps(summaries, "test_99_step") for key, summaries in table.items()}
     fractions = sorted({f for f, _ in table})
     generalizing = sorted(f for (f, _), s in steps.items() if math.isfinite(s))
@@ -189,7 +189,7 @@ def phase_verdict(records: list[RunRecord]) -> Verdict:
         f"weight decay {d:g}: " + ", ".join(f"{f:g}: {cell_phase(table[(f, d)])}" + (f" ({steps[(f, d)]:.0f})" if math.isfinite(steps[(f, d)]) else "") for f in fractions if (f, d) in table)
         for d in sorted({d for _, d in table})
     )
-    return Verdict(claim, threshold and falling, numbers, reason, notes)
+    return Verdict(FINDING, threshold and falling, numbers, reason, notes)
 
 
 CATALOG.add(NAME, GrokkingPhaseDiagram())

@@ -63,6 +63,10 @@ from biaslab.store import RunRecord, finished_table
 from biaslab.train.flow import gradient, gradient_descent, modified_gradient, rk4, sgd_modified_gradient, shuffled_sgd_mean
 
 NAME = "implicit-gradient-regularization"
+FINDING = (
+    "GD's distance to the gradient flow of L + (h/4)||grad L||^2 shrinks like h^2 and to the flow of L like h; "
+    "SGD's mean iterate is closer to the flow of the SGD modified loss than to the full-batch one."
+)
 MODIFIED_SLOPE, PLAIN_SLOPE, SLOPE_TOLERANCE = 2.0, 1.0, 0.3  # backward error analysis: O(h^2) and O(h)
 
 
@@ -247,13 +251,9 @@ class ImplicitGradientRegularization(Experiment):
         return figures
 
     def claim(self, records: list[RunRecord]) -> Verdict:
-        claim = (
-            "GD's distance to the gradient flow of L + (h/4)||grad L||^2 shrinks like h^2 and to the flow of L like h; "
-            "SGD's mean iterate is closer to the flow of the SGD modified loss than to the full-batch one."
-        )
         groups = {m: p for m, p in _by_model(records).items() if len(p) >= 2}
         if not groups:
-            return Verdict(claim, False, {}, "needs finished runs at two or more step sizes")
+            return Verdict(FINDING, False, {}, "needs finished runs at two or more step sizes")
         numbers: dict[str, float] = {}
         passed, reasons = True, []
         for model, part in groups.items():
@@ -275,7 +275,7 @@ class ImplicitGradientRegularization(Experiment):
                 passed &= bool((closer > 1.0).all())
                 reasons.append(f"{model} SGD mean iterate: distance to the full-batch modified flow / to the SGD modified flow >= {closer.min():.2f} over h (needs > 1 at every h)")
         reason = "; ".join(reasons) + f" (PASS needs slopes within {SLOPE_TOLERANCE} of {MODIFIED_SLOPE:g} and {PLAIN_SLOPE:g})"
-        return Verdict(claim, passed, numbers, reason)
+        return Verdict(FINDING, passed, numbers, reason)
 
 
 CATALOG.add(NAME, ImplicitGradientRegularization())

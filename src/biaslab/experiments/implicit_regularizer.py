@@ -69,6 +69,10 @@ from biaslab.store import RunRecord, finished_table, records_table
 from biaslab.train import Fit, MINIMIZE_READS, minimize
 
 NAME = "estimate-implicit-regularizer"
+FINDING = (
+    "Gradient matching recovers lambda = 1/(eta t) for early-stopped GD on linear regression while eta t s_max is small, "
+    "and lambda = p/(1-p) for dropout with Wager et al.'s data-dependent L2 penalty, which fits better than plain L2."
+)
 REGIME = 0.25  # eta t s_max at most this: early stopping ~ ridge(1/(eta t)) to first order (error about u/2)
 EARLY_TOLERANCE = 0.15  # relative error allowed in (a) within the regime
 DROPOUT_TOLERANCE = 0.10  # relative error allowed in (b)
@@ -302,17 +306,13 @@ class EstimateImplicitRegularizer(Experiment):
         return {"recovered-lambda": fig}
 
     def claim(self, records: list[RunRecord]) -> Verdict:
-        claim = (
-            "Gradient matching recovers lambda = 1/(eta t) for early-stopped GD on linear regression while eta t s_max is small, "
-            "and lambda = p/(1-p) for dropout with Wager et al.'s data-dependent L2 penalty, which fits better than plain L2."
-        )
         table = finished_table(records)
         if table.empty or not {"early_stopping", "dropout"} <= set(table["problem.procedure"]):
-            return Verdict(claim, False, {}, "needs finished early-stopping and dropout runs")
+            return Verdict(FINDING, False, {}, "needs finished early-stopping and dropout runs")
         early = table[table["problem.procedure"] == "early_stopping"]
         dropout_runs = table[table["problem.procedure"] == "dropout"]
         if "max_rel_error_in_regime" not in early or early["max_rel_error_in_regime"].isna().any():
-            return Verdict(claim, False, {}, f"no evaluation of early stopping with eta t s_max <= {REGIME}: lower train.lr or log-space the evaluations")
+            return Verdict(FINDING, False, {}, f"no evaluation of early stopping with eta t s_max <= {REGIME}: lower train.lr or log-space the evaluations")
         early_error = float(early["max_rel_error_in_regime"].max())
         dropout_error = float(dropout_runs["rel_error"].abs().max())
         better = bool((dropout_runs["r_squared"] > dropout_runs["r_squared_plain_l2"]).all())
@@ -344,7 +344,7 @@ class EstimateImplicitRegularizer(Experiment):
             f"{early_error:.3f} (needs <= {EARLY_TOLERANCE}); (b) largest relative error against p/(1-p): {dropout_error:.3f} (needs <= {DROPOUT_TOLERANCE}), "
             f"weighted L2 fits better than plain L2 for every p: {better}"
         )
-        return Verdict(claim, passed, numbers, reason, notes)
+        return Verdict(FINDING, passed, numbers, reason, notes)
 
 
 CATALOG.add(NAME, EstimateImplicitRegularizer())

@@ -52,6 +52,10 @@ from biaslab.spec import DataSpec, EstimatorSpec, RunSpec, SpecError, Sweep, Tra
 from biaslab.store import RunRecord
 
 NAME = "kernels-vs-convolutions"
+FINDING = (
+    "An RBF-kernel interpolant, an MLP and a CNN all fit MNIST-1D exactly; the CNN generalizes much better on ordered "
+    "signals and loses that edge when the positions are shuffled by a fixed permutation, while kernel and MLP do not change."
+)
 CNN_EDGE = 0.10  # (1) the CNN beats the better of kernel and MLP by at least 10 points of test error on ordered inputs
 KEPT_EDGE = 0.5  # (2) on shuffled inputs it keeps less than this fraction of that edge
 UNCHANGED_SE = 3.0  # (3) kernel and MLP change by at most this many binomial SEs of the test set
@@ -129,10 +133,6 @@ def mean_error(table: pd.DataFrame, model: str, inputs: str, column: str = "test
 
 
 def judge(table: pd.DataFrame) -> Verdict:
-    claim = (
-        "An RBF-kernel interpolant, an MLP and a CNN all fit MNIST-1D exactly; the CNN generalizes much better on ordered "
-        "signals and loses that edge when the positions are shuffled by a fixed permutation, while kernel and MLP do not change."
-    )
     numbers: dict[str, float] = {}
     for model in MODELS:
         for inputs in ORDERS.values():
@@ -142,7 +142,7 @@ def judge(table: pd.DataFrame) -> Verdict:
     cells = [(m, i) for m in MODELS for i in ORDERS.values()]
     missing = [f"{m}/{i}" for m, i in cells if math.isnan(numbers[f"{m}_{i}_test_error"])]
     if missing:
-        return Verdict(claim, False, numbers | {"runs": float(len(table))}, f"FAIL: no finished runs for {', '.join(missing)}")
+        return Verdict(FINDING, False, numbers | {"runs": float(len(table))}, f"FAIL: no finished runs for {', '.join(missing)}")
     worst_fit = max(numbers[f"{m}_{i}_train_error_max"] for m, i in cells)
     checks.check(worst_fit == 0.0, f"(0) largest training error over all runs {worst_fit:.3f} (need 0)")
     edges = {}
@@ -162,7 +162,7 @@ def judge(table: pd.DataFrame) -> Verdict:
         numbers[f"{model}_change"] = change
         ok = abs(change) <= UNCHANGED_SE * se
         checks.check(ok, f"(3) {LABELS[model]}: test error changes {change:+.3f} (need |.| <= {UNCHANGED_SE:g} x SE {se:.3f})")
-    return checks.verdict(claim, numbers)
+    return checks.verdict(FINDING, numbers)
 
 
 # ---------------------------------------------------------------- the experiment

@@ -61,6 +61,10 @@ from biaslab.store import RunRecord, finished_table
 from biaslab.train import MINIMIZE_READS, minimize, squared_error
 
 NAME = "lazy-vs-rich"
+FINDING = (
+    "As alpha grows, the relative weight change and the tangent-kernel change fall and the network's predictions "
+    "approach those of its linearization around w0."
+)
 TREND = -0.9  # Spearman rank correlation with alpha that counts as "falls as alpha grows"
 LINEARIZED_AT_LARGEST = 0.1  # relative distance of test outputs that counts as "behaves like its linearization"
 MEASURES = ("rel_weight_change", "kernel_change", "linearization_distance")
@@ -163,13 +167,9 @@ class LazyVsRich(Experiment):
         return {"lazy-vs-rich": fig}
 
     def claim(self, records: list[RunRecord]) -> Verdict:
-        claim = (
-            "As alpha grows, the relative weight change and the tangent-kernel change fall and the network's predictions "
-            "approach those of its linearization around w0."
-        )
         table = finished_table(records)
         if table.empty or table["problem.alpha"].nunique() < 3 or not set(MEASURES) <= set(table):
-            return Verdict(claim, False, {}, "needs finished runs at three or more alphas, with the linearized model trained")
+            return Verdict(FINDING, False, {}, "needs finished runs at three or more alphas, with the linearized model trained")
         means = table.groupby("problem.alpha")[[*MEASURES, "test_error", "test_error_linearized"]].mean()
         alphas = list(means.index)
         rhos = {m: spearman(alphas, list(means[m])) for m in MEASURES}
@@ -199,7 +199,7 @@ class LazyVsRich(Experiment):
             f"test error {smallest['test_error']:.3f} at alpha = {alphas[0]:g} (rich) vs {largest['test_error']:.3f} at alpha = {alphas[-1]:g} "
             f"(lazy; linearized model {largest['test_error_linearized']:.3f})",
         )
-        return Verdict(claim, passed, numbers, reason, notes)
+        return Verdict(FINDING, passed, numbers, reason, notes)
 
 
 def _log_slope(x, y) -> float:

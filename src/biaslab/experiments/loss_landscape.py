@@ -65,6 +65,10 @@ from biaslab.store import RunRecord
 from biaslab.train import LOSSES, fit
 
 NAME = "loss-landscape"
+FINDING = (
+    "The loss decreases monotonically along the straight line from initialization to the solution, and the wide network's "
+    "solution has a lower filter-normalized 1-D slice curvature than the narrow one's."
+)
 SLICE_ALPHAS = np.linspace(-1.0, 1.0, 41)  # 1-D filter-normalized slices; step 0.05 for the second difference
 RANDOM_DIRECTIONS = 4  # 1-D slices averaged for the curvature
 GRID = 17  # points per axis of the 2-D views
@@ -308,13 +312,9 @@ def _curvature_figure(done, settings, widths) -> Figure:
 
 def landscape_claim(records: list[RunRecord]) -> Verdict:
     """PASS when every run's init -> solution line is monotone and, at every batch setting, wide curvature < narrow on all seeds."""
-    statement = (
-        "The loss decreases monotonically along the straight line from initialization to the solution, and the wide network's "
-        "solution has a lower filter-normalized 1-D slice curvature than the narrow one's."
-    )
     done = _finished(records)
     if not done:
-        return Verdict(statement, False, {"n_runs": 0.0}, "no finished runs to judge")
+        return Verdict(FINDING, False, {"n_runs": 0.0}, "no finished runs to judge")
     monotone = [r.final["line_monotone"] for r in done]
     fraction = float(np.mean(monotone))
     numbers = {
@@ -358,7 +358,7 @@ def landscape_claim(records: list[RunRecord]) -> Verdict:
         for s in sorted({_setting(r) for r in done})
         if any(_width(r) == w and _setting(r) == s for r in done)
     )
-    return Verdict(statement, bool(line_ok and curvature_ok), numbers, reason, notes)
+    return Verdict(FINDING, bool(line_ok and curvature_ok), numbers, reason, notes)
 
 
 CATALOG.add(NAME, LossLandscape())

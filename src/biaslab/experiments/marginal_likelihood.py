@@ -81,6 +81,11 @@ from biaslab.spec import DataSpec, EstimatorSpec, RunSpec, Sweep
 from biaslab.store import RunRecord
 
 NAME = "marginal-likelihood"
+FINDING = (
+    "A GP with an RBF kernel and hyperparameters by maximum marginal likelihood fits training labels at every "
+    "fraction of random labels while its test error rises to chance, and its marginal likelihood per example falls "
+    "monotonically with the fraction: it can fit noise and still prefers structure."
+)
 FRACTIONS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 FIXED_NOISE = 1e-3  # noise variance of the noise-free arm: 1% of a centred one-vs-rest target's variance (0.09)
 CHANCE_ERROR = 0.9  # 10 classes
@@ -185,15 +190,10 @@ def seed_means(table: pd.DataFrame, dataset: str, arm: str, column: str) -> pd.S
 
 
 def judge(table: pd.DataFrame) -> Verdict:
-    claim = (
-        "A GP with an RBF kernel and hyperparameters by maximum marginal likelihood fits training labels at every "
-        "fraction of random labels while its test error rises to chance, and its marginal likelihood per example falls "
-        "monotonically with the fraction: it can fit noise and still prefers structure."
-    )
     checks, numbers, notes = Checks(), {"runs": float(len(table))}, []
     if not len(table):
         checks.fail("no finished runs")
-        return checks.verdict(claim, numbers)
+        return checks.verdict(FINDING, numbers)
     for dataset in sorted(table["dataset"].unique()):
         for arm in ARMS:
             tag, key = f"{dataset}/{arm}", f"{dataset}_{arm}"
@@ -223,7 +223,7 @@ def judge(table: pd.DataFrame) -> Verdict:
             ok = len(lml) >= 3 and bool((steps < 0).all())
             said = ", ".join(f"{v:.3f}" for v in lml.values)
             checks.check(ok, f"(3) {tag}: mean log marginal likelihood per example over p = {', '.join(f'{p:g}' for p in lml.index)}: {said} (need strictly decreasing)")
-    return checks.verdict(claim, numbers, notes)
+    return checks.verdict(FINDING, numbers, notes)
 
 
 def draw(table: pd.DataFrame) -> dict[str, Figure]:

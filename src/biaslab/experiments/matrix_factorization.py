@@ -59,6 +59,10 @@ from biaslab.store import RunRecord, finished_table
 from biaslab.train import MINIMIZE_ONLY, MINIMIZE_READS, minimize
 
 NAME = "matrix-factorization"
+FINDING = (
+    "At a small init, depth 3 recovers the low-rank matrix while depth 2 and the min-nuclear-norm completion do not, "
+    "and shrinking the init lowers the effective rank of depth 2."
+)
 RECOVERED = 0.1  # relative reconstruction error below which the ground truth counts as recovered
 TOP_SINGULAR_VALUES = 5
 
@@ -182,17 +186,13 @@ class MatrixFactorization(Experiment):
         return nuclear_norm_memory((n, n)) + n * n * itemsize * (3 * spec.model.depth + 4)
 
     def claim(self, records: list[RunRecord]) -> Verdict:
-        claim = (
-            "At a small init, depth 3 recovers the low-rank matrix while depth 2 and the min-nuclear-norm completion do not, "
-            "and shrinking the init lowers the effective rank of depth 2."
-        )
         table, fixed = _studies(records)
         if table.empty or not {2, 3} <= set(table["model.depth"]):
-            return Verdict(claim, False, {}, "needs finished runs at depths 2 and 3")
+            return Verdict(FINDING, False, {}, "needs finished runs at depths 2 and 3")
         smallest = table["model.init_scale"].min()
         at_small = table[table["model.init_scale"] == smallest]
         if not {2, 3} <= set(at_small["model.depth"]):
-            return Verdict(claim, False, {"smallest_init": float(smallest)}, "depths 2 and 3 did not both finish at the smallest init")
+            return Verdict(FINDING, False, {"smallest_init": float(smallest)}, "depths 2 and 3 did not both finish at the smallest init")
         per_seed = at_small.pivot_table(index="seed", columns="model.depth", values="error")
         nuclear = table.groupby("seed")["nuc_ref_error"].first()
         recovered = {depth: float((per_seed[depth] < RECOVERED).mean()) for depth in (2, 3)}
@@ -219,7 +219,7 @@ class MatrixFactorization(Experiment):
         )
         notes = (f"depth-2 GD ends {numbers['dist_depth2_to_min_nuclear_norm']:.3f} (relative) from the min-nuclear-norm completion, the limit Gunasekar et al. conjectured for a vanishing init",)
         draws, draw_notes = init_draw_recovery(fixed)
-        return Verdict(claim, passed, numbers | draws, reason, notes + draw_notes)
+        return Verdict(FINDING, passed, numbers | draws, reason, notes + draw_notes)
 
 
 def _draw_recovery(ax, fixed: pd.DataFrame) -> None:

@@ -48,6 +48,7 @@ from biaslab.store import RunRecord
 from biaslab.train import Fit, evaluation_steps
 
 NAME = "max-margin"
+FINDING = "Under GD the norm grows by ||w_svm|| ln 10 per decade, the loss falls as 1/t, and the angle to w_svm keeps shrinking."
 NORM_TOLERANCE = 0.10  # growth per decade within 10% of ||w_svm|| ln 10
 LOSS_SLOPE = (-1.1, -0.9)  # log-log slope of the loss over the last decade: 1/t
 
@@ -200,10 +201,9 @@ class MaxMargin(Experiment):
         return {"trajectories": fig}
 
     def claim(self, records: list[RunRecord]) -> Verdict:
-        claim = "Under GD the norm grows by ||w_svm|| ln 10 per decade, the loss falls as 1/t, and the angle to w_svm keeps shrinking."
         gd = [r for r in records if r.status == "ok" and r.run_spec.train.optimizer == "gd" and r.run_spec.train.momentum == 0]
         if not gd:
-            return Verdict(claim, False, {}, "no finished plain-GD runs")
+            return Verdict(FINDING, False, {}, "no finished plain-GD runs")
         numbers: dict[str, float] = {}
         passed = True
         for record in gd:
@@ -222,7 +222,7 @@ class MaxMargin(Experiment):
             for r in records
             if r.status == "ok" and r not in gd and "angle_deg" in r.curves
         )
-        return Verdict(claim, bool(passed), numbers, reason, notes)
+        return Verdict(FINDING, bool(passed), numbers, reason, notes)
 
 
 CATALOG.add(NAME, MaxMargin())

@@ -39,6 +39,7 @@ from biaslab.store import RunRecord, finished_table, records_table
 from biaslab.train import MINIMIZE_ONLY, MINIMIZE_READS, minimize
 
 NAME = "min-norm"
+FINDING = "GD from w0 converges to the interpolant nearest w0 (A^+ b from zero) to numerical precision."
 PRECISION = 1e-8  # relative distance that counts as "the same solution" in float64 after convergence to loss 1e-26
 
 
@@ -116,10 +117,9 @@ class MinNorm(Experiment):
         return {"convergence": fig}
 
     def claim(self, records: list[RunRecord]) -> Verdict:
-        claim = "GD from w0 converges to the interpolant nearest w0 (A^+ b from zero) to numerical precision."
         table = finished_table(records)
         if not len(table):
-            return Verdict(claim, False, {}, "no finished runs")
+            return Verdict(FINDING, False, {}, "no finished runs")
         worst = float(table["dist_to_nearest"].max())
         from_zero = table[table["problem.init_norm"] == 0.0]
         from_w0 = table[table["problem.init_norm"] > 0.0]
@@ -133,7 +133,7 @@ class MinNorm(Experiment):
         notes = ()
         if len(from_w0):
             notes = (f"from a nonzero w0 the solution is {numbers['min_dist_to_min_norm_from_w0']:.3f} (relative) away from A^+ b at least: the start matters",)
-        return Verdict(claim, passed, numbers, reason, notes)
+        return Verdict(FINDING, passed, numbers, reason, notes)
 
 
 CATALOG.add(NAME, MinNorm())

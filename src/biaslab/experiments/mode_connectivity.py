@@ -58,6 +58,10 @@ from biaslab.store import RunRecord
 from biaslab.train import LOSSES, fit
 
 NAME = "mode-connectivity"
+FINDING = (
+    "The straight line between independently trained networks crosses a clear loss barrier; a trained Bezier curve and "
+    "weight-matching permutation alignment each remove most of it, and the matched barrier shrinks as the network widens."
+)
 PATH_TS = np.linspace(0.0, 1.0, 25)  # points along every path
 PATHS = CONNECTION_PATHS  # ("linear", "bezier", "matched", "spawned")
 NAIVE_MIN_BARRIER = 0.1  # nats of training loss: "clearly positive"
@@ -248,13 +252,9 @@ def _barrier_figure(done: list[RunRecord]) -> Figure:
 
 def connectivity_claim(records: list[RunRecord]) -> Verdict:
     """PASS when the naive barrier is > 0.1 at every width, Bezier and matching each at most halve it, and the matched one falls with width."""
-    statement = (
-        "The straight line between independently trained networks crosses a clear loss barrier; a trained Bezier curve and "
-        "weight-matching permutation alignment each remove most of it, and the matched barrier shrinks as the network widens."
-    )
     done = _finished(records)
     if not done:
-        return Verdict(statement, False, {"n_runs": 0.0}, "no finished runs to judge")
+        return Verdict(FINDING, False, {"n_runs": 0.0}, "no finished runs to judge")
     measured = _measured(done)
     means = {path: _seed_means(done, f"barrier_loss.{path}") for path in measured}
     widths = sorted({_width(r) for r in done})
@@ -284,7 +284,7 @@ def connectivity_claim(records: list[RunRecord]) -> Verdict:
     notes = _notes(done, measured, widths, fmt)
     if "matched" in means:
         notes += (_fitted_note(done, means["matched"]),)
-    return Verdict(statement, bool(naive_ok and bezier_ok and matched_ok and shrinks), numbers, reason, notes)
+    return Verdict(FINDING, bool(naive_ok and bezier_ok and matched_ok and shrinks), numbers, reason, notes)
 
 
 def _notes(done: list[RunRecord], measured: tuple[str, ...], widths: list[int], fmt) -> tuple[str, ...]:

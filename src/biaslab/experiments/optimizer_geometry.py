@@ -74,6 +74,10 @@ from biaslab.store import RunRecord
 from biaslab.train import Fit, evaluation_steps
 
 NAME = "optimizer-geometry"
+FINDING = (
+    "Each optimizer's direction converges to the max-margin separator of its own norm (GD: L2, sign descent and Adam: "
+    "L-infinity, coordinate descent: L1): the angle to it falls over the last decade of steps and ends below the angles to the other references."
+)
 NORMS = ("l1", "l2", "linf")
 OWN_NORM = {"gd": "l2", "sign_descent": "linf", "coordinate_descent": "l1", "adam": "linf"}  # the max-margin it reaches
 OPTIMIZERS = tuple(OWN_NORM)
@@ -266,10 +270,6 @@ class OptimizerGeometry(Experiment):
         return {"angles": fig}
 
     def claim(self, records: list[RunRecord]) -> Verdict:
-        claim = (
-            "Each optimizer's direction converges to the max-margin separator of its own norm (GD: L2, sign descent and Adam: "
-            "L-infinity, coordinate descent: L1): the angle to it falls over the last decade of steps and ends below the angles to the other references."
-        )
         done = [r for r in records if r.status == "ok" and "angle_l2" in r.curves]
         checks, numbers, notes = Checks(), {}, []
         if not done:
@@ -291,7 +291,7 @@ class OptimizerGeometry(Experiment):
             separation = {k: first.final[k] for k in first.final if k.startswith("ref_angle_")}
             numbers |= {f"{labels}_{k}": v for k, v in separation.items()}
             notes.append(f"{labels}: references apart by " + ", ".join(f"{k.removeprefix('ref_angle_')} {v:.1f} deg" for k, v in separation.items()))
-        return checks.verdict(claim, numbers, notes)
+        return checks.verdict(FINDING, numbers, notes)
 
 
 CATALOG.add(NAME, OptimizerGeometry())

@@ -108,6 +108,12 @@ N_CLASSES = 10  # digits, MNIST-1D, MNIST, CIFAR-10
 CHANCE_ERROR = 1.0 - 1.0 / N_CLASSES
 NEAR_CHANCE = 0.05  # |test error - chance| at most this: four binomial standard deviations at 597-1000 test examples
 SLOWDOWN = 2.0  # random labels take at least this many times the steps of true labels ("several times")
+FINDING = (
+    "Without explicit regularization every randomization is fit to 100% training accuracy, random labels at least "
+    f"{SLOWDOWN:g}x slower than true labels, test error rises with label corruption to near chance "
+    f"(within {NEAR_CHANCE} of {CHANCE_ERROR:.1f}) for random labels and Gaussian inputs; a fixed pixel shuffle "
+    "costs a CNN test accuracy but leaves an MLP unchanged."
+)
 RISE_RHO = 0.9  # Spearman of test error with corruption fraction over 6 levels: at most one swapped pair
 SE_FLOOR = 0.005  # smallest standard error of a mean test error over seeds used in the shuffled-pixels check
 FRACTIONS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
@@ -336,16 +342,10 @@ class RandomLabels(Experiment):
         }
 
     def claim(self, records: list[RunRecord]) -> Verdict:
-        claim = (
-            "Without explicit regularization every randomization is fit to 100% training accuracy, random labels at least "
-            f"{SLOWDOWN:g}x slower than true labels, test error rises with label corruption to near chance "
-            f"(within {NEAR_CHANCE} of {CHANCE_ERROR:.1f}) for random labels and Gaussian inputs; a fixed pixel shuffle "
-            "costs a CNN test accuracy but leaves an MLP unchanged."
-        )
         rows = _rows(records)
         datasets = sorted({row["dataset"] for row in _select(rows, model="mlp", regularizers="none")})
         if not datasets:
-            return Verdict(claim, False, {"finished_runs": float(len(rows))}, "no finished unregularized MLP runs to judge")
+            return Verdict(FINDING, False, {"finished_runs": float(len(rows))}, "no finished unregularized MLP runs to judge")
         numbers: dict[str, float] = {}
         failures: list[str] = []
         notes: list[str] = []
@@ -358,7 +358,7 @@ class RandomLabels(Experiment):
         if failed_runs:
             failures.append(f"{failed_runs} runs failed or diverged")
         reason = "all parts hold" if not failures else "; ".join(failures)
-        return Verdict(claim, not failures, numbers, reason, tuple(notes))
+        return Verdict(FINDING, not failures, numbers, reason, tuple(notes))
 
 
 def _judge_dataset(main: list[dict], dataset: str, numbers: dict[str, float], notes: list[str]) -> list[str]:

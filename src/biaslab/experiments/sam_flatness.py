@@ -60,6 +60,10 @@ from biaslab.store import RunRecord
 from biaslab.train import LOSSES, fit
 
 NAME = "sam-flatness"
+FINDING = (
+    "From the same init and at the same training loss, sharpness-aware minimization ends at a solution with a lower "
+    "top Hessian eigenvalue and a lower adaptive sharpness than SGD, on every seed."
+)
 ARMS = ("sgd", "sam", "asam")  # the base optimizer and its sharpness-aware variants, in the figure's order
 ASAM_RHO = 1.0  # Kwon et al.'s range is 0.5-2 for SGD on CIFAR
 LABELS = {"hessian_top": "Hessian top eigenvalue", "sharpness_keskar": "epsilon-sharpness (Keskar)", "sharpness_adaptive": "adaptive sharpness (Kwon)", "test_error": "test error"}
@@ -116,15 +120,11 @@ def _unfinished(arms: dict[str, RunRecord], stop_loss: float | None) -> list[str
 
 def claim(records: list[RunRecord]) -> Verdict:
     """PASS when on every seed SAM's top Hessian eigenvalue and adaptive sharpness are below SGD's, at equal training loss."""
-    statement = (
-        "From the same init and at the same training loss, sharpness-aware minimization ends at a solution with a lower "
-        "top Hessian eigenvalue and a lower adaptive sharpness than SGD, on every seed."
-    )
     checks, runs = Checks(), _by_seed(records)
     paired = {seed: arms for seed, arms in runs.items() if {"sgd", "sam"} <= set(arms)}
     if not paired:
         checks.fail("no seed has finished SGD and SAM runs to compare")
-        return checks.verdict(statement, {"seeds": 0})
+        return checks.verdict(FINDING, {"seeds": 0})
     stop_loss = next(iter(paired.values()))["sgd"].run_spec.train.stop_loss
     short = sorted(f"{name} (seed {seed})" for seed, arms in paired.items() for name in _unfinished(arms, stop_loss))
     if short:
@@ -140,7 +140,7 @@ def claim(records: list[RunRecord]) -> Verdict:
         numbers[f"sam_over_sgd.{name}.max"] = max(ratios)
         lower = sum(r < 1 for r in ratios)
         checks.check(lower == len(ratios), f"SAM's {LABELS[name]} below SGD's on {lower} of {len(ratios)} seeds (needs all; SAM/SGD {min(ratios):.2f} to {max(ratios):.2f})")
-    return checks.verdict(statement, numbers, _notes(runs))
+    return checks.verdict(FINDING, numbers, _notes(runs))
 
 
 def _notes(runs: dict[int, dict[str, RunRecord]]) -> list[str]:

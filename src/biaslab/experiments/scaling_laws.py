@@ -75,6 +75,7 @@ from biaslab.spec import DataSpec, EstimatorSpec, ModelSpec, PowerLawFeatures, R
 from biaslab.store import RunRecord, records_table
 
 NAME = "scaling-laws"
+FINDING = "Test loss falls as a power law in n and in N with the exponent -alpha set by the data's spectrum (Maloney et al. 2022)."
 CONFIDENCE = 0.95
 AXES = {"train_size": "training examples n", "model_size": "features N"}
 MLP_AXES = {"train_size": "training examples n", "model_size": "parameters N"}  # part (b): MLPs on MNIST-1D
@@ -300,7 +301,6 @@ def mlp_report(table: pd.DataFrame) -> tuple[dict[str, float], tuple[str, ...]]:
 
 
 def judge(table: pd.DataFrame) -> Verdict:
-    claim = "Test loss falls as a power law in n and in N with the exponent -alpha set by the data's spectrum (Maloney et al. 2022)."
     numbers: dict[str, float] = {}
     checks = Checks()
     for axis in AXES:
@@ -313,7 +313,7 @@ def judge(table: pd.DataFrame) -> Verdict:
         numbers |= {f"{axis}_slope": mean, f"{axis}_slope_low": low, f"{axis}_slope_high": high, f"{axis}_predicted": -alpha}
         ok = low <= -alpha <= high
         checks.check(ok, f"{axis}: fitted slope {mean:.3f} [{low:.3f}, {high:.3f}] ({CONFIDENCE:.0%} CI over seeds) vs predicted {-alpha:g}")
-    return checks.verdict(claim, numbers)
+    return checks.verdict(FINDING, numbers)
 
 
 class ScalingLaws(Experiment):

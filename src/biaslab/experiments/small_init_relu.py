@@ -46,6 +46,10 @@ from biaslab.store import RunRecord, finished_table
 from biaslab.train import MINIMIZE_ONLY, MINIMIZE_READS, Fit, minimize
 
 NAME = "small-init-relu"
+FINDING = (
+    "As the init shrinks, the loss plateau lasts longer and training ends at a smaller variation norm, "
+    "toward the minimum-variation-norm interpolator (the limit the paper proves for a vanishing init)."
+)
 SAME_DIRECTION = 0.99  # cosine similarity above which two neurons point the same way
 SIGNIFICANT = 0.01  # neurons whose |a_j| ||w_j|| is below this fraction of the largest are ignored
 
@@ -150,13 +154,9 @@ class SmallInitRelu(Experiment):
         return {"dynamics": fig}
 
     def claim(self, records: list[RunRecord]) -> Verdict:
-        claim = (
-            "As the init shrinks, the loss plateau lasts longer and training ends at a smaller variation norm, "
-            "toward the minimum-variation-norm interpolator (the limit the paper proves for a vanishing init)."
-        )
         table = finished_table(records)
         if table.empty or table["model.init_scale"].nunique() < 3:
-            return Verdict(claim, False, {}, "needs finished runs at three or more init scales")
+            return Verdict(FINDING, False, {}, "needs finished runs at three or more init scales")
         by_scale = table.groupby("model.init_scale")
         escape, ratio = by_scale["escape_step"].mean(), by_scale["variation_ratio"].mean()
         rho_escape = spearman(list(escape.index), list(escape.values))
@@ -180,7 +180,7 @@ class SmallInitRelu(Experiment):
             f"distinct directions of significant neurons at the smallest init: {numbers['directions_at_smallest_init']:.0f} "
             "(neurons cannot turn on for inputs they start inactive on, so they do not collapse to two directions)",
         )
-        return Verdict(claim, bool(passed), numbers, reason, notes)
+        return Verdict(FINDING, bool(passed), numbers, reason, notes)
 
 
 CATALOG.add(NAME, SmallInitRelu())

@@ -57,6 +57,11 @@ from biaslab.spec import EstimatorSpec, Polynomial, RunSpec, SpecError, Sweep
 from biaslab.store import RunRecord
 
 NAME = "soft-inductive-bias"
+FINDING = (
+    "A high-order polynomial with an order-dependent penalty (a soft bias) is close to the best model on both a "
+    "simple and a complex target at every data size, while the hard low-order restriction and the unpenalized "
+    "high-order polynomial each fail on one target."
+)
 CLOSE_FACTOR = 2.0  # the soft model is "close to the best" when within this factor of the better other model, at every n
 FAIL_FACTOR = 2.0  # a model "fails" on a target when its error exceeds the soft model's by this factor (geometric mean over n)
 NOISE = 0.1
@@ -144,16 +149,11 @@ def mean_errors(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def judge(table: pd.DataFrame) -> Verdict:
-    claim = (
-        "A high-order polynomial with an order-dependent penalty (a soft bias) is close to the best model on both a "
-        "simple and a complex target at every data size, while the hard low-order restriction and the unpenalized "
-        "high-order polynomial each fail on one target."
-    )
     means = mean_errors(table) if len(table) else pd.DataFrame()
     needed = [(t, m) for t in ("simple", "complex") for m in MODELS]
     missing = [f"{t}/{m}" for t, m in needed if t not in means.columns.get_level_values(0) or (t, m) not in means.columns]
     if missing:
-        return Verdict(claim, False, {"runs": float(len(table))}, f"FAIL: no finished runs for {', '.join(missing)}")
+        return Verdict(FINDING, False, {"runs": float(len(table))}, f"FAIL: no finished runs for {', '.join(missing)}")
     numbers: dict[str, float] = {}
     checks = Checks()
     fails_on = {"low order": [], "high order": []}
@@ -175,7 +175,7 @@ def judge(table: pd.DataFrame) -> Verdict:
     for other, targets in fails_on.items():
         ok = len(targets) >= 1
         checks.check(ok, f"{other} fails (> {FAIL_FACTOR:g} x soft, geometric mean over n) on: {', '.join(targets) or 'no target'}")
-    return checks.verdict(claim, numbers, _notes(means))
+    return checks.verdict(FINDING, numbers, _notes(means))
 
 
 def _notes(means: pd.DataFrame) -> tuple[str, ...]:

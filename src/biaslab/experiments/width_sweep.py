@@ -41,6 +41,7 @@ from biaslab.spec import DataSpec, ModelSpec, RunSpec, Sweep, TrainSpec
 from biaslab.store import RunRecord, finished_table
 
 NAME = "width-sweep"
+FINDING = "On clean labels, test error does not rise with width past the narrowest width that fits the training set."
 PROBES = ("norms", "path_norm", "margin")
 
 
@@ -133,17 +134,16 @@ class WidthSweep(Experiment):
         return {"errors": errors, "norms": norms}
 
     def claim(self, records: list[RunRecord]) -> Verdict:
-        claim = "On clean labels, test error does not rise with width past the narrowest width that fits the training set."
         table = finished_table(records)
         clean = table[table["data.label_noise"] == 0.0] if len(table) else table
         if len(clean) == 0:
-            return Verdict(claim, False, {}, "no finished clean-label runs to judge")
+            return Verdict(FINDING, False, {}, "no finished clean-label runs to judge")
         width = interpolation_width(clean)
         numbers: dict[str, float] = {"n_seeds": float(clean["seed"].nunique())}
         notes = _noise_notes(table)
         if width is None:
             numbers["min_train_error"] = float(clean.groupby("model.width")["train_error"].mean().min())
-            return Verdict(claim, False, numbers, "no width reached zero training error on every seed", notes)
+            return Verdict(FINDING, False, numbers, "no width reached zero training error on every seed", notes)
         test = clean.groupby("model.width")["test_error"].mean()
         past = test[test.index >= width]
         numbers |= {
@@ -154,7 +154,7 @@ class WidthSweep(Experiment):
             "test_error_drop": float(past.iloc[0] - past.iloc[-1]),
         }
         if len(past) < 2:
-            return Verdict(claim, False, numbers, "only the widest width fits the training set: nothing past interpolation to compare", notes)
+            return Verdict(FINDING, False, numbers, "only the widest width fits the training set: nothing past interpolation to compare", notes)
         rho = spearman(list(past.index), list(past.values)) if len(past) >= 3 else float(np.sign(past.iloc[-1] - past.iloc[0]))
         rho = 0.0 if math.isnan(rho) else rho  # constant test error does not rise
         numbers["spearman_width_vs_test_error"] = rho
@@ -163,7 +163,7 @@ class WidthSweep(Experiment):
             f"test error {past.iloc[0]:.4f} at H={width} (first to interpolate) vs {past.iloc[-1]:.4f} at H={past.index.max()}; "
             f"rank correlation of test error with width past interpolation {rho:+.2f} (PASS needs widest <= first and rho <= 0)"
         )
-        return Verdict(claim, bool(passed), numbers, reason, notes)
+        return Verdict(FINDING, bool(passed), numbers, reason, notes)
 
 
 def _noise_notes(table) -> tuple[str, ...]:
