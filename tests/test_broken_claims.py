@@ -73,3 +73,10 @@ def test_every_entry_states_its_finding_and_every_verdict_is_on_it(name, monkeyp
     monkeypatch.setattr(experiment, "claim", raises)
     broken = experiment.verdict([])
     assert broken.claim == experiment.finding and "the claim check raised ValueError: a bug in the check" in broken.reason
+
+
+def test_a_verdict_without_numbers_prints_no_empty_numbers_line():
+    from biaslab.claims import Verdict
+
+    assert Verdict("a finding", False, {}, "FAIL: no runs").summary() == "FAIL: a finding\n  FAIL: no runs"
+    assert "  numbers: n=3" in Verdict("a finding", True, {"n": 3.0}, "ok").summary()

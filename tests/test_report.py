@@ -131,6 +131,7 @@ def sweep_page(index: Path, experiment: str) -> Path:
         ("steps", 12000.0, "12,000"), ("steps", 12000, "12,000"), ("model.width", 256.0, "256"), ("seed", 0, "0"),
         ("test_error", 0.123456, "12.3%"), ("train_error", 0.0, "0%"), ("test_error_at_widest", 0.68, "68%"),
         ("test_accuracy", 0.99991, "100%"), ("test_error", 0.0004, "0.04%"),
+        ("max_test_accuracy", 0.0302, "3.02%"), ("final_test_accuracy", 0.5, "50%"), ("min_train_error", 0.0, "0%"),
         ("spearman_width_vs_test_error", 1.0, "1"), ("error_ratio", 1.5, "1.5"),  # not fractions
         ("seconds", 3.14159, "3.1"), ("seconds", 12345.67, "12,345.7"),
         ("train.lr", 0.05, "0.05"), ("train.lr", 1e-4, "1×10⁻⁴"), ("loss", 8.2e-31, "8.2×10⁻³¹"), ("loss", 2.3456, "2.35"),

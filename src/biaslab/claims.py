@@ -34,7 +34,7 @@ class Verdict:
     def summary(self) -> str:
         """A few lines for a terminal."""
         numbers = ", ".join(f"{k}={_fmt(v)}" for k, v in self.numbers.items())
-        lines = [f"{self.label}: {self.claim}", f"  {self.reason}", f"  numbers: {numbers}"]
+        lines = [f"{self.label}: {self.claim}", f"  {self.reason}", *([f"  numbers: {numbers}"] if numbers else [])]
         return "\n".join(lines + [f"  note: {n}" for n in self.notes])
 
     def _repr_html_(self) -> str:

@@ -49,9 +49,11 @@ BAND_CAPTION = ("Shaded band: the minimum to the maximum over the runs (seeds) t
                 "mean. It is a range, not a confidence interval, and it appears only where an x has more than one run.")  # fmt: skip
 ERRORBAR_CAPTION = "Error bars: the standard error of each plotted estimate, or the multiple of it that the legend names."
 _INTEGER_NAMES = re.compile(r"(^|[._])(steps?|seed|width|depth|epochs?|batch_size|n_\w+|population|\w*count|params|n)$")
-# a fraction in [0, 1] shown as a percentage: train_error, test_accuracy, error, test_error_at_widest (not
-# spearman_width_vs_test_error, a correlation, nor error_ratio)
-_FRACTION_NAMES = re.compile(r"^((train|test|val|valid|validation|holdout)_)?(error|accuracy|acc|zero_one)(_at_\w+|_(mean|min|max|best|final|start|end))?$")
+# a fraction in [0, 1] shown as a percentage: train_error, test_accuracy, error, test_error_at_widest,
+# max_test_accuracy (not spearman_width_vs_test_error, a correlation, nor error_ratio)
+_FRACTION_NAMES = re.compile(
+    r"^((max|min|best|final|mean)_)?((train|test|val|valid|validation|holdout)_)?(error|accuracy|acc|zero_one)(_at_\w+|_(mean|min|max|best|final|start|end))?$"
+)
 _SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 
 
